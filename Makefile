@@ -1,0 +1,62 @@
+# mlloop: `make demo` runs the loop on this machine; `make test` runs the tests. `make help` lists all.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+RUNTIME_STAMP := $(VENV)/.runtime.stamp
+DEV_STAMP := $(VENV)/.dev.stamp
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help install install-dev up down status demo test lint format bench clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(RUNTIME_STAMP): requirements.txt pyproject.toml | $(BIN)/python
+	@echo ">> installing runtime requirements into $(VENV) (first time: a few minutes)"
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	@touch $@
+
+$(DEV_STAMP): requirements-dev.txt $(RUNTIME_STAMP)
+	@echo ">> installing dev requirements into $(VENV)"
+	$(BIN)/pip install -q -r requirements-dev.txt
+	@touch $@
+
+install: $(RUNTIME_STAMP) ## Create .venv with the pinned runtime requirements
+
+install-dev: $(DEV_STAMP) ## Create .venv with runtime + test/lint requirements
+
+up: install ## Start Airflow (8080) and MLflow (5000) on 127.0.0.1 in the background
+	$(BIN)/python -m mlloop.ops.services up
+
+down: ## Stop everything `make up`/`make demo` started
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m mlloop.ops.services down; fi
+
+status: ## Show which services are running
+	$(BIN)/python -m mlloop.ops.services status
+
+demo: up ## Set up everything and run the main job (ingest several generated days) through the scheduler
+	$(BIN)/python -m mlloop.ops.demo
+
+test: install-dev ## Set up and run the test suite
+	$(BIN)/python -m pytest
+
+lint: install-dev ## Lint and check formatting with ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install-dev ## Format and auto-fix with ruff
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install-dev ## Run every benchmark in bench/ (each ends with one JSON line)
+	@set -e; for script in bench/*.py; do echo ">> $$script"; $(BIN)/python $$script; done
+
+clean: down ## Stop services and delete local state (.airflow, .mlflow, data, reports); keeps .venv
+	rm -rf .airflow .mlflow data reports

@@ -1,0 +1,58 @@
+"""One typed settings object, read from ``MLLOOP_*`` environment variables with safe local defaults."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENV_PREFIX = "MLLOOP_"
+
+
+class Settings(BaseSettings):
+    """Platform settings; every field maps to ``MLLOOP_<FIELD>`` (e.g. ``MLLOOP_DATA_ROOT``)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    data_root: str = Field(
+        default=str(REPO_ROOT / "data"),
+        description="Storage root: a local folder or s3://bucket/prefix.",
+    )
+    storage_conn_id: str | None = Field(
+        default=None,
+        description="Airflow connection (aws type) used for an s3:// data root; None uses the AWS env/chain.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (MinIO, moto); None for AWS itself."
+    )
+    use_case: str = Field(
+        default="card_fraud",
+        description="Use-case declaration: a name under include/mlloop/usecases/ or a path to a YAML file.",
+    )
+    mlflow_tracking_uri: str = Field(default="http://127.0.0.1:5000")
+    model_name: str | None = Field(
+        default=None, description="Registered model name; None takes the use case's model_name."
+    )
+    training_backend: Literal["local", "kubernetes"] = "local"
+    pii_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key for PII tokenisation. Unset: read from the Airflow connection pii_conn_id.",
+    )
+    pii_conn_id: str = Field(
+        default="mlloop_pii", description="Airflow connection whose password is the PII HMAC key."
+    )
+    min_rows_per_batch: int | None = Field(
+        default=None, description="Override of the use case's lower row-count bound for one batch."
+    )
+    drift_share_threshold: float = Field(default=0.3, ge=0, le=1)
+    gate_min_pr_auc: float = Field(default=0.3, ge=0, le=1)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings (read once from the environment)."""
+    return Settings()

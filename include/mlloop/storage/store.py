@@ -1,0 +1,242 @@
+"""Storage over a local folder or ``s3://bucket/prefix``: atomic writes, URIs in and out.
+
+Tasks hand each other URIs (never frames). A write is atomic: locally the bytes go to a hidden
+temporary file in the target folder and are renamed into place; on S3 an object only becomes
+visible once its upload completes. Listings skip hidden (``.``/``_``) names, so a killed writer
+never leaves anything a reader picks up.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlloop.config import Settings
+
+
+class StorageError(RuntimeError):
+    """Raised when a storage object is missing or cannot be written."""
+
+
+def partition_key(area: str, dataset: str, day: date | str) -> str:
+    """Return the partition folder key, e.g. ``raw/transactions/date=2026-11-20``."""
+    day_str = day.isoformat() if isinstance(day, date) else str(date.fromisoformat(str(day)))
+    return f"{area}/{dataset}/date={day_str}"
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith((".", "_"))
+
+
+class _Backend(Protocol):
+    def put(self, key: str, data: bytes) -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class _LocalBackend:
+    root: Path
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def put(self, key: str, data: bytes) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".tmp-{uuid.uuid4().hex}-{target.name}"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise StorageError(f"{self.root / key} does not exist") from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return []
+        keys = []
+        for path in base.rglob("*"):
+            rel = path.relative_to(self.root)
+            if path.is_file() and not any(_is_hidden(part) for part in rel.parts):
+                keys.append(rel.as_posix())
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class _S3Backend:
+    client: Any
+    bucket: str
+    prefix: str
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except self.client.exceptions.NoSuchKey as exc:
+            raise StorageError(f"s3://{self.bucket}/{self._key(key)} does not exist") from exc
+
+    def exists(self, key: str) -> bool:
+        resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(key), MaxKeys=1)
+        return any(obj["Key"] == self._key(key) for obj in resp.get("Contents", []))
+
+    def list(self, prefix: str) -> list[str]:
+        full = self._key(prefix.rstrip("/") + "/")
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+            for obj in page.get("Contents", []):
+                rel = obj["Key"][len(self.prefix) + 1 :] if self.prefix else obj["Key"]
+                if not any(_is_hidden(part) for part in rel.split("/")):
+                    keys.append(rel)
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+
+def _s3_client(endpoint_url: str | None, conn_id: str | None) -> Any:
+    """Build a boto3 S3 client from an Airflow AWS connection, or from the standard AWS env/chain."""
+    if conn_id:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        return S3Hook(aws_conn_id=conn_id).get_conn()
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint_url)
+
+
+class Storage:
+    """Read and write objects under one root (local folder or ``s3://bucket/prefix``) by key or URI."""
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        s3_client: Any | None = None,
+        s3_endpoint_url: str | None = None,
+        conn_id: str | None = None,
+    ) -> None:
+        self.root = root.rstrip("/")
+        self._backend: _Backend
+        if root.startswith("s3://"):
+            bucket, _, prefix = root[len("s3://") :].partition("/")
+            if not bucket:
+                raise StorageError(f"data root {root!r} names no bucket; use s3://<bucket>/<prefix>")
+            client = s3_client or _s3_client(s3_endpoint_url, conn_id)
+            self._backend = _S3Backend(client, bucket, prefix.strip("/"))
+        elif "://" in self.root and not self.root.startswith("file://"):
+            raise StorageError(f"data root {root!r}: only a local path, file:// or s3:// is supported")
+        else:
+            local = Path(self.root.removeprefix("file://")).expanduser().resolve()
+            self.root = str(local)
+            self._backend = _LocalBackend(local)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Storage:
+        """Open the storage root configured by ``MLLOOP_DATA_ROOT`` (and its S3 connection)."""
+        from mlloop.config import get_settings
+
+        settings = settings or get_settings()
+        return cls(
+            settings.data_root, s3_endpoint_url=settings.s3_endpoint_url, conn_id=settings.storage_conn_id
+        )
+
+    def uri(self, key: str) -> str:
+        """Return the full URI of ``key`` under this root."""
+        return f"{self.root}/{key.lstrip('/')}"
+
+    def key(self, uri_or_key: str) -> str:
+        """Return the key of a URI under this root (a key is returned unchanged)."""
+        if uri_or_key.startswith(self.root + "/"):
+            return uri_or_key[len(self.root) + 1 :]
+        if "://" in uri_or_key or uri_or_key.startswith("/"):
+            raise StorageError(f"{uri_or_key!r} is not under the data root {self.root!r}")
+        return uri_or_key
+
+    def exists(self, uri_or_key: str) -> bool:
+        """Return whether the object exists."""
+        return self._backend.exists(self.key(uri_or_key))
+
+    def write_bytes(self, uri_or_key: str, data: bytes) -> str:
+        """Write ``data`` atomically and return its URI."""
+        key = self.key(uri_or_key)
+        self._backend.put(key, data)
+        return self.uri(key)
+
+    def read_bytes(self, uri_or_key: str) -> bytes:
+        """Read an object's bytes; raises StorageError naming the URI when it is missing."""
+        return self._backend.get(self.key(uri_or_key))
+
+    def write_json(self, uri_or_key: str, payload: Any) -> str:
+        """Write ``payload`` as indented JSON atomically and return its URI."""
+        text = json.dumps(payload, indent=2, sort_keys=True, default=str)
+        return self.write_bytes(uri_or_key, text.encode())
+
+    def read_json(self, uri_or_key: str) -> Any:
+        """Read a JSON object."""
+        return json.loads(self.read_bytes(uri_or_key))
+
+    def write_frame(self, uri_or_key: str, frame: pd.DataFrame) -> str:
+        """Write a frame as Parquet atomically and return its URI."""
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        return self.write_bytes(uri_or_key, buf.getvalue())
+
+    def read_frame(self, uri_or_key: str) -> pd.DataFrame:
+        """Read a Parquet object into a frame."""
+        import pandas as pd
+
+        return pd.read_parquet(io.BytesIO(self.read_bytes(uri_or_key)))
+
+    def list(self, prefix: str) -> list[str]:
+        """Return the committed keys under ``prefix`` (hidden temporaries excluded), sorted."""
+        return self._backend.list(self.key(prefix).rstrip("/"))
+
+    def iter_partitions(self, area: str, dataset: str) -> Iterator[str]:
+        """Yield the ``date=`` values that hold at least one object in ``area/dataset``."""
+        seen: set[str] = set()
+        for key in self.list(f"{area}/{dataset}"):
+            part = next((p for p in key.split("/") if p.startswith("date=")), None)
+            if part and part not in seen:
+                seen.add(part)
+                yield part.removeprefix("date=")
+
+    def copy(self, src: str, dst: str) -> str:
+        """Copy one object to another key atomically and return the destination URI."""
+        return self.write_bytes(dst, self.read_bytes(src))
+
+    def delete(self, uri_or_key: str) -> None:
+        """Delete one object (missing is fine)."""
+        self._backend.delete(self.key(uri_or_key))

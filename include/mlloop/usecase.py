@@ -1,0 +1,83 @@
+"""Load a use-case declaration (YAML): dataset, schema, key/time/target/PII columns, suites, source."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+USECASE_DIR = Path(__file__).resolve().parent / "usecases"
+ColumnKind = Literal["string", "datetime", "float", "integer", "boolean"]
+
+
+class SourceSpec(BaseModel):
+    """Where a use case's daily batches come from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["generator", "files"] = "generator"
+    rows_per_day: int = Field(default=20_000, gt=0)
+    seed: int = 42
+    uri: str | None = None
+
+    @model_validator(mode="after")
+    def _files_need_uri(self) -> SourceSpec:
+        if self.kind == "files" and not self.uri:
+            raise ValueError("source.kind 'files' needs source.uri (a folder holding date=YYYY-MM-DD/)")
+        return self
+
+
+class UseCase(BaseModel):
+    """A declared use case; DAGs and include/ read this instead of hard-coding the domain."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    dataset: str
+    key_column: str
+    time_column: str
+    target_column: str
+    pii_columns: list[str] = Field(default_factory=list)
+    schema_: dict[str, ColumnKind] = Field(alias="schema")
+    suites: dict[str, str]
+    model_name: str
+    source: SourceSpec = Field(default_factory=SourceSpec)
+
+    @model_validator(mode="after")
+    def _columns_declared(self) -> UseCase:
+        declared = set(self.schema_)
+        for role in ("key_column", "time_column"):
+            if getattr(self, role) not in declared:
+                raise ValueError(f"{role} {getattr(self, role)!r} is not a column of schema")
+        missing = [c for c in self.pii_columns if c not in declared]
+        if missing:
+            raise ValueError(f"pii_columns {missing} are not columns of schema")
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        """Return the declared column names in delivery order."""
+        return list(self.schema_)
+
+
+@lru_cache(maxsize=8)
+def load_use_case(name_or_path: str) -> UseCase:
+    """Load a use case by name (``include/mlloop/usecases/<name>.yaml``) or by YAML path.
+
+    Raises:
+        FileNotFoundError: naming the file looked for and the declarations that exist.
+    """
+    path = Path(name_or_path)
+    if path.suffix not in {".yaml", ".yml"}:
+        path = USECASE_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in USECASE_DIR.glob("*.yaml"))
+        raise FileNotFoundError(
+            f"use case {name_or_path!r}: {path} does not exist. Set MLLOOP_USE_CASE to one of {known} "
+            "or to the path of a YAML declaration."
+        )
+    return UseCase.model_validate(yaml.safe_load(path.read_text()))

@@ -1,0 +1,54 @@
+"""Test-wide setup: an isolated Airflow home (SQLite) and data root per session, before Airflow imports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="mlloop-tests-"))
+
+# Airflow reads its configuration when first imported: point it at a throwaway home before that.
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_SESSION_DIR / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_SESSION_DIR / 'airflow' / 'airflow.db'}",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "MLLOOP_DATA_ROOT": str(_SESSION_DIR / "data"),
+    }
+)
+(_SESSION_DIR / "airflow").mkdir(parents=True, exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Create the session's Airflow metadata DB once (``airflow db migrate``)."""
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return _SESSION_DIR / "airflow" / "airflow.db"
+
+
+@pytest.fixture
+def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point MLLOOP_DATA_ROOT at a fresh folder for one test (settings cache cleared around it)."""
+    from mlloop.config import get_settings
+
+    root = tmp_path / "data"
+    monkeypatch.setenv("MLLOOP_DATA_ROOT", str(root))
+    get_settings.cache_clear()
+    yield root
+    get_settings.cache_clear()

@@ -1,0 +1,107 @@
+"""Storage: one API over a local folder and an S3-compatible server, atomic writes, partition layout."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlloop.storage import Storage, StorageError, partition_key
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A moto S3 server on 127.0.0.1 (real HTTP, boto3 speaks to it as to S3)."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request, tmp_path: Path) -> Storage:
+    if request.param == "local":
+        return Storage(str(tmp_path / "root"))
+    import boto3
+
+    endpoint = request.getfixturevalue("s3_endpoint")
+    bucket = f"b-{tmp_path.name.lower().replace('_', '-')[-40:]}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    return Storage(f"s3://{bucket}/prefix", s3_endpoint_url=endpoint)
+
+
+def test_partition_key_layout() -> None:
+    assert partition_key("raw", "transactions", "2026-11-20") == "raw/transactions/date=2026-11-20"
+    with pytest.raises(ValueError):
+        partition_key("raw", "transactions", "20-11-2026")
+
+
+def test_bytes_json_and_frames_round_trip(storage: Storage) -> None:
+    uri = storage.write_bytes("raw/t/date=2026-11-20/a.bin", b"abc")
+    assert uri == storage.uri("raw/t/date=2026-11-20/a.bin")
+    assert storage.read_bytes(uri) == b"abc"
+    assert storage.exists("raw/t/date=2026-11-20/a.bin")
+    assert not storage.exists("raw/t/date=2026-11-20/b.bin")
+    storage.write_json("reports/x.json", {"a": 1})
+    assert storage.read_json("reports/x.json") == {"a": 1}
+    frame = pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]})
+    storage.write_frame("validated/t/date=2026-11-20/p.parquet", frame)
+    pd.testing.assert_frame_equal(storage.read_frame("validated/t/date=2026-11-20/p.parquet"), frame)
+
+
+def test_listing_and_partitions(storage: Storage) -> None:
+    for day in ("2026-11-20", "2026-11-21"):
+        storage.write_bytes(f"raw/t/date={day}/one.parquet", b"1")
+    storage.write_bytes("raw/t/date=2026-11-21/_SUCCESS", b"")
+    assert storage.list("raw/t/date=2026-11-21") == ["raw/t/date=2026-11-21/one.parquet"]
+    assert list(storage.iter_partitions("raw", "t")) == ["2026-11-20", "2026-11-21"]
+    assert storage.list("nothing/here") == []
+    storage.copy("raw/t/date=2026-11-20/one.parquet", "quarantine/t/date=2026-11-20/x/batch.parquet")
+    assert storage.read_bytes("quarantine/t/date=2026-11-20/x/batch.parquet") == b"1"
+
+
+def test_missing_object_names_the_uri(storage: Storage) -> None:
+    with pytest.raises(StorageError, match="does not exist"):
+        storage.read_bytes("raw/none.parquet")
+
+
+def test_uri_outside_root_is_refused(storage: Storage) -> None:
+    with pytest.raises(StorageError, match="not under the data root"):
+        storage.read_bytes("/etc/passwd")
+
+
+def test_local_write_is_atomic_when_writer_dies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = Storage(str(tmp_path))
+    storage.write_bytes("validated/t/date=2026-11-20/p.parquet", b"old")
+
+    def _killed(*args, **kwargs):
+        raise KeyboardInterrupt("writer killed mid-write")
+
+    monkeypatch.setattr(os, "fsync", _killed)
+    with pytest.raises(KeyboardInterrupt):
+        storage.write_bytes("validated/t/date=2026-11-20/p.parquet", b"new-but-partial")
+    assert storage.read_bytes("validated/t/date=2026-11-20/p.parquet") == b"old"
+    assert storage.list("validated/t") == ["validated/t/date=2026-11-20/p.parquet"]
+    assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "validated/t/date=2026-11-20").iterdir())
+
+
+def test_unsupported_scheme_is_refused() -> None:
+    with pytest.raises(StorageError, match="only a local path"):
+        Storage("gs://bucket/x")
+    with pytest.raises(StorageError, match="names no bucket"):
+        Storage("s3://")
