@@ -1,0 +1,1 @@
+"""Landing, validating, quarantining and publishing source batches."""

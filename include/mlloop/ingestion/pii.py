@@ -1,0 +1,89 @@
+"""PII tokenisation with a keyed HMAC; the key comes from the environment or an Airflow connection."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlloop.config import Settings
+
+log = logging.getLogger(__name__)
+MIN_KEY_BYTES = 16
+
+
+class MissingPIIKeyError(RuntimeError):
+    """Raised when no PII tokenisation key is configured."""
+
+
+def resolve_pii_key(settings: Settings) -> bytes:
+    """Return the HMAC key: ``MLLOOP_PII_KEY`` if set, else the password of the Airflow connection.
+
+    Raises:
+        MissingPIIKeyError: when neither is set, or the key is shorter than 16 bytes.
+    """
+    key: str | None = settings.pii_key.get_secret_value() if settings.pii_key else None
+    source = "MLLOOP_PII_KEY"
+    if not key:
+        key = _connection_password(settings.pii_conn_id)
+        source = f"Airflow connection {settings.pii_conn_id!r}"
+    if not key:
+        raise MissingPIIKeyError(
+            f"No PII tokenisation key: set MLLOOP_PII_KEY or create the Airflow connection "
+            f"{settings.pii_conn_id!r} with the key as its password (`make up` writes a random one to .env "
+            "for the local default)."
+        )
+    if len(key.encode()) < MIN_KEY_BYTES:
+        raise MissingPIIKeyError(
+            f"The PII key from {source} is shorter than {MIN_KEY_BYTES} bytes; use a longer one."
+        )
+    _mask(key)
+    return key.encode()
+
+
+def _connection_password(conn_id: str) -> str | None:
+    """Read a connection password through Airflow when running inside it; None when unavailable."""
+    try:
+        from airflow.sdk import Connection
+    except ImportError:  # not running with Airflow installed
+        return None
+    try:
+        return Connection.get(conn_id).password
+    except Exception as exc:
+        log.info("PII key connection %r not available (%s)", conn_id, type(exc).__name__)
+        return None
+
+
+def _mask(secret: str) -> None:
+    """Register the key with Airflow's log masker so it can never appear in a task log."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:
+        return
+    mask_secret(secret)
+
+
+def tokenise_column(values: pd.Series, key: bytes) -> pd.Series:
+    """Return the hex HMAC-SHA256 of each value (nulls stay null); same key and value, same token."""
+    import pandas as pd
+
+    def _token(value: object) -> str | None:
+        if value is None or (isinstance(value, float) and value != value):
+            return None
+        return hmac.new(key, str(value).encode(), hashlib.sha256).hexdigest()
+
+    return pd.Series([_token(v) for v in values], index=values.index, dtype="object", name=values.name)
+
+
+def tokenise_frame(frame: pd.DataFrame, pii_columns: list[str], key: bytes) -> pd.DataFrame:
+    """Replace each PII column ``c`` with ``c_token`` in place of it; the raw values are dropped."""
+    out = frame.copy()
+    for column in pii_columns:
+        position = out.columns.get_loc(column)
+        tokens = tokenise_column(out.pop(column), key)
+        out.insert(position, f"{column}_token", tokens)
+    return out

@@ -1,0 +1,1 @@
+"""Local operations: start/stop the embedded default stack and drive the demo."""
