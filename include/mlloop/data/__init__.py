@@ -1,0 +1,1 @@
+"""Data sources for the demo loop: the synthetic card-transaction generator (``mlloop.data.generator``)."""
