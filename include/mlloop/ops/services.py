@@ -34,10 +34,12 @@ MLFLOW_PORT = int(os.environ.get("MLLOOP_MLFLOW_PORT", "5000"))
 AIRFLOW_URL = f"http://{HOST}:{AIRFLOW_PORT}"
 MLFLOW_URL = f"http://{HOST}:{MLFLOW_PORT}"
 AIRFLOW_USER = "admin"
-AIRFLOW_HOME = REPO_ROOT / ".airflow"
-MLFLOW_HOME = REPO_ROOT / ".mlflow"
+# Where the stack keeps its state; the repository by default (tests point it elsewhere).
+STATE_DIR = Path(os.environ.get("MLLOOP_STATE_DIR", str(REPO_ROOT))).resolve()
+AIRFLOW_HOME = STATE_DIR / ".airflow"
+MLFLOW_HOME = STATE_DIR / ".mlflow"
 RUN_DIR = AIRFLOW_HOME / "run"
-ENV_FILE = REPO_ROOT / ".env"
+ENV_FILE = STATE_DIR / ".env"
 VENV_BIN = Path(sys.executable).parent
 
 # Generated once into the git-ignored .env: secrets never live in code.
@@ -110,7 +112,7 @@ def stack_env() -> dict[str, str]:
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "MLFLOW_TRACKING_URI": MLFLOW_URL,
             "MLLOOP_MLFLOW_TRACKING_URI": env.get("MLLOOP_MLFLOW_TRACKING_URI", MLFLOW_URL),
-            "MLLOOP_DATA_ROOT": env.get("MLLOOP_DATA_ROOT", str(REPO_ROOT / "data")),
+            "MLLOOP_DATA_ROOT": env.get("MLLOOP_DATA_ROOT", str(STATE_DIR / "data")),
             "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
             "NO_PROXY": "127.0.0.1,localhost",
         }
@@ -263,7 +265,7 @@ def wait_until(check: object, what: str, timeout_s: float = 240.0) -> None:
 def up() -> None:
     """Start the whole stack (idempotent) and wait until both UIs are healthy."""
     env = stack_env()
-    (REPO_ROOT / "data").mkdir(exist_ok=True)
+    (STATE_DIR / "data").mkdir(exist_ok=True)
     MLFLOW_HOME.mkdir(exist_ok=True)
     if not any(running_pid(s) for s in services() if s.home == AIRFLOW_HOME):
         init_airflow(env)
