@@ -39,10 +39,10 @@ def test_files_source_lands_the_delivered_file(tmp_path: Path) -> None:
     landed = land_batch(storage, use_case, DAY)
     delivered = (inbox / "transactions/date=2026-11-20/part-0.parquet").read_bytes()
     assert storage.read_bytes(landed.raw_uri) == delivered
-    with pytest.raises(StorageError, match="expected exactly one .parquet file"):
+    with pytest.raises(StorageError, match=r"expected exactly one \.parquet file"):
         land_batch(storage, use_case, date(2026, 11, 21))
 
 
 def test_files_source_needs_a_uri() -> None:
-    with pytest.raises(ValueError, match="source.uri"):
+    with pytest.raises(ValueError, match=r"source\.uri"):
         SourceSpec(kind="files")
