@@ -405,3 +405,9 @@ def test_module_runs_as_a_script(tmp_path: Path) -> None:
     assert "wrote 1 day(s)" in result.stdout
     assert "fraud_rate" in result.stderr
     assert (tmp_path / "transactions" / "date=2026-11-01" / "part-0.parquet").is_file()
+
+
+@pytest.mark.parametrize("day", [dt.date(2026, 11, d) for d in range(18, 26)])
+def test_clean_days_at_production_size_keep_the_contract(day: dt.date) -> None:
+    """Rare boundary values (e.g. an 18-year-old rounding to 17) only show at full daily volume."""
+    _assert_valid(_day(day=day, rows=20_000))

@@ -502,7 +502,8 @@ def _clean_day(day: dt.date, *, rows: int, seed: int, scenario: str) -> tuple[pd
     customers = _customers(unique_keys, seed)
     home = customers.home[inverse]
     spend = customers.spend[inverse]
-    customer_age = np.minimum((day.toordinal() - customers.birth_ordinal[inverse]) // 365.25, 100)
+    # Accounts open at 18 or older; the clip only absorbs day-count rounding at the boundaries.
+    customer_age = np.clip((day.toordinal() - customers.birth_ordinal[inverse]) // 365.25, 18, 100)
 
     # Where: merchant category, channel, device, merchant.
     weights = np.array([c.weight for c in _ALL_CATEGORIES])
