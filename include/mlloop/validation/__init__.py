@@ -1,0 +1,23 @@
+"""Data contracts: GX 1.x suites kept as JSON in ``expectations/``, run on frames, reported readably.
+
+Light to import (Great Expectations is imported on first use, inside the functions).
+"""
+
+import logging
+
+from mlloop.validation.report import ExpectationFailure, ValidationReport
+from mlloop.validation.runner import validate_frame
+from mlloop.validation.suite import EXPECTATIONS_DIR, available_suites, load_suite
+
+# GX logs its internals (decorator registration, metric registry) at INFO: in a task log that buries
+# the validation summary, so only its warnings and errors are kept.
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+__all__ = [
+    "EXPECTATIONS_DIR",
+    "ExpectationFailure",
+    "ValidationReport",
+    "available_suites",
+    "load_suite",
+    "validate_frame",
+]
