@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from mlloop.data.scenarios import ALL_SCENARIOS
 from mlloop.orchestration.assets import VALIDATED_TRANSACTIONS
@@ -30,7 +30,8 @@ from mlloop.orchestration.assets import VALIDATED_TRANSACTIONS
 
 @dag(
     dag_id="ingest_transactions",
-    schedule="@daily",
+    # Data intervals, not trigger times: the run at midnight ingests the day that just ended.
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
     max_active_runs=3,

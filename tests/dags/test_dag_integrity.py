@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -80,13 +81,10 @@ def test_every_dag_has_tags_retries_and_docs(dagbag) -> None:
                 assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
 
 
-def _run_probe(path: Path, tmp_path: Path) -> dict:
-    import json
-
-    probe = tmp_path / "probe.py"
-    probe.write_text(PROBE)
+def _python(*args: str) -> str:
+    """Run a fresh interpreter with ``args`` in the test's environment; return its last stdout line."""
     proc = subprocess.run(
-        [sys.executable, str(probe), str(path), ",".join(HEAVY_MODULES)],
+        [sys.executable, *args],
         capture_output=True,
         text=True,
         env=os.environ.copy(),
@@ -94,7 +92,13 @@ def _run_probe(path: Path, tmp_path: Path) -> dict:
         cwd=REPO_ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def _run_probe(path: Path, tmp_path: Path) -> dict:
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    return json.loads(_python(str(probe), str(path), ",".join(HEAVY_MODULES)))
 
 
 def _fresh_import_seconds(path: Path) -> float:
@@ -103,16 +107,7 @@ def _fresh_import_seconds(path: Path) -> float:
         "import time, runpy, sys; t = time.perf_counter(); import airflow.sdk; "
         "runpy.run_path(sys.argv[1]); print(time.perf_counter() - t)"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(path)],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        check=False,
-        cwd=REPO_ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return float(proc.stdout.strip().splitlines()[-1])
+    return float(_python("-c", script, str(path)))
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)

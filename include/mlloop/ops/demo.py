@@ -72,6 +72,13 @@ def wait_for_runs(api: AirflowAPI, runs: list[DemoRun], timeout_s: float = 900.0
         log.info("Runs finished: %d/%d (%s)", done, len(runs), ", ".join(f"{r.day}:{r.state}" for r in runs))
         if done == len(runs):
             return
+        stopped = [name for name, pid in services.status().items() if pid is None]
+        if stopped:
+            raise RuntimeError(
+                f"{', '.join(stopped)} stopped while runs were pending; see "
+                f"{services.AIRFLOW_HOME / 'logs'}/<service>.out, then `make up` restarts it and "
+                "`make demo` retries (finished days are not redone)."
+            )
         if time.monotonic() > deadline:
             raise TimeoutError(
                 f"{len(runs) - done} runs still not finished after {timeout_s:.0f}s; "

@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -41,6 +42,8 @@ MLFLOW_HOME = STATE_DIR / ".mlflow"
 RUN_DIR = AIRFLOW_HOME / "run"
 ENV_FILE = STATE_DIR / ".env"
 VENV_BIN = Path(sys.executable).parent
+
+SQLITE_ARGS = "mlloop.ops.airflow_sqlite"  # busy timeout for the shared SQLite metadata DB
 
 # Generated once into the git-ignored .env: secrets never live in code.
 GENERATED_SECRETS = (
@@ -101,6 +104,8 @@ def stack_env() -> dict[str, str]:
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{SQLITE_ARGS}.CONNECT_ARGS",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{SQLITE_ARGS}.CONNECT_ARGS_ASYNC",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(AIRFLOW_HOME / "passwords.json"),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{AIRFLOW_URL}/execution/",
@@ -184,6 +189,9 @@ def init_airflow(env: dict[str, str]) -> None:
     passwords.write_text(json.dumps({AIRFLOW_USER: env["MLLOOP_AIRFLOW_PASSWORD"]}))
     log.info("Migrating the Airflow metadata DB (%s)", AIRFLOW_HOME / "airflow.db")
     _run([str(VENV_BIN / "airflow"), "db", "migrate"], env, AIRFLOW_HOME / "logs" / "db-migrate.out")
+    # WAL lets the scheduler write while the API server and DAG processor read (persistent in the file).
+    with contextlib.closing(sqlite3.connect(AIRFLOW_HOME / "airflow.db", timeout=60)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
 
 
 def _run(argv: list[str], env: dict[str, str], out: Path) -> None:
