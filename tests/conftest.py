@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,13 @@ os.environ.update(
     }
 )
 (_SESSION_DIR / "airflow").mkdir(parents=True, exist_ok=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_session_dir():
+    """Delete the session's Airflow home and data root when the test session ends."""
+    yield
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
