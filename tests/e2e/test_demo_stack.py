@@ -21,12 +21,6 @@ pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _demo_objects(state: Path, area: str) -> list[str]:
     """Parquet objects of the demo's days in an area (a scheduled run for yesterday may add others)."""
     days = {f"date={day}" for day, _ in DEMO_DAYS}
@@ -49,15 +43,15 @@ def _processes_mentioning(text: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, free_port):
     state = tmp_path_factory.mktemp("stack")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
         {
             "MLLOOP_STATE_DIR": str(state),
             "MLLOOP_DATA_ROOT": str(state / "data"),
-            "MLLOOP_AIRFLOW_PORT": str(_free_port()),
-            "MLLOOP_MLFLOW_PORT": str(_free_port()),
+            "MLLOOP_AIRFLOW_PORT": str(free_port()),
+            "MLLOOP_MLFLOW_PORT": str(free_port()),
         }
     )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pandas as pd
@@ -12,18 +11,12 @@ import pytest
 from mlloop.storage import Storage, StorageError, partition_key
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def s3_endpoint():
+def s3_endpoint(free_port):
     """A moto S3 server on 127.0.0.1 (real HTTP, boto3 speaks to it as to S3)."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

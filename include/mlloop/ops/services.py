@@ -125,28 +125,20 @@ def stack_env() -> dict[str, str]:
     return env
 
 
+def mlflow_server_argv(port: int, home: Path) -> list[str]:
+    """Return the command of an MLflow server on 127.0.0.1 with SQLite and local artifacts in ``home``."""
+    return [
+        str(VENV_BIN / "mlflow"), "server", "--host", HOST, "--port", str(port),
+        "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+        "--artifacts-destination", str(home / "artifacts"), "--workers", "1",
+    ]  # fmt: skip
+
+
 def services() -> list[Service]:
     """Return the stack's services in start order."""
     airflow = str(VENV_BIN / "airflow")
     return [
-        Service(
-            "mlflow",
-            [
-                str(VENV_BIN / "mlflow"),
-                "server",
-                "--host",
-                HOST,
-                "--port",
-                str(MLFLOW_PORT),
-                "--backend-store-uri",
-                f"sqlite:///{MLFLOW_HOME / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(MLFLOW_HOME / "artifacts"),
-                "--workers",
-                "1",
-            ],
-            MLFLOW_HOME,
-        ),
+        Service("mlflow", mlflow_server_argv(MLFLOW_PORT, MLFLOW_HOME), MLFLOW_HOME),
         Service(
             "api-server",
             [airflow, "api-server", "--host", HOST, "--port", str(AIRFLOW_PORT), "--workers", "1"],

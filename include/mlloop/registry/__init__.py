@@ -1,0 +1,27 @@
+"""The MLflow model registry as the platform uses it: versions, the champion/previous aliases, audit."""
+
+from mlloop.registry.champion import (
+    CHAMPION,
+    PREVIOUS,
+    AuditRecord,
+    PromotionError,
+    audit_log,
+    champion_version,
+    promote,
+    register_version,
+    reject,
+    rollback,
+)
+
+__all__ = [
+    "CHAMPION",
+    "PREVIOUS",
+    "AuditRecord",
+    "PromotionError",
+    "audit_log",
+    "champion_version",
+    "promote",
+    "register_version",
+    "reject",
+    "rollback",
+]

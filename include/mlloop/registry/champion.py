@@ -1,0 +1,259 @@
+"""Register model versions, move the ``champion``/``previous`` aliases, and keep an audit trail in MLflow.
+
+Promotion order matters because MLflow has no multi-alias transaction: ``previous`` is moved to the
+old champion first, then ``champion`` to the new version. A crash between the two leaves ``champion``
+where it was (and ``previous`` pointing at it), never a champion without a way back. Every promotion,
+rollback and rejection is appended to the audit experiment as one finished run, tagged so it can be
+searched per model; audit runs are never edited.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+AUDIT_EXPERIMENT = "mlloop-audit"
+TAG_PREFIX = "mlloop."
+PROMOTED_AT_TAG = f"{TAG_PREFIX}promoted_at"
+DECISION_TAG = f"{TAG_PREFIX}gate.decision"
+REASON_TAG = f"{TAG_PREFIX}gate.reason"
+
+
+class PromotionError(RuntimeError):
+    """Raised when a promotion or rollback is refused; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One promotion, rollback or rejection, as appended to the audit experiment."""
+
+    action: str
+    model: str
+    to_version: str | None
+    from_version: str | None
+    actor: str
+    reason: str
+    evidence: str
+    at: float
+
+    def tags(self) -> dict[str, str]:
+        """Return the record as MLflow run tags."""
+        return {
+            f"{TAG_PREFIX}audit.{key}": "" if value is None else str(value)
+            for key, value in self.__dict__.items()
+        }
+
+
+def _is_missing(exc: Exception) -> bool:
+    return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+
+
+def champion_version(client: MlflowClient, name: str, alias: str = CHAMPION) -> ModelVersion | None:
+    """Return the version holding ``alias`` (default ``champion``), or None when the alias is unset."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if _is_missing(exc) or "alias" in str(exc).lower():
+            return None
+        raise
+
+
+def register_version(
+    client: MlflowClient,
+    name: str,
+    *,
+    source: str,
+    run_id: str,
+    tags: dict[str, str],
+    description: str,
+    idempotency_tag: str,
+) -> ModelVersion:
+    """Register ``source`` as a new version of ``name`` unless one already carries the same idempotency tag.
+
+    A retried or restarted training task passes the same ``tags[idempotency_tag]`` (e.g. the DAG run id),
+    so it gets the version registered the first time instead of a second one.
+    """
+    from mlflow.exceptions import MlflowException
+
+    key = tags[idempotency_tag]
+    try:
+        client.create_registered_model(name, description="Managed by mlloop: see the champion alias.")
+    except MlflowException as exc:
+        if (
+            "already exists" not in str(exc).lower()
+            and getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS"
+        ):
+            raise
+    existing = client.search_model_versions(f"name = '{name}' and tags.`{idempotency_tag}` = '{key}'")
+    if existing:
+        version = max(existing, key=lambda v: int(v.version))
+        log.info(
+            "%s v%s is already registered for %s=%s; not registering again",
+            name,
+            version.version,
+            idempotency_tag,
+            key,
+        )
+        return version
+    version = client.create_model_version(
+        name, source=source, run_id=run_id, tags=tags, description=description
+    )
+    log.info("Registered %s v%s from run %s", name, version.version, run_id)
+    return version
+
+
+def _audit(client: MlflowClient, record: AuditRecord) -> None:
+    """Append one audit record (a finished run in the audit experiment)."""
+    experiment = client.get_experiment_by_name(AUDIT_EXPERIMENT)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(AUDIT_EXPERIMENT)
+    run = client.create_run(
+        experiment_id, run_name=f"{record.action} {record.model} v{record.to_version}", tags=record.tags()
+    )
+    client.set_terminated(run.info.run_id)
+
+
+def audit_log(client: MlflowClient, name: str) -> list[AuditRecord]:
+    """Return the audit records of a registered model, oldest first."""
+    experiment = client.get_experiment_by_name(AUDIT_EXPERIMENT)
+    if experiment is None:
+        return []
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{TAG_PREFIX}audit.model` = '{name}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10_000,
+    )
+    records = []
+    for run in runs:
+        values = {
+            k.removeprefix(f"{TAG_PREFIX}audit."): v
+            for k, v in run.data.tags.items()
+            if k.startswith(f"{TAG_PREFIX}audit.")
+        }
+        records.append(
+            AuditRecord(
+                action=values["action"],
+                model=values["model"],
+                to_version=values["to_version"] or None,
+                from_version=values["from_version"] or None,
+                actor=values["actor"],
+                reason=values["reason"],
+                evidence=values["evidence"],
+                at=float(values["at"]),
+            )
+        )
+    return sorted(records, key=lambda r: r.at)
+
+
+def _move_champion(
+    client: MlflowClient, name: str, version: str, *, action: str, actor: str, reason: str, evidence: str
+) -> AuditRecord:
+    """Point ``previous`` at the current champion, then ``champion`` at ``version``; audit it."""
+    current = champion_version(client, name)
+    if current is not None and current.version == str(version):
+        log.info("%s v%s is already the champion; nothing to move", name, version)
+        return AuditRecord(
+            f"{action}-noop", name, str(version), current.version, actor, reason, evidence, time.time()
+        )
+    if current is not None:
+        client.set_registered_model_alias(name, PREVIOUS, current.version)
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    record = AuditRecord(
+        action, name, str(version), current.version if current else None, actor, reason, evidence, time.time()
+    )
+    _audit(client, record)
+    log.info("%s: %s champion v%s -> v%s (%s)", action, name, record.from_version, version, reason)
+    return record
+
+
+def promote(
+    client: MlflowClient, name: str, version: str, *, actor: str, reason: str, gate_report: str
+) -> AuditRecord:
+    """Make ``version`` the champion (the old one becomes ``previous``), tag it and audit the promotion.
+
+    Promoting the version that already is the champion changes nothing and writes no audit record.
+    """
+    record = _move_champion(
+        client, name, version, action="promote", actor=actor, reason=reason, evidence=gate_report
+    )
+    if not record.action.endswith("-noop"):
+        client.set_model_version_tag(name, str(version), PROMOTED_AT_TAG, str(record.at))
+        client.set_model_version_tag(name, str(version), DECISION_TAG, "promoted")
+    return record
+
+
+def reject(
+    client: MlflowClient, name: str, version: str, *, actor: str, reason: str, gate_report: str
+) -> AuditRecord:
+    """Tag ``version`` as rejected with the reason (it never gets an alias) and audit the rejection."""
+    champion = champion_version(client, name)
+    if champion is not None and champion.version == str(version):
+        raise PromotionError(f"{name} v{version} is the champion and cannot be rejected; roll back first.")
+    client.set_model_version_tag(name, str(version), DECISION_TAG, "rejected")
+    client.set_model_version_tag(name, str(version), REASON_TAG, reason[:4900])
+    record = AuditRecord(
+        "reject",
+        name,
+        str(version),
+        champion.version if champion else None,
+        actor,
+        reason,
+        gate_report,
+        time.time(),
+    )
+    _audit(client, record)
+    return record
+
+
+def rollback(
+    client: MlflowClient,
+    name: str,
+    version: str | None = None,
+    *,
+    actor: str,
+    reason: str,
+    force: bool = False,
+) -> AuditRecord:
+    """Move ``champion`` back to ``version`` (default: the ``previous`` alias) and audit it.
+
+    Raises:
+        PromotionError: when there is nothing to roll back to, or the version was never promoted
+            (pass ``force=True`` to override that check deliberately).
+    """
+    if version is None:
+        previous = champion_version(client, name, PREVIOUS)
+        if previous is None:
+            raise PromotionError(f"{name} has no '{PREVIOUS}' alias: name the version to roll back to.")
+        version = previous.version
+    target = client.get_model_version(name, str(version))
+    if PROMOTED_AT_TAG not in (target.tags or {}) and not force:
+        raise PromotionError(
+            f"{name} v{version} was never promoted (no {PROMOTED_AT_TAG} tag); it has not passed the gate. "
+            "Pass force=True (the rollback DAG's 'force' Param) to roll back to it anyway."
+        )
+    return _move_champion(
+        client, name, str(version), action="rollback", actor=actor, reason=reason, evidence=f"forced={force}"
+    )
+
+
+def version_summary(version: ModelVersion) -> dict[str, Any]:
+    """Return the fields of a model version worth showing in a summary."""
+    return {
+        "name": version.name,
+        "version": version.version,
+        "run_id": version.run_id,
+        "aliases": list(getattr(version, "aliases", []) or []),
+        "tags": dict(version.tags or {}),
+    }
