@@ -26,7 +26,7 @@ HEAVY_MODULES = (
     "sklearn",
     "boto3",
 )
-EXPECTED_DAG_IDS = {"ingest_transactions"}
+EXPECTED_DAG_IDS = {"ingest_transactions", "rollback_model"}
 
 TRIVIAL_DAG = textwrap.dedent("""
     import pendulum

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
-
 import pytest
 
 from mlloop.registry import (
@@ -14,52 +11,23 @@ from mlloop.registry import (
     audit_log,
     champion_version,
     promote,
-    register_version,
     reject,
     rollback,
 )
 
 
-@pytest.fixture
-def client(mlflow_server: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
-
-
-@pytest.fixture
-def model_name() -> str:
-    return f"test-model-{uuid.uuid4().hex[:8]}"
-
-
-def _new_version(client, name: str, tmp_path: Path, dag_run_id: str):
-    """Log a tiny artifact in a fresh run and register it as a version of ``name``."""
-    experiment = client.get_experiment_by_name("registry-tests")
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment("registry-tests")
-    run = client.create_run(experiment_id)
-    model_dir = tmp_path / f"model-{uuid.uuid4().hex[:6]}"
-    model_dir.mkdir()
-    (model_dir / "model.json").write_text("{}")
-    client.log_artifacts(run.info.run_id, str(model_dir), "model")
-    client.set_terminated(run.info.run_id)
-    return register_version(
-        client, name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
-        tags={"mlloop.dag_run_id": dag_run_id}, description="test", idempotency_tag="mlloop.dag_run_id",
-    )  # fmt: skip
-
-
-def test_register_is_idempotent_per_dag_run(client, model_name: str, tmp_path: Path) -> None:
-    first = _new_version(client, model_name, tmp_path, "run-1")
-    retried = _new_version(client, model_name, tmp_path, "run-1")
-    other = _new_version(client, model_name, tmp_path, "run-2")
+def test_register_is_idempotent_per_dag_run(client, new_version, model_name: str) -> None:
+    first = new_version(model_name, "run-1")
+    retried = new_version(model_name, "run-1")
+    other = new_version(model_name, "run-2")
     assert first.version == retried.version == "1"
     assert other.version == "2"
     assert len(client.search_model_versions(f"name = '{model_name}'")) == 2
 
 
-def test_promote_moves_aliases_and_audits(client, model_name: str, tmp_path: Path) -> None:
-    v1 = _new_version(client, model_name, tmp_path, "a").version
-    v2 = _new_version(client, model_name, tmp_path, "b").version
+def test_promote_moves_aliases_and_audits(client, new_version, model_name: str) -> None:
+    v1 = new_version(model_name, "a").version
+    v2 = new_version(model_name, "b").version
     assert champion_version(client, model_name) is None
     promote(client, model_name, v1, actor="test", reason="first model", gate_report="r1.json")
     assert champion_version(client, model_name).version == v1
@@ -78,9 +46,9 @@ def test_promote_moves_aliases_and_audits(client, model_name: str, tmp_path: Pat
     assert client.get_model_version(model_name, v2).tags["mlloop.gate.decision"] == "promoted"
 
 
-def test_rejected_version_is_tagged_and_never_champion(client, model_name: str, tmp_path: Path) -> None:
-    v1 = _new_version(client, model_name, tmp_path, "a").version
-    v2 = _new_version(client, model_name, tmp_path, "b").version
+def test_rejected_version_is_tagged_and_never_champion(client, new_version, model_name: str) -> None:
+    v1 = new_version(model_name, "a").version
+    v2 = new_version(model_name, "b").version
     promote(client, model_name, v1, actor="test", reason="first", gate_report="r1")
     reject(client, model_name, v2, actor="test", reason="non_inferiority failed", gate_report="r2")
     tags = client.get_model_version(model_name, v2).tags
@@ -93,10 +61,10 @@ def test_rejected_version_is_tagged_and_never_champion(client, model_name: str, 
         reject(client, model_name, v1, actor="test", reason="x", gate_report="r")
 
 
-def test_rollback_to_previous_and_forced(client, model_name: str, tmp_path: Path) -> None:
-    v1 = _new_version(client, model_name, tmp_path, "a").version
-    v2 = _new_version(client, model_name, tmp_path, "b").version
-    v3 = _new_version(client, model_name, tmp_path, "c").version
+def test_rollback_to_previous_and_forced(client, new_version, model_name: str) -> None:
+    v1 = new_version(model_name, "a").version
+    v2 = new_version(model_name, "b").version
+    v3 = new_version(model_name, "c").version
     with pytest.raises(PromotionError, match="no 'previous' alias"):
         rollback(client, model_name, actor="test", reason="nothing yet")
     promote(client, model_name, v1, actor="test", reason="first", gate_report="r1")

@@ -217,16 +217,8 @@ def reject(
     return record
 
 
-def rollback(
-    client: MlflowClient,
-    name: str,
-    version: str | None = None,
-    *,
-    actor: str,
-    reason: str,
-    force: bool = False,
-) -> AuditRecord:
-    """Move ``champion`` back to ``version`` (default: the ``previous`` alias) and audit it.
+def resolve_rollback_version(client: MlflowClient, name: str, version: str | None, *, force: bool) -> str:
+    """Return the version to roll back to (default: the ``previous`` alias), refusing unpromoted ones.
 
     Raises:
         PromotionError: when there is nothing to roll back to, or the version was never promoted
@@ -243,8 +235,25 @@ def rollback(
             f"{name} v{version} was never promoted (no {PROMOTED_AT_TAG} tag); it has not passed the gate. "
             "Pass force=True (the rollback DAG's 'force' Param) to roll back to it anyway."
         )
+    return str(version)
+
+
+def rollback(
+    client: MlflowClient,
+    name: str,
+    version: str | None = None,
+    *,
+    actor: str,
+    reason: str,
+    force: bool = False,
+) -> AuditRecord:
+    """Move ``champion`` back to ``version`` (default: the ``previous`` alias) and audit it.
+
+    Rolling back to the version that already is the champion changes nothing (a retried task).
+    """
+    version = resolve_rollback_version(client, name, version, force=force)
     return _move_champion(
-        client, name, str(version), action="rollback", actor=actor, reason=reason, evidence=f"forced={force}"
+        client, name, version, action="rollback", actor=actor, reason=reason, evidence=f"forced={force}"
     )
 
 
