@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import textwrap
@@ -121,10 +120,10 @@ def test_dag_file_import_cost_close_to_trivial_taskflow_dag(path: Path, tmp_path
     trivial = tmp_path / "trivial_dag.py"
     trivial.write_text(TRIVIAL_DAG)
     ours, baseline = [], []
-    for _ in range(3):  # interleaved, median: this machine is noisy
+    for _ in range(4):  # interleaved; the minimum is the run least disturbed by other load
         baseline.append(_fresh_import_seconds(trivial))
         ours.append(_fresh_import_seconds(path))
-    ratio = statistics.median(ours) / statistics.median(baseline)
+    ratio = min(ours) / min(baseline)
     assert ratio <= 1.2, f"{path.name} import costs {ratio:.2f}x a trivial TaskFlow DAG (limit 1.2x)"
 
 
