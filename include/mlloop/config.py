@@ -49,7 +49,8 @@ class Settings(BaseSettings):
         default=None, description="Override of the use case's lower row-count bound for one batch."
     )
     drift_share_threshold: float = Field(default=0.3, ge=0, le=1)
-    gate_min_pr_auc: float = Field(default=0.3, ge=0, le=1)
+    # Promotion-gate thresholds are versioned in include/mlloop/promotion/gate_defaults.yaml (per-run
+    # overrides go through train_model's Params), so they are not repeated here.
 
 
 @lru_cache(maxsize=1)
