@@ -1,4 +1,4 @@
-"""Load a use-case declaration (YAML): dataset, schema, key/time/target/PII columns, suites, source."""
+"""Load a use-case declaration (YAML): dataset, schema, key/time/target/PII columns, suites, features."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mlloop.features.spec import FeatureSpec
 
 USECASE_DIR = Path(__file__).resolve().parent / "usecases"
 ColumnKind = Literal["string", "datetime", "float", "integer", "boolean"]
@@ -45,6 +47,7 @@ class UseCase(BaseModel):
     schema_: dict[str, ColumnKind] = Field(alias="schema")
     suites: dict[str, str]
     model_name: str
+    features: FeatureSpec
     source: SourceSpec = Field(default_factory=SourceSpec)
 
     @model_validator(mode="after")
@@ -56,6 +59,20 @@ class UseCase(BaseModel):
         missing = [c for c in self.pii_columns if c not in declared]
         if missing:
             raise ValueError(f"pii_columns {missing} are not columns of schema")
+        return self
+
+    @model_validator(mode="after")
+    def _features_read_declared_columns(self) -> UseCase:
+        used = self.features.input_columns()
+        unknown = [c for c in used if c not in self.schema_]
+        if unknown:
+            raise ValueError(f"features use columns {unknown} that are not columns of schema")
+        pii = [c for c in used if c in self.pii_columns]
+        if pii:
+            raise ValueError(
+                f"features use PII columns {pii}; they are tokenised before features are built, "
+                "so a model must not depend on them. Remove them from features."
+            )
         return self
 
     @property

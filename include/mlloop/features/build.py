@@ -1,0 +1,249 @@
+"""Build model features from a validated frame: one pure function for training and serving alike.
+
+Point-in-time correctness: a history feature of a row uses only the entity's events *strictly
+before* the row's event time (``[t - window, t)``), never the row itself, events at the same instant
+or anything later. It is computed without a Python loop over entities:
+
+1. rows are sorted by (entity, time); the first position of a row's (entity, time) tie run marks the
+   entity's events strictly before it;
+2. each window start ``(entity, t - window)`` is placed among the sorted events by one binary search
+   over (entity, time) packed into one ascending int64, a start sorting before an event at the same
+   instant (so an event exactly ``window`` ago is inside ``[t - window, t)``);
+3. counts are differences of positions, sums differences of the entity's own prefix sums.
+
+Adding or changing a later event, or another entity's events, leaves a row's features bit-for-bit
+unchanged. Events older than the longest window do not count either; they enter the window sums
+only through float rounding of the prefix sums, which rounding sums to ``SUM_DECIMALS`` removes.
+The longest window is also the horizon of the other history features: seconds since the previous
+event are capped at it (no earlier event within it reads as the cap) and the value is compared with
+the entity's mean over it (missing when there is no such event).
+
+Calendar features are taken in UTC. Categoricals become pandas ``category`` columns over the spec's
+declared vocabulary plus ``UNKNOWN_CATEGORY``: an unseen value maps to it, a null stays null.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from mlloop.features.spec import UNKNOWN_CATEGORY, FeatureSpec, HistorySpec, feature_columns, window_length
+
+if TYPE_CHECKING:
+    from mlloop.usecase import UseCase
+
+log = logging.getLogger(__name__)
+_NS_PER_S = 1_000_000_000
+SUM_DECIMALS = 6  # window sums are rounded to strip float noise of the prefix sums
+
+
+def build_features(
+    frame: pd.DataFrame,
+    spec: FeatureSpec,
+    *,
+    key_column: str,
+    time_column: str,
+    entity_column: str | None = None,
+    target_column: str | None = None,
+) -> pd.DataFrame:
+    """Return ``key, time, [target], *feature_columns(spec)`` per row of ``frame`` (same order and index).
+
+    Args:
+        frame: a validated frame (PII tokenised) holding the key, time and the spec's input columns.
+        spec: the feature spec (usually ``use_case.features``).
+        key_column: the row identifier, passed through.
+        time_column: the timezone-aware event time; history features look strictly before it.
+        entity_column: the entity history features are grouped by; defaults to the spec's.
+        target_column: passed through after the time column when ``frame`` has it.
+
+    Raises:
+        ValueError: naming missing columns, a timezone-naive or null time, or a non-numeric column.
+    """
+    started = time.perf_counter()
+    history = spec.history
+    if history is not None and entity_column is not None and entity_column != history.entity_column:
+        history = history.model_copy(update={"entity_column": entity_column})
+    needed = [key_column, time_column, *spec.input_columns()]
+    if history is not None:
+        needed.append(history.entity_column)
+    missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"build_features: the frame lacks columns {missing} that the key/time or feature spec "
+            f"version {spec.version!r} needs; it has {list(frame.columns)}. Pass a validated frame of the "
+            "use case, or fix the spec's column names."
+        )
+    event_ns = _utc_nanoseconds(frame[time_column], time_column)
+
+    out: dict[str, pd.Series | np.ndarray] = {key_column: frame[key_column], time_column: frame[time_column]}
+    if target_column is not None and target_column in frame.columns:
+        out[target_column] = frame[target_column]
+    for column in spec.numeric:
+        out[column] = _numeric(frame, column)
+    for column in spec.log1p:
+        out[f"log1p_{column}"] = np.log1p(_numeric(frame, column))
+    if spec.calendar:
+        utc = frame[time_column].dt.tz_convert("UTC")
+        parts = {"hour_of_day": utc.dt.hour, "day_of_week": utc.dt.dayofweek}
+        for part in spec.calendar:
+            out[part] = parts[part].astype(np.int64)
+    if history is not None:
+        out.update(_history_features(frame, history, event_ns))
+    for column, vocabulary in spec.categorical.items():
+        out[column] = categorical_column(frame[column], vocabulary)
+
+    result = pd.DataFrame(out, index=frame.index)
+    ordered = [key_column, time_column]
+    ordered += [target_column] if target_column is not None and target_column in frame.columns else []
+    result = result[ordered + feature_columns(spec)]
+    log.info(
+        "Built %d features (spec version %s) for %d rows in %.2fs",
+        len(feature_columns(spec)),
+        spec.version,
+        len(result),
+        time.perf_counter() - started,
+    )
+    return result
+
+
+def build_use_case_features(frame: pd.DataFrame, use_case: UseCase) -> pd.DataFrame:
+    """Build the use case's features, taking key, time, target and entity from its declaration."""
+    return build_features(
+        frame,
+        use_case.features,
+        key_column=use_case.key_column,
+        time_column=use_case.time_column,
+        target_column=use_case.target_column,
+    )
+
+
+def categorical_dtype(vocabulary: list[str]) -> pd.CategoricalDtype:
+    """Return the category dtype of a declared vocabulary: its values in order, then the unknown marker."""
+    return pd.CategoricalDtype([*vocabulary, UNKNOWN_CATEGORY], ordered=False)
+
+
+def categorical_column(values: pd.Series, vocabulary: list[str]) -> pd.Series:
+    """Map values onto the declared vocabulary; unseen values become ``UNKNOWN_CATEGORY``, nulls stay null."""
+    dtype = categorical_dtype(vocabulary)
+    codes = pd.Categorical(values, categories=dtype.categories).codes.copy()
+    codes[(codes < 0) & values.notna().to_numpy()] = len(vocabulary)  # seen nowhere in the vocabulary
+    return pd.Series(pd.Categorical.from_codes(codes, dtype=dtype), index=values.index, name=values.name)
+
+
+def _utc_nanoseconds(times: pd.Series, column: str) -> np.ndarray:
+    """Return event times as int64 nanoseconds since the epoch (UTC); reject naive or null times."""
+    if not isinstance(times.dtype, pd.DatetimeTZDtype):
+        raise ValueError(
+            f"build_features: time column {column!r} has dtype {times.dtype}, not a timezone-aware "
+            "datetime; point-in-time features need unambiguous instants. Localise it (tz_localize('UTC'))."
+        )
+    if times.isna().any():
+        raise ValueError(
+            f"build_features: time column {column!r} has {int(times.isna().sum())} null values; "
+            "validate the batch first (the raw suite rejects null times)."
+        )
+    return pd.DatetimeIndex(times).as_unit("ns").asi8
+
+
+def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """Return a column as float64; raise naming it when it is not numeric."""
+    series = frame[column]
+    if not (pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)):
+        raise ValueError(
+            f"build_features: column {column!r} has dtype {series.dtype}, not numeric; the feature spec "
+            "lists it as numeric. Fix the source type or move it to 'categorical'."
+        )
+    return series.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _entity_codes(entities: pd.Series) -> np.ndarray:
+    """Return int64 entity codes; each null entity gets a code of its own (it shares no history)."""
+    codes, uniques = pd.factorize(entities, use_na_sentinel=True)
+    codes = codes.astype(np.int64)
+    nulls = codes < 0
+    if nulls.any():
+        codes[nulls] = len(uniques) + np.arange(int(nulls.sum()), dtype=np.int64)
+    return codes
+
+
+def _history_features(
+    frame: pd.DataFrame, history: HistorySpec, event_ns: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Return the history features of every row, in the frame's row order (see the module docstring)."""
+    n = len(frame)
+    codes = _entity_codes(frame[history.entity_column])
+    values = np.nan_to_num(_numeric(frame, history.value_column), nan=0.0)
+    rel_ns = event_ns - (event_ns.min() if n else 0)  # small non-negative times: doubling cannot overflow
+
+    order = np.lexsort((rel_ns, codes))  # stable: ties keep frame order
+    code_s, t_s, v_s = codes[order], rel_ns[order], values[order]
+    position = np.arange(n, dtype=np.int64)
+    new_group = np.ones(n, dtype=bool)
+    new_group[1:] = code_s[1:] != code_s[:-1]
+    new_run = new_group.copy()
+    new_run[1:] |= t_s[1:] != t_s[:-1]
+    group_start = np.maximum.accumulate(np.where(new_group, position, 0)) if n else position
+    run_start = np.maximum.accumulate(np.where(new_run, position, 0)) if n else position
+    # The entity's value sum before each sorted position (its own prefix sums, reset per entity).
+    inclusive = pd.Series(v_s).groupby(code_s, sort=False).cumsum().to_numpy()
+    before = np.zeros(n, dtype=np.float64)
+    before[1:] = inclusive[:-1]
+    before[new_group] = 0.0
+
+    sorted_t = np.sort(t_s)
+    event_keys = _event_keys(code_s, t_s, sorted_t)
+    sorted_out: dict[str, np.ndarray] = {}
+    for window in history.windows:
+        start = _window_starts(code_s, event_keys, sorted_t, t_s - history_window_ns(window))
+        sorted_out[history.count_column(window)] = run_start - start
+        sums = np.round(before[run_start] - before[start], SUM_DECIMALS)
+        sorted_out[history.sum_column(window)] = sums + 0.0  # no negative zeros
+    lookback_s = history.lookback.total_seconds()
+    if history.time_since_previous:
+        has_previous = run_start > group_start
+        previous_t = t_s[np.maximum(run_start - 1, 0)]
+        since = np.where(has_previous, (t_s - previous_t) / _NS_PER_S, lookback_s)
+        sorted_out[history.since_previous_column] = np.minimum(since, lookback_s)
+    if history.value_vs_mean:
+        longest = history.longest_window
+        count = sorted_out[history.count_column(longest)].astype(np.float64)
+        total = sorted_out[history.sum_column(longest)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.where(count > 0, total / np.where(count > 0, count, 1.0), np.nan)
+            ratio = np.where(mean > 0, v_s / np.where(mean > 0, mean, 1.0), np.nan)
+        sorted_out[history.vs_mean_column] = ratio
+
+    result: dict[str, np.ndarray] = {}
+    for name, sorted_values in sorted_out.items():
+        unsorted = np.empty_like(sorted_values)
+        unsorted[order] = sorted_values
+        result[name] = unsorted
+    return result
+
+
+def history_window_ns(window: str) -> int:
+    """Return a history window's length in nanoseconds."""
+    return int(window_length(window).total_seconds() * _NS_PER_S)
+
+
+def _window_starts(
+    code_s: np.ndarray, event_keys: np.ndarray, sorted_t: np.ndarray, query_t: np.ndarray
+) -> np.ndarray:
+    """Return, per sorted row, the first sorted position of its entity with time >= ``query_t``.
+
+    See ``_event_keys``: a window start is keyed (entity, 2 * number of event times before it), so it
+    sorts after every earlier event of its entity and before any event at the same instant or later.
+    """
+    stride = 2 * len(sorted_t) + 2
+    start_keys = code_s * stride + 2 * np.searchsorted(sorted_t, query_t)
+    return np.searchsorted(event_keys, start_keys).astype(np.int64)
+
+
+def _event_keys(code_s: np.ndarray, t_s: np.ndarray, sorted_t: np.ndarray) -> np.ndarray:
+    """Pack each (entity, time)-sorted event into one ascending int64: (entity, 2 * times before it + 1)."""
+    stride = 2 * len(sorted_t) + 2
+    return code_s * stride + 2 * np.searchsorted(sorted_t, t_s) + 1

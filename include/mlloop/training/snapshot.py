@@ -1,0 +1,650 @@
+"""Content-addressed training sets (DVC-like) built from validated partitions, and their time split.
+
+A snapshot is one canonical Parquet file and its manifest::
+
+    snapshots/<sha256>/data.parquet    rows sorted by key, fixed column order, no volatile metadata
+    snapshots/<sha256>/manifest.json   sources (partitions and batch ids), counts, time range,
+                                       feature spec version and fingerprint, labels known, digest
+
+The digest is the sha256 of the data bytes, so the same inputs give the same snapshot and a re-run
+writes nothing; ``load_snapshot`` re-hashes the bytes and refuses a file that does not match. The
+bytes are canonical for the pinned pyarrow (its version is the Parquet ``created_by`` field). The
+first manifest of a digest is kept: the same data reached again (say with a later ``as_of`` that
+adds no label) returns that manifest unchanged.
+
+Columns: ``key, time, target, LABEL_KNOWN_COLUMN, *feature_columns(spec)``.
+
+Labels not known yet: a label counts only if its ``label_time`` is at or before ``as_of``. Rows whose
+label is not known by then are *kept*, with a null target and ``label_known`` false: dropping them
+would silently bias the set (fraud labels arrive later than genuine ones, so recent days look
+cleaner than they are) and they still serve unsupervised checks. Training filters on
+``label_known``; the manifest counts known and unknown labels per day so the bias is visible. The
+label time itself is not kept: its delay differs by class, which would leak the target.
+
+History features need the days before the window: up to the longest history window of earlier
+validated partitions is read as context (rows used for history only, not kept). A missing context
+day is recorded in the manifest, not an error; a missing window day is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from mlloop.features.spec import FeatureSpec, feature_columns
+from mlloop.storage import Storage, StorageError, partition_key
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlloop.usecase import UseCase
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_AREA = "snapshots"
+LABEL_KNOWN_COLUMN = "label_known"
+VALIDATED_AREA = "validated"
+PARQUET_COMPRESSION = "zstd"
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST_IN_KEY = re.compile(rf"(?:^|/){SNAPSHOT_AREA}/([0-9a-f]{{64}})(?:/|$)")
+
+
+class SnapshotError(RuntimeError):
+    """Raised when a snapshot cannot be created or loaded; the message names the cause and the fix."""
+
+
+class MissingPartitionsError(SnapshotError):
+    """Raised when validated partitions of the requested window are missing."""
+
+    def __init__(self, message: str, missing_days: list[str]) -> None:
+        super().__init__(message)
+        self.missing_days = missing_days
+
+
+class SnapshotIntegrityError(SnapshotError):
+    """Raised when a snapshot's bytes do not hash to its digest."""
+
+
+class FeatureContractError(SnapshotError):
+    """Raised when the built features fail the use case's feature suite; nothing is written."""
+
+    def __init__(self, message: str, report_uri: str) -> None:
+        super().__init__(message)
+        self.report_uri = report_uri
+
+
+class SourcePartition(BaseModel):
+    """One validated partition read for a snapshot."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    day: str
+    key: str
+    batch_id: str
+    rows: int
+    role: Literal["window", "context"]
+
+
+class LabelCounts(BaseModel):
+    """How many rows have a label known by ``as_of``, and the mean of the known targets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    known: int
+    unknown: int
+    target_mean: float | None
+
+
+class FeatureValidation(BaseModel):
+    """The feature-suite outcome recorded with a snapshot."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suite: str
+    success: bool
+    evaluated: int
+    report_key: str
+
+
+class SnapshotManifest(BaseModel):
+    """What a snapshot holds and where it came from (``snapshots/<digest>/manifest.json``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    digest: str
+    data_key: str
+    manifest_key: str
+    use_case: str
+    dataset: str
+    days: list[str]
+    as_of: datetime
+    key_column: str
+    time_column: str
+    target_column: str
+    label_known_column: str
+    feature_spec_version: str
+    feature_spec_fingerprint: str
+    feature_spec: dict[str, Any]
+    feature_columns: list[str]
+    columns: list[str]
+    column_dtypes: dict[str, str]
+    row_count: int
+    time_start: datetime | None
+    time_end: datetime | None
+    source_partitions: list[SourcePartition]
+    context_days_missing: list[str]
+    labels: LabelCounts
+    labels_per_day: dict[str, LabelCounts]
+    feature_validation: FeatureValidation | None
+    parquet: dict[str, str]
+
+    def spec(self) -> FeatureSpec:
+        """Return the feature spec the snapshot was built with."""
+        return FeatureSpec.model_validate(self.feature_spec)
+
+
+def snapshot_keys(digest: str) -> tuple[str, str]:
+    """Return the data and manifest keys of snapshot ``digest``."""
+    folder = f"{SNAPSHOT_AREA}/{digest}"
+    return f"{folder}/data.parquet", f"{folder}/manifest.json"
+
+
+def create_snapshot(
+    storage: Storage,
+    use_case: UseCase,
+    days: list[date],
+    *,
+    labels: pd.DataFrame | None,
+    as_of: datetime,
+    label_time_column: str = "label_time",
+    validate: bool = True,
+) -> SnapshotManifest:
+    """Build features for ``days`` of validated data, join labels known by ``as_of``, store one snapshot.
+
+    Args:
+        storage: the storage root holding ``validated/<dataset>/date=D/``.
+        use_case: the declaration (dataset, key/time/target columns, feature spec, feature suite).
+        days: the window; every day needs exactly one validated batch.
+        labels: key, target and ``label_time_column`` rows (any days), or None when none are known yet.
+        as_of: a timezone-aware instant; only labels with ``label_time <= as_of`` are used.
+        label_time_column: the labels' column saying when each label became known.
+        validate: run the use case's ``features`` suite on the built features before writing.
+
+    Returns:
+        The manifest; an identical existing snapshot is returned as it is, not rewritten.
+
+    Raises:
+        MissingPartitionsError: naming the days without a validated batch and how to produce them.
+        FeatureContractError: when the features fail their suite (report kept, nothing written).
+        SnapshotError: for ambiguous partitions, duplicate keys, or bad arguments.
+    """
+    import pandas as pd
+
+    from mlloop.features.build import build_features
+
+    started = time.perf_counter()
+    window = sorted(set(days))
+    if not window:
+        raise SnapshotError(
+            "create_snapshot: no days given; pass the window's days, e.g. [date(2026, 11, 20)]"
+        )
+    as_of_ts = _utc_instant(as_of)
+    spec = use_case.features
+    reserved = {use_case.key_column, use_case.time_column, use_case.target_column, LABEL_KNOWN_COLUMN}
+    clashing = sorted(reserved & set(feature_columns(spec)))
+    if clashing:
+        raise SnapshotError(
+            f"create_snapshot: feature names {clashing} clash with the snapshot's key/time/label columns; "
+            "rename them in the use case's features"
+        )
+
+    window_parts, missing = _find_partitions(storage, use_case, window, role="window")
+    if missing:
+        raise MissingPartitionsError(
+            f"create_snapshot: no validated {use_case.dataset} batch for {len(missing)} day(s) of the "
+            f"window: {', '.join(missing)} (looked under "
+            f"{storage.uri(f'{VALIDATED_AREA}/{use_case.dataset}')}/). "
+            "Ingest them first (trigger the ingest_transactions DAG for each day; a quarantined day has a "
+            "reason.json under quarantine/), or leave them out of the window.",
+            missing,
+        )
+    context_days = _context_days(window, spec)
+    context_parts, context_missing = _find_partitions(storage, use_case, context_days, role="context")
+    if context_missing:
+        log.warning(
+            "History context: no validated batch for %s; history features of the first window days see "
+            "less history (recorded in the manifest)",
+            ", ".join(context_missing),
+        )
+
+    frames, sources = [], []
+    for day, key, role in window_parts + context_parts:
+        frame = storage.read_frame(key)
+        log.info("Read %d rows of %s (%s)", len(frame), storage.uri(key), role)
+        frames.append(frame)
+        sources.append(SourcePartition(day=day, key=key, batch_id=_batch_id(key), rows=len(frame), role=role))
+    validated = pd.concat(frames, ignore_index=True)
+    in_window = validated.index < sum(s.rows for s in sources if s.role == "window")
+    duplicated = validated[use_case.key_column].duplicated(keep=False)
+    if duplicated.any():
+        sample = validated.loc[duplicated, use_case.key_column].head(5).tolist()
+        raise SnapshotError(
+            f"create_snapshot: {int(duplicated.sum())} rows share a {use_case.key_column} across the "
+            f"partitions read (e.g. {sample}); one transaction is in two batches. Remove the stale batch "
+            "from validated/ (raw/ keeps every delivery) and retry."
+        )
+
+    features = build_features(
+        validated,
+        spec,
+        key_column=use_case.key_column,
+        time_column=use_case.time_column,
+    ).loc[in_window]
+    snapshot = _attach_labels(features, use_case, labels, as_of_ts, label_time_column)
+    snapshot = snapshot.sort_values(use_case.key_column, kind="mergesort").reset_index(drop=True)
+    data = canonical_parquet_bytes(snapshot)
+    digest = hashlib.sha256(data).hexdigest()
+    data_key, manifest_key = snapshot_keys(digest)
+    log.info("Snapshot of %d rows is %s (%d bytes)", len(snapshot), digest, len(data))
+
+    if storage.exists(manifest_key) and storage.exists(data_key):
+        log.info("Snapshot %s already exists at %s; not rewriting it", digest, storage.uri(manifest_key))
+        return SnapshotManifest.model_validate(storage.read_json(manifest_key))
+
+    feature_validation = _validate_features(storage, use_case, features, digest) if validate else None
+    manifest = SnapshotManifest(
+        digest=digest,
+        data_key=data_key,
+        manifest_key=manifest_key,
+        use_case=use_case.name,
+        dataset=use_case.dataset,
+        days=[d.isoformat() for d in window],
+        as_of=as_of_ts.to_pydatetime(),
+        key_column=use_case.key_column,
+        time_column=use_case.time_column,
+        target_column=use_case.target_column,
+        label_known_column=LABEL_KNOWN_COLUMN,
+        feature_spec_version=spec.version,
+        feature_spec_fingerprint=spec.fingerprint(),
+        feature_spec=spec.model_dump(mode="json"),
+        feature_columns=feature_columns(spec),
+        columns=[str(c) for c in snapshot.columns],
+        column_dtypes={str(c): str(t) for c, t in snapshot.dtypes.items()},
+        row_count=len(snapshot),
+        time_start=_instant_or_none(snapshot[use_case.time_column].min()),
+        time_end=_instant_or_none(snapshot[use_case.time_column].max()),
+        source_partitions=sources,
+        context_days_missing=context_missing,
+        labels=_label_counts(snapshot, use_case.target_column),
+        labels_per_day={
+            day.strftime("%Y-%m-%d"): _label_counts(part, use_case.target_column)
+            for day, part in snapshot.groupby(
+                snapshot[use_case.time_column].dt.tz_convert("UTC").dt.normalize()
+            )
+        },
+        feature_validation=feature_validation,
+        parquet={"compression": PARQUET_COMPRESSION, "pyarrow": _pyarrow_version()},
+    )
+    if not storage.exists(data_key) or hashlib.sha256(storage.read_bytes(data_key)).hexdigest() != digest:
+        storage.write_bytes(data_key, data)
+    _write_manifest(storage, manifest)  # last: its presence commits the snapshot
+    log.info(
+        "Wrote snapshot %s: %d rows, %d known labels, in %.1fs",
+        storage.uri(f"{SNAPSHOT_AREA}/{digest}"),
+        manifest.row_count,
+        manifest.labels.known,
+        time.perf_counter() - started,
+    )
+    return manifest
+
+
+def load_snapshot(storage: Storage, digest_or_uri: str) -> tuple[pd.DataFrame, SnapshotManifest]:
+    """Read a snapshot by digest, key or URI (folder, data or manifest), verifying its digest.
+
+    Raises:
+        SnapshotError: when the reference names no snapshot or the snapshot does not exist.
+        SnapshotIntegrityError: when the stored bytes do not hash to the digest.
+    """
+    import pyarrow.parquet as pq
+
+    from mlloop.features.build import categorical_dtype
+
+    digest = _digest_of(storage, digest_or_uri)
+    data_key, manifest_key = snapshot_keys(digest)
+    try:
+        manifest = SnapshotManifest.model_validate(storage.read_json(manifest_key))
+        data = storage.read_bytes(data_key)
+    except StorageError as exc:
+        raise SnapshotError(
+            f"snapshot {digest} is not complete under {storage.root}: {exc}. Create it with "
+            "create_snapshot (its data is written before its manifest), or check the data root."
+        ) from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != digest or manifest.digest != digest:
+        raise SnapshotIntegrityError(
+            f"snapshot {storage.uri(data_key)} hashes to {actual}, not {digest} (manifest says "
+            f"{manifest.digest}): the object was altered or corrupted. Do not train on it; delete "
+            f"{storage.uri(f'{SNAPSHOT_AREA}/{digest}')}/ and recreate it from the partitions its "
+            "manifest lists."
+        )
+    frame = pq.read_table(io.BytesIO(data)).to_pandas()
+    spec = manifest.spec()
+    if (
+        feature_columns(spec) != manifest.feature_columns
+        or spec.fingerprint() != manifest.feature_spec_fingerprint
+    ):
+        raise SnapshotIntegrityError(
+            f"snapshot {digest}: its manifest's feature spec does not match its feature columns or "
+            "fingerprint; the manifest was edited. Recreate the snapshot."
+        )
+    vocabularies = spec.categorical
+    for column, dtype in manifest.column_dtypes.items():
+        if column in vocabularies:
+            frame[column] = frame[column].astype(categorical_dtype(vocabularies[column]))
+        elif str(frame[column].dtype) != dtype:
+            frame[column] = frame[column].astype(dtype)
+    log.info("Loaded snapshot %s: %d rows, digest verified", digest, len(frame))
+    return frame[manifest.columns], manifest
+
+
+def canonical_parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """Return ``frame`` as Parquet bytes that depend only on its values, columns and dtypes.
+
+    No index, no pandas or Arrow schema metadata; categoricals are written as their text values
+    (``load_snapshot`` restores the declared vocabularies); one compression, pinned.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    plain = frame.copy()
+    for column in plain.columns:
+        if isinstance(plain[column].dtype, pd.CategoricalDtype):
+            plain[column] = plain[column].astype(object).where(plain[column].notna(), None)
+    table = pa.Table.from_pandas(plain, preserve_index=False).replace_schema_metadata(None)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression=PARQUET_COMPRESSION, store_schema=False)
+    return sink.getvalue().to_pybytes()
+
+
+@dataclass(frozen=True)
+class Split:
+    """A time-ordered split: every train time < every validation time < every holdout time."""
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    holdout: pd.DataFrame
+    validation_start: pd.Timestamp | None
+    holdout_start: pd.Timestamp | None
+
+    def sizes(self) -> dict[str, int]:
+        """Return the row count of each part."""
+        return {"train": len(self.train), "validation": len(self.validation), "holdout": len(self.holdout)}
+
+
+def time_split(
+    frame: pd.DataFrame, time_column: str, *, validation_fraction: float, holdout_fraction: float
+) -> Split:
+    """Split ``frame`` by time into train, validation and holdout (the latest rows), without leakage.
+
+    The cut points are the times at the requested fractions of the time-sorted rows; every row at a
+    cut time goes to the later part, so the parts never share a timestamp (sizes may drift from the
+    fractions when many rows tie). Each part is in time order and keeps the frame's index.
+
+    Raises:
+        ValueError: for fractions outside [0, 1) or summing to 1 or more, null times, or a requested
+            part that comes out empty (naming the sizes and the fix).
+    """
+    for name, value in (("validation_fraction", validation_fraction), ("holdout_fraction", holdout_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"time_split: {name}={value} must be in [0, 1)")
+    if validation_fraction + holdout_fraction >= 1.0:
+        raise ValueError(
+            f"time_split: validation_fraction + holdout_fraction = {validation_fraction + holdout_fraction} "
+            "leaves nothing to train on; keep their sum below 1"
+        )
+    import pandas as pd
+
+    times = frame[time_column]
+    if times.isna().any():
+        raise ValueError(
+            f"time_split: {int(times.isna().sum())} rows have a null {time_column!r}; drop them first"
+        )
+    ordered = frame.sort_values(time_column, kind="mergesort")
+    sorted_times = ordered[time_column]
+    n = len(ordered)
+    n_holdout = round(n * holdout_fraction)
+    n_validation = round(n * validation_fraction)
+    holdout_start = sorted_times.iloc[n - n_holdout] if n_holdout else None
+    validation_start = sorted_times.iloc[n - n_holdout - n_validation] if n_validation else None
+
+    nowhere = pd.Series(False, index=sorted_times.index)
+    in_holdout = sorted_times >= holdout_start if holdout_start is not None else nowhere
+    in_validation = (
+        (sorted_times >= validation_start) & ~in_holdout if validation_start is not None else nowhere
+    )
+    split = Split(
+        train=ordered[~in_holdout & ~in_validation],
+        validation=ordered[in_validation],
+        holdout=ordered[in_holdout],
+        validation_start=validation_start,
+        holdout_start=holdout_start,
+    )
+    sizes = split.sizes()
+    empty = [
+        part
+        for part, wanted in (
+            ("train", True),
+            ("validation", validation_fraction > 0),
+            ("holdout", holdout_fraction > 0),
+        )
+        if wanted and sizes[part] == 0
+    ]
+    if empty:
+        raise ValueError(
+            f"time_split: {', '.join(empty)} came out empty ({sizes} from {n} rows; rows at a cut time go to "
+            "the later part). Use more days of data, other fractions, or a fraction of 0 for a part you "
+            "do not need."
+        )
+    log.info(
+        "Time split of %d rows: %s (validation from %s, holdout from %s)",
+        n,
+        sizes,
+        validation_start,
+        holdout_start,
+    )
+    return split
+
+
+def _utc_instant(as_of: datetime) -> pd.Timestamp:
+    """Return ``as_of`` as a UTC timestamp; reject a naive datetime."""
+    import pandas as pd
+
+    if as_of.tzinfo is None or as_of.utcoffset() is None:
+        raise SnapshotError(
+            f"as_of {as_of!r} has no timezone; label times are UTC, pass a timezone-aware datetime such "
+            "as datetime(2026, 11, 30, tzinfo=UTC)"
+        )
+    return pd.Timestamp(as_of).tz_convert("UTC")
+
+
+def _instant_or_none(value: Any) -> datetime | None:
+    """Return a pandas timestamp as a datetime (None for NaT)."""
+    import pandas as pd
+
+    return None if pd.isna(value) else pd.Timestamp(value).to_pydatetime()
+
+
+def _context_days(window: list[date], spec: FeatureSpec) -> list[date]:
+    """Return the days before each window day that history features may look into, outside the window."""
+    if spec.history is None:
+        return []
+    reach = math.ceil(spec.history.lookback / timedelta(days=1))
+    wanted = {day - timedelta(days=k) for day in window for k in range(1, reach + 1)}
+    return sorted(wanted - set(window))
+
+
+def _find_partitions(
+    storage: Storage, use_case: UseCase, days: list[date], *, role: str
+) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """Return ``(day, key, role)`` of each day's validated batch and the days that have none.
+
+    Raises:
+        SnapshotError: when a day holds more than one validated batch (which one is current is unknown).
+    """
+    found, missing = [], []
+    for day in days:
+        prefix = partition_key(VALIDATED_AREA, use_case.dataset, day)
+        keys = [k for k in storage.list(prefix) if k.endswith(".parquet")]
+        if not keys:
+            missing.append(day.isoformat())
+        elif len(keys) > 1:
+            raise SnapshotError(
+                f"create_snapshot: {storage.uri(prefix)} holds {len(keys)} validated batches "
+                f"({', '.join(_batch_id(k) for k in keys)}); a snapshot needs exactly one per day. Delete "
+                "the superseded batch from validated/ (raw/ keeps every delivery) and retry."
+            )
+        else:
+            found.append((day.isoformat(), keys[0], role))
+    return found, missing
+
+
+def _batch_id(key: str) -> str:
+    """Return the batch id of a validated partition object (its file name without extension)."""
+    return key.rsplit("/", 1)[-1].removesuffix(".parquet")
+
+
+def _attach_labels(
+    features: pd.DataFrame,
+    use_case: UseCase,
+    labels: pd.DataFrame | None,
+    as_of: pd.Timestamp,
+    label_time_column: str,
+) -> pd.DataFrame:
+    """Return ``key, time, target, label_known, *features`` with the targets known by ``as_of``.
+
+    An unknown target is null: integer and boolean targets become pandas nullable dtypes; without a
+    labels frame the target is an all-NaN float column.
+    """
+    import numpy as np
+    import pandas as pd
+
+    key, time_column, target = use_case.key_column, use_case.time_column, use_case.target_column
+    if labels is None:
+        known = pd.DataFrame({key: pd.Series(dtype=object), target: pd.Series(dtype=np.float64)})
+    else:
+        missing = [c for c in (key, target, label_time_column) if c not in labels.columns]
+        if missing:
+            raise SnapshotError(
+                f"create_snapshot: the labels frame lacks columns {missing}; it needs {key!r}, {target!r} "
+                f"and {label_time_column!r} (pass label_time_column= if yours is named differently)"
+            )
+        label_times = pd.to_datetime(labels[label_time_column], utc=True)
+        is_known = (label_times <= as_of).to_numpy()
+        known = pd.DataFrame(
+            {
+                key: labels[key].to_numpy()[is_known],
+                target: _nullable(labels[target]).array[is_known],
+                "_label_time": label_times.to_numpy()[is_known],
+            }
+        )
+        # A corrected label supersedes an earlier one: keep each key's latest label known by as_of.
+        known = known.sort_values("_label_time", kind="mergesort").drop_duplicates(key, keep="last")
+        known = known.drop(columns="_label_time")
+    joined = features.merge(known, on=key, how="left", validate="one_to_one", indicator=True)
+    front = pd.DataFrame(
+        {
+            key: joined[key],
+            time_column: joined[time_column],
+            target: joined[target],
+            LABEL_KNOWN_COLUMN: joined["_merge"].eq("both").to_numpy(),
+        }
+    )
+    rest = [c for c in features.columns if c not in (key, time_column)]
+    return pd.concat([front, joined[rest]], axis=1)
+
+
+def _nullable(values: pd.Series) -> pd.Series:
+    """Return integer or boolean targets as pandas nullable dtypes, so a missing label stays missing."""
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("boolean")
+    if pd.api.types.is_integer_dtype(values.dtype) and isinstance(values.dtype, np.dtype):
+        return values.astype(f"Int{values.dtype.itemsize * 8}")
+    return values
+
+
+def _label_counts(frame: pd.DataFrame, target: str) -> LabelCounts:
+    """Count known and unknown labels and average the known targets."""
+    known = frame[LABEL_KNOWN_COLUMN]
+    n_known = int(known.sum())
+    mean = float(frame.loc[known, target].astype(float).mean()) if n_known else None
+    return LabelCounts(known=n_known, unknown=len(frame) - n_known, target_mean=mean)
+
+
+def _validate_features(
+    storage: Storage, use_case: UseCase, features: pd.DataFrame, digest: str
+) -> FeatureValidation:
+    """Run the use case's feature suite; keep the GX result; raise FeatureContractError on failure."""
+    from mlloop.validation import validate_frame
+
+    suite = use_case.suites.get("features")
+    if suite is None:
+        raise SnapshotError(
+            f"use case {use_case.name!r} declares no 'features' suite under suites:; add one (e.g. "
+            "features: transactions_features) or call create_snapshot(validate=False)"
+        )
+    report = validate_frame(features, suite)
+    report_key = f"reports/validation/{use_case.dataset}/snapshots/{digest}.json"
+    report_uri = storage.write_json(report_key, report.result)
+    if not report.success:
+        raise FeatureContractError(
+            f"create_snapshot: the features fail their contract {suite!r}:\n{report.summary()}\n"
+            f"Full result at {report_uri}. No snapshot was written. Fix the feature spec or the code that "
+            "builds the features, or the suite if the contract itself changed.",
+            report_uri,
+        )
+    return FeatureValidation(suite=suite, success=True, evaluated=report.evaluated, report_key=report_key)
+
+
+def _write_manifest(storage: Storage, manifest: SnapshotManifest) -> str:
+    """Write the manifest as indented JSON in field order (the spec's column order matters)."""
+    text = json.dumps(manifest.model_dump(mode="json"), indent=2)
+    return storage.write_bytes(manifest.manifest_key, text.encode())
+
+
+def _digest_of(storage: Storage, digest_or_uri: str) -> str:
+    """Return the digest a reference names: a digest, or a key/URI under ``snapshots/<digest>``."""
+    reference = digest_or_uri.strip()
+    if _DIGEST.match(reference):
+        return reference
+    try:
+        key = storage.key(reference)
+    except StorageError as exc:
+        raise SnapshotError(f"{reference!r} is not a snapshot of this data root: {exc}") from exc
+    match = _DIGEST_IN_KEY.search(key)
+    if not match:
+        raise SnapshotError(
+            f"{reference!r} names no snapshot; pass a sha256 digest or a URI like "
+            f"{storage.uri(f'{SNAPSHOT_AREA}/<sha256>/data.parquet')}"
+        )
+    return match.group(1)
+
+
+def _pyarrow_version() -> str:
+    """Return the pyarrow version that wrote the bytes (the digest is stable for a pinned version)."""
+    import pyarrow
+
+    return str(pyarrow.__version__)
