@@ -79,6 +79,7 @@ def register_version(
     tags: dict[str, str],
     description: str,
     idempotency_tag: str,
+    model_id: str | None = None,
 ) -> ModelVersion:
     """Register ``source`` as a new version of ``name`` unless one already carries the same idempotency tag.
 
@@ -108,7 +109,7 @@ def register_version(
         )
         return version
     version = client.create_model_version(
-        name, source=source, run_id=run_id, tags=tags, description=description
+        name, source=source, run_id=run_id, tags=tags, description=description, model_id=model_id
     )
     log.info("Registered %s v%s from run %s", name, version.version, run_id)
     return version
