@@ -24,6 +24,8 @@ def test_generator_batch_lands_once(tmp_path: Path) -> None:
     assert first.raw_uri == second.raw_uri
     assert first.raw_uri.endswith(f"raw/transactions/date=2026-11-20/{first.batch_id}.parquet")
     assert batch_id_of(storage.read_bytes(first.raw_uri)) == first.batch_id
+    labels = storage.read_frame(f"labels/transactions/date=2026-11-20/{first.batch_id}.parquet")
+    assert len(labels) == 500 and {"transaction_id", "is_fraud", "label_time"} <= set(labels.columns)
     other = land_batch(storage, use_case, DAY, rows=500, scenario="fault_nulls")
     assert other.batch_id != first.batch_id
     assert len(storage.list("raw/transactions/date=2026-11-20")) == 2
@@ -39,6 +41,11 @@ def test_files_source_lands_the_delivered_file(tmp_path: Path) -> None:
     landed = land_batch(storage, use_case, DAY)
     delivered = (inbox / "transactions/date=2026-11-20/part-0.parquet").read_bytes()
     assert storage.read_bytes(landed.raw_uri) == delivered
+    delivered_labels = (inbox / "labels/date=2026-11-20/part-0.parquet").read_bytes()
+    assert (
+        storage.read_bytes(f"labels/transactions/date=2026-11-20/{landed.batch_id}.parquet")
+        == delivered_labels
+    )
     with pytest.raises(StorageError, match=r"expected exactly one \.parquet file"):
         land_batch(storage, use_case, date(2026, 11, 21))
 

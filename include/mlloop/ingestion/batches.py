@@ -58,14 +58,16 @@ def batch_id_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:BATCH_ID_CHARS]
 
 
-def read_source_batch(use_case: UseCase, day: date, scenario: str, rows: int | None) -> bytes:
-    """Return the bytes of the day's delivery from the use case's source (generator or files)."""
+def read_source_batch(
+    use_case: UseCase, day: date, scenario: str, rows: int | None
+) -> tuple[bytes, bytes | None]:
+    """Return the day's delivery and, when the source has them, its labels file (generator or files)."""
     source = use_case.source
     if source.kind == "generator":
         from mlloop.data.generator import generate_day
 
         generated = generate_day(day, rows=rows or source.rows_per_day, seed=source.seed, scenario=scenario)
-        return generated.to_file_bytes()
+        return generated.to_file_bytes(), generated.labels_file_bytes()
     inbox = Storage(str(source.uri))
     prefix = f"{use_case.dataset}/date={day.isoformat()}"
     files = [k for k in inbox.list(prefix) if k.endswith(".parquet")]
@@ -74,15 +76,20 @@ def read_source_batch(use_case: UseCase, day: date, scenario: str, rows: int | N
             f"files source {source.uri}: expected exactly one .parquet file under {inbox.uri(prefix)}, "
             f"found {len(files)}; deliver one file per day (see README, 'Bring your own data')."
         )
-    return inbox.read_bytes(files[0])
+    label_files = [k for k in inbox.list(f"labels/date={day.isoformat()}") if k.endswith(".parquet")]
+    return inbox.read_bytes(files[0]), inbox.read_bytes(label_files[0]) if label_files else None
 
 
 def land_batch(
     storage: Storage, use_case: UseCase, day: date, *, scenario: str = "none", rows: int | None = None
 ) -> LandedBatch:
-    """Fetch the day's delivery and write it to ``raw/`` unless that exact batch is already there."""
+    """Fetch the day's delivery and write it to ``raw/`` unless that exact batch is already there.
+
+    Labels delivered with it (each with the time it became known) go to ``labels/<dataset>/date=D/``
+    under the same batch id; snapshots only use those known by their ``as_of``.
+    """
     started = time.perf_counter()
-    data = read_source_batch(use_case, day, scenario, rows)
+    data, labels = read_source_batch(use_case, day, scenario, rows)
     batch_id = batch_id_of(data)
     key = f"{partition_key('raw', use_case.dataset, day)}/{batch_id}.parquet"
     newly_landed = not storage.exists(key)
@@ -93,6 +100,10 @@ def land_batch(
         log.info(
             "Batch %s is already in raw/ (%s); raw is immutable, not rewriting", batch_id, storage.uri(key)
         )
+    labels_key = f"{partition_key('labels', use_case.dataset, day)}/{batch_id}.parquet"
+    if labels is not None and not storage.exists(labels_key):
+        storage.write_bytes(labels_key, labels)
+        log.info("Landed the batch's delayed labels at %s", storage.uri(labels_key))
     return LandedBatch(
         use_case.dataset, day.isoformat(), batch_id, storage.uri(key), len(data), scenario, newly_landed
     )
