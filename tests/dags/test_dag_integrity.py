@@ -25,7 +25,7 @@ HEAVY_MODULES = (
     "sklearn",
     "boto3",
 )
-EXPECTED_DAG_IDS = {"ingest_transactions", "rollback_model"}
+EXPECTED_DAG_IDS = {"ingest_transactions", "rollback_model", "train_model"}
 
 TRIVIAL_DAG = textwrap.dedent("""
     import pendulum

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlloop.features.spec import FeatureSpec
+    from mlloop.storage import Storage
+    from mlloop.training.snapshot import SnapshotManifest, Split
 
 log = logging.getLogger("mlloop.training")
 
@@ -186,26 +188,25 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
-    """Run one training end to end and return the result (run id, version, metrics)."""
-    import mlflow
+@dataclass(frozen=True)
+class TrainingData:
+    """A snapshot split by time, with each part as (model matrix, labels)."""
+
+    manifest: SnapshotManifest
+    split: Split
+    parts: dict[str, tuple[pd.DataFrame, np.ndarray]]
+
+
+def load_training_data(storage: Storage, config: TrainConfig) -> TrainingData:
+    """Load the snapshot, keep rows with a known label, split by time; the gate re-uses the same holdout.
+
+    Raises:
+        ValueError: when a part has a single class (the window is too short or labels have not arrived).
+    """
     import numpy as np
-    from mlflow.models import infer_signature
 
-    from mlloop.promotion import load_gate_config
-    from mlloop.promotion.metrics import model_metrics
-    from mlloop.registry import register_version
-    from mlloop.storage import Storage
     from mlloop.training.snapshot import load_snapshot, time_split
-    from mlloop.usecase import load_use_case
 
-    if config.model not in MODEL_TYPES:
-        raise ValueError(f"--model {config.model!r} is not supported; use one of {MODEL_TYPES}")
-    started = time.perf_counter()
-    settings = get_settings()
-    use_case = load_use_case(settings.use_case)
-    model_name = settings.model_name or use_case.model_name
-    storage = Storage.from_settings(settings)
     frame, manifest = load_snapshot(storage, config.snapshot)
     labelled = frame[frame[manifest.label_known_column].astype(bool)]
     log.info("Snapshot %s: %d rows, %d with a known label", manifest.digest[:12], len(frame), len(labelled))
@@ -215,22 +216,39 @@ def train(config: TrainConfig) -> dict[str, Any]:
         validation_fraction=config.validation_fraction,
         holdout_fraction=config.holdout_fraction,
     )
-    spec = manifest.spec()
-    columns = manifest.feature_columns
-    parts = {
-        name: (model_matrix(part, spec, columns), part[manifest.target_column].to_numpy(dtype=np.int8))
-        for name, part in (
-            ("train", split.train),
-            ("validation", split.validation),
-            ("holdout", split.holdout),
-        )
-    }
-    for name, (_, y) in parts.items():
+    spec, columns = manifest.spec(), manifest.feature_columns
+    parts = {}
+    for name, part in (("train", split.train), ("validation", split.validation), ("holdout", split.holdout)):
+        y = part[manifest.target_column].to_numpy(dtype=np.int8)
         if y.sum() == 0 or y.sum() == len(y):
             raise ValueError(
                 f"the {name} part of snapshot {manifest.digest[:12]} has only one class "
                 f"({len(y)} rows); widen the training window or wait for more labels"
             )
+        parts[name] = (model_matrix(part, spec, columns), y)
+    return TrainingData(manifest, split, parts)
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Run one training end to end and return the result (run id, version, metrics)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from mlloop.promotion import load_gate_config
+    from mlloop.promotion.metrics import model_metrics
+    from mlloop.registry import register_version
+    from mlloop.storage import Storage
+    from mlloop.usecase import load_use_case
+
+    if config.model not in MODEL_TYPES:
+        raise ValueError(f"--model {config.model!r} is not supported; use one of {MODEL_TYPES}")
+    started = time.perf_counter()
+    settings = get_settings()
+    use_case = load_use_case(settings.use_case)
+    model_name = settings.model_name or use_case.model_name
+    storage = Storage.from_settings(settings)
+    data = load_training_data(storage, config)
+    manifest, split, parts = data.manifest, data.split, data.parts
     on = device()
     log.info("Training %s on %s: %s", config.model, on, split.sizes())
     model = train_xgboost(*parts["train"], *parts["validation"], config, on)
