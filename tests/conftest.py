@@ -52,15 +52,39 @@ def airflow_db() -> Path:
 
 
 @pytest.fixture
-def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point MLLOOP_DATA_ROOT at a fresh folder for one test (settings cache cleared around it)."""
+def mlloop_env(monkeypatch: pytest.MonkeyPatch):
+    """Return a function setting ``MLLOOP_<NAME>`` env vars for one test (settings cache cleared)."""
     from mlloop.config import get_settings
 
+    def _set(**values: object) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(f"MLLOOP_{name.upper()}", str(value))
+        get_settings.cache_clear()
+
+    yield _set
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def load_dag(airflow_db):
+    """Return a function loading ``dags/<dag_id>.py`` through a DagBag (import errors fail the test)."""
+
+    def _load(dag_id: str):
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / f"{dag_id}.py"))
+        assert bag.import_errors == {}
+        return bag.get_dag(dag_id)
+
+    return _load
+
+
+@pytest.fixture
+def data_root(tmp_path: Path, mlloop_env) -> Path:
+    """Point MLLOOP_DATA_ROOT at a fresh folder for one test."""
     root = tmp_path / "data"
-    monkeypatch.setenv("MLLOOP_DATA_ROOT", str(root))
-    get_settings.cache_clear()
-    yield root
-    get_settings.cache_clear()
+    mlloop_env(data_root=root)
+    return root
 
 
 def _free_port() -> int:

@@ -12,7 +12,6 @@ import pytest
 from mlloop.data.scenarios import FAULT_SCENARIOS
 from mlloop.storage import Storage
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PII_KEY = "canary-hmac-key-do-not-log-7f3a91c2"
 ROWS = 3000
 # Which expectation must be named for each fault (the generator's fault, the contract's rule).
@@ -29,12 +28,8 @@ EXPECTED_FAILURE = {
 
 
 @pytest.fixture(scope="module")
-def ingest_dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "ingest_transactions.py"))
-    assert bag.import_errors == {}
-    return bag.get_dag("ingest_transactions")
+def ingest_dag(load_dag):
+    return load_dag("ingest_transactions")
 
 
 @pytest.fixture

@@ -25,6 +25,13 @@ def model_name() -> str:
 
 
 @pytest.fixture
+def registry_env(mlflow_server: str, model_name: str, mlloop_env) -> str:
+    """Point the settings at the session's MLflow server and a fresh model name; return the name."""
+    mlloop_env(mlflow_tracking_uri=mlflow_server, model_name=model_name)
+    return model_name
+
+
+@pytest.fixture
 def new_version(client, tmp_path: Path):
     """Return a function that logs a tiny artifact in a fresh run and registers it as a version."""
 

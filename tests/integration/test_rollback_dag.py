@@ -3,34 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from mlloop.registry import CHAMPION, PREVIOUS, audit_log, promote
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 _dates = iter(range(10_000))
 
 
 @pytest.fixture(scope="module")
-def rollback_dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "rollback_model.py"))
-    assert bag.import_errors == {}
-    return bag.get_dag("rollback_model")
+def rollback_dag(load_dag):
+    return load_dag("rollback_model")
 
 
 @pytest.fixture
-def configured(mlflow_server: str, model_name: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    from mlloop.config import get_settings
-
-    monkeypatch.setenv("MLLOOP_MLFLOW_TRACKING_URI", mlflow_server)
-    monkeypatch.setenv("MLLOOP_MODEL_NAME", model_name)
-    get_settings.cache_clear()
-    yield model_name
-    get_settings.cache_clear()
+def configured(registry_env: str) -> str:
+    return registry_env
 
 
 def _run(dag, **conf):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -12,7 +11,6 @@ from mlloop.registry import CHAMPION, audit_log
 from mlloop.storage import Storage
 from mlloop.usecase import load_use_case
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DAYS = [date(2026, 11, 1) + timedelta(days=i) for i in range(4)]
 _dates = iter(range(10_000))
 # Four days of 12k rows give a holdout PR-AUC around 0.07, under the default floor (0.08, calibrated on
@@ -21,12 +19,8 @@ FLOORS = {"min_pr_auc": 0.03, "min_recall_at_precision": 0.02}
 
 
 @pytest.fixture(scope="module")
-def train_dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "train_model.py"))
-    assert bag.import_errors == {}
-    return bag.get_dag("train_model")
+def train_dag(load_dag):
+    return load_dag("train_model")
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +35,9 @@ def ingested(tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def configured(ingested: str, mlflow_server: str, model_name: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    from mlloop.config import get_settings
-
-    monkeypatch.setenv("MLLOOP_DATA_ROOT", ingested)
-    monkeypatch.setenv("MLLOOP_MLFLOW_TRACKING_URI", mlflow_server)
-    monkeypatch.setenv("MLLOOP_MODEL_NAME", model_name)
-    get_settings.cache_clear()
-    yield model_name
-    get_settings.cache_clear()
+def configured(ingested: str, registry_env: str, mlloop_env) -> str:
+    mlloop_env(data_root=ingested)
+    return registry_env
 
 
 def _run(dag, **conf):

@@ -38,15 +38,9 @@ def snapshot(tmp_path_factory) -> tuple[str, str]:
 
 
 @pytest.fixture
-def configured(snapshot, mlflow_server: str, model_name: str, monkeypatch: pytest.MonkeyPatch):
-    from mlloop.config import get_settings
-
-    monkeypatch.setenv("MLLOOP_DATA_ROOT", snapshot[0])
-    monkeypatch.setenv("MLLOOP_MLFLOW_TRACKING_URI", mlflow_server)
-    monkeypatch.setenv("MLLOOP_MODEL_NAME", model_name)
-    get_settings.cache_clear()
-    yield snapshot[1]
-    get_settings.cache_clear()
+def configured(snapshot, registry_env: str, mlloop_env) -> str:
+    mlloop_env(data_root=snapshot[0])
+    return snapshot[1]
 
 
 def test_train_registers_once_per_dag_run_and_reproduces(
