@@ -115,7 +115,11 @@ def evaluate_gate(
     """
     labels = holdout_labels(holdout, target_column, challenger, champion)
     roles = {"challenger": challenger, "champion": champion}
-    metrics = {role: _metrics(labels, model, config) for role, model in roles.items() if model is not None}
+    metrics = {
+        role: operating_metrics(labels, model.scores, config)
+        for role, model in roles.items()
+        if model is not None
+    }
     rules = floor_rules(metrics["challenger"], config) + budget_rules(challenger, config)
     slices: list[SliceResult] = []
     if champion is not None:
@@ -349,11 +353,11 @@ def _slice_result(
     return SliceResult(column, name, size, positives, ours, theirs, delta, status, note)
 
 
-def _metrics(labels: NDArray[np.int8], model: ScoredModel, config: GateConfig) -> ModelMetrics:
-    """Return one model's headline metrics at the gate's operating point and costs."""
+def operating_metrics(labels: ArrayLike, scores: ArrayLike, config: GateConfig) -> ModelMetrics:
+    """Return a model's headline metrics at the gate's operating point and costs (training logs the same)."""
     return model_metrics(
         labels,
-        model.scores,
+        scores,
         fixed_precision=config.fixed_precision,
         cost_false_negative=config.cost_false_negative,
         cost_false_positive=config.cost_false_positive,

@@ -10,7 +10,6 @@ import logging
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -111,17 +110,12 @@ def train_local(digest: str, *, model: str, seed: int, dag_run_id: str) -> dict[
 
 
 def _scored(name: str, model_uri: str, matrix: Any) -> Any:
-    """Load an XGBoost model from the registry, score the holdout, measure latency and size."""
+    """Load an XGBoost model from the registry and score the holdout with its latency and size."""
     import mlflow
 
-    from mlloop.promotion import ScoredModel
+    from mlloop.training.train import score_model
 
-    model = mlflow.xgboost.load_model(model_uri)
-    started = time.perf_counter()
-    scores = model.predict_proba(matrix)[:, 1]
-    latency = (time.perf_counter() - started) * 1e6 / max(len(matrix), 1)
-    size_mb = len(model.get_booster().save_raw(raw_format="ubj")) / 1e6
-    return ScoredModel(name, scores, batch_latency_ms_per_1k_rows=latency, size_mb=size_mb)
+    return score_model(name, mlflow.xgboost.load_model(model_uri), matrix)
 
 
 def gate_challenger(result: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:

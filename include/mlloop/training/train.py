@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlloop.features.spec import FeatureSpec
+    from mlloop.promotion import ScoredModel
     from mlloop.storage import Storage
     from mlloop.training.snapshot import SnapshotManifest, Split
 
@@ -188,6 +189,17 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def score_model(name: str, model: Any, matrix: pd.DataFrame) -> ScoredModel:
+    """Score ``matrix`` with an XGBoost model, timing it (ms per 1,000 rows) and sizing it (UBJ, MB)."""
+    from mlloop.promotion import ScoredModel
+
+    started = time.perf_counter()
+    scores = model.predict_proba(matrix)[:, 1]
+    latency = (time.perf_counter() - started) * 1e6 / max(len(matrix), 1)
+    size_mb = len(model.get_booster().save_raw(raw_format="ubj")) / 1e6
+    return ScoredModel(name, scores, batch_latency_ms_per_1k_rows=latency, size_mb=size_mb)
+
+
 @dataclass(frozen=True)
 class TrainingData:
     """A snapshot split by time, with each part as (model matrix, labels)."""
@@ -235,7 +247,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     from mlflow.models import infer_signature
 
     from mlloop.promotion import load_gate_config
-    from mlloop.promotion.metrics import model_metrics
+    from mlloop.promotion.gate import operating_metrics
     from mlloop.registry import register_version
     from mlloop.storage import Storage
     from mlloop.usecase import load_use_case
@@ -253,18 +265,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     log.info("Training %s on %s: %s", config.model, on, split.sizes())
     model = train_xgboost(*parts["train"], *parts["validation"], config, on)
     x_holdout, y_holdout = parts["holdout"]
-    scoring_started = time.perf_counter()
-    scores = model.predict_proba(x_holdout)[:, 1]
-    latency_ms_per_1k = (time.perf_counter() - scoring_started) * 1000 / max(len(x_holdout), 1) * 1000
-    gate = load_gate_config()
-    metrics = model_metrics(
-        y_holdout,
-        scores,
-        fixed_precision=gate.fixed_precision,
-        cost_false_negative=gate.cost_false_negative,
-        cost_false_positive=gate.cost_false_positive,
-    )
-    size_mb = len(model.get_booster().save_raw(raw_format="ubj")) / 1e6
+    scored = score_model(f"{model_name}/challenger", model, x_holdout)
+    scores = scored.scores
+    latency_ms_per_1k, size_mb = scored.batch_latency_ms_per_1k_rows, scored.size_mb
+    metrics = operating_metrics(y_holdout, scores, load_gate_config())
     importance = {k: float(v) for k, v in model.get_booster().get_score(importance_type="gain").items()}
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
