@@ -1,15 +1,17 @@
-"""The training CLI on a real snapshot against a real MLflow server: registers once, reproducible."""
+"""The training CLI on a real snapshot and a real MLflow server: registers once, reproducible, both models."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from mlloop.data.generator import generate_day
 from mlloop.ingestion.batches import land_batch, publish_validated, validate_landed_batch
+from mlloop.promotion import ScoredModel
 from mlloop.storage import Storage
 from mlloop.usecase import load_use_case
 
@@ -43,9 +45,22 @@ def configured(snapshot, registry_env: str, mlloop_env) -> str:
     return snapshot[1]
 
 
+def reloaded(model_uri: str, digest: str, tracking_uri: str) -> tuple[ScoredModel, pd.DataFrame, np.ndarray]:
+    """Load a registered model with ``load_model`` and score the snapshot's holdout as the gate does."""
+    import mlflow
+
+    from mlloop.training.train import TrainConfig, load_model, load_training_data, score_model
+
+    mlflow.set_tracking_uri(tracking_uri)
+    data = load_training_data(Storage.from_settings(), TrainConfig(snapshot=digest))
+    x_holdout, y_holdout = data.parts["holdout"]
+    return score_model(model_uri, load_model(model_uri), x_holdout), x_holdout, y_holdout
+
+
 def test_train_registers_once_per_dag_run_and_reproduces(
-    configured: str, client, model_name: str, tmp_path: Path
+    configured: str, client, model_name: str, mlflow_server: str, tmp_path: Path
 ) -> None:
+    from mlloop.promotion import pr_auc
     from mlloop.training.train import main
 
     result_path = tmp_path / "result.json"
@@ -67,6 +82,9 @@ def test_train_registers_once_per_dag_run_and_reproduces(
         "plots/feature_importance.png",
         "plots/confusion_matrix.png",
     } <= artifacts
+    scored, _, y_holdout = reloaded(f"models:/{model_name}/1", configured, mlflow_server)
+    assert pr_auc(y_holdout, scored.scores) == pytest.approx(run.data.metrics["holdout_pr_auc"], abs=1e-9)
+    assert scored.size_mb == pytest.approx(first["model_size_mb"])
 
     # A retried task (same DAG run id) trains again but registers nothing new; metrics are identical.
     assert main(["--snapshot", configured, "--dag-run-id", "dr-1", "--result-path", str(result_path)]) == 0
@@ -77,6 +95,46 @@ def test_train_registers_once_per_dag_run_and_reproduces(
 
     assert main(["--snapshot", configured, "--dag-run-id", "dr-2", "--result-path", str(result_path)]) == 0
     assert json.loads(result_path.read_text())["version"] == "2"
+
+
+def test_torch_model_registers_and_reloads_to_the_same_holdout_scores(
+    configured: str, client, model_name: str, mlflow_server: str, tmp_path: Path
+) -> None:
+    import json
+
+    import mlflow
+
+    from mlloop.promotion import pr_auc
+    from mlloop.training.train import main, serving_frame
+
+    result_path = tmp_path / "result.json"
+    argv = ["--snapshot", configured, "--model", "torch", "--dag-run-id", "dr-torch"]
+    assert main([*argv, "--result-path", str(result_path)]) == 0
+    result = json.loads(result_path.read_text())
+    assert result["version"] == "1" and result["model"] == "torch" and result["device"] == "cpu"
+    assert result["metrics"]["pr_auc"] > 0.05 and result["metrics"]["roc_auc"] > 0.7
+    version = client.get_model_version(model_name, "1")
+    assert version.tags["mlloop.snapshot_digest"] == configured
+    assert version.tags["mlloop.dag_run_id"] == "dr-torch"
+    assert version.tags["mlloop.model_type"] == "torch"
+    run = client.get_run(result["run_id"])
+    assert int(run.data.params["best_epoch"]) >= 1 and "max_rounds" not in run.data.params
+    assert "plots/feature_importance.png" in {
+        a.path for a in client.list_artifacts(result["run_id"], "plots")
+    }
+
+    # The registered version reloads (weights only, no logged code run) to the run's holdout scores.
+    model_uri = f"models:/{model_name}/1"
+    scored, x_holdout, y_holdout = reloaded(model_uri, configured, mlflow_server)
+    assert pr_auc(y_holdout, scored.scores) == pytest.approx(run.data.metrics["holdout_pr_auc"], abs=1e-9)
+    assert scored.size_mb == pytest.approx(result["model_size_mb"])
+
+    # The logged model holds no pickle, and MLflow's own pyfunc (models from code) scores the same.
+    local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(tmp_path / "model")))
+    assert not [p for p in local.rglob("*") if p.suffix in {".pkl", ".pickle"}]
+    pyfunc = mlflow.pyfunc.load_model(model_uri)
+    rows = x_holdout.head(200)
+    np.testing.assert_allclose(pyfunc.predict(serving_frame(rows)), scored.scores[:200], rtol=1e-6)
 
 
 def test_unknown_snapshot_names_the_problem(configured: str, tmp_path: Path) -> None:

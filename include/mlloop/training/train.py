@@ -1,14 +1,19 @@
 """The training CLI: one command for the local backend and the Kubernetes pod alike.
 
-    python -m mlloop.training.train --snapshot <sha256|uri> --model xgboost --seed 42 \
+    python -m mlloop.training.train --snapshot <sha256|uri> --model xgboost|torch --seed 42 \
         --dag-run-id <id> --backend local --result-path result.json
 
 Loads a content-addressed snapshot (digest verified), keeps the rows whose label was known when the
 snapshot was taken, splits them by time (train / validation / holdout), trains, scores the holdout,
 logs params, metrics, plots, the snapshot as an MLflow dataset input, the code version and package
-versions to MLflow, logs the model in a safe format (XGBoost UBJ) with signature and input example,
-registers it (once per DAG run: a retried task gets the same version) and writes a small result JSON.
-The MLflow server and storage come from MLLOOP_* settings (env), never from arguments.
+versions to MLflow, logs the model in a safe format with signature and input example, registers it
+(once per DAG run: a retried task gets the same version) and writes a small result JSON. The MLflow
+server and storage come from MLLOOP_* settings (env), never from arguments.
+
+Two model types share that flow and differ only in fitting, importance and how the model is logged:
+``xgboost`` (logged as UBJ by the XGBoost flavour) and ``torch`` (a tabular MLP, logged as a state
+dict plus a preprocessing JSON through MLflow "models from code", see ``torch_pyfunc.py``).
+``load_model`` loads a registered version of either for scoring.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -29,15 +36,22 @@ from mlloop.config import REPO_ROOT, get_settings
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.models.model import ModelInfo
 
     from mlloop.features.spec import FeatureSpec
     from mlloop.promotion import ScoredModel
     from mlloop.storage import Storage
     from mlloop.training.snapshot import SnapshotManifest, Split
+    from mlloop.training.torch_model import TabularModel, TabularParams
 
 log = logging.getLogger("mlloop.training")
 
-MODEL_TYPES = ("xgboost",)
+MODEL_TYPES = ("xgboost", "torch")
+XGBOOST_PARAMS = ("max_rounds", "learning_rate", "max_depth", "min_child_weight", "subsample")
+TORCH_PYFUNC_PATH = Path(__file__).with_name("torch_pyfunc.py")
+MODEL_TYPE_KEY = "mlloop.model_type"  # in the MLmodel metadata of a torch model, and a run/version tag
+IMPORTANCE_MAX_ROWS = 20_000
 PACKAGES = ("mlloop", "xgboost", "pandas", "numpy", "scikit-learn", "mlflow", "great_expectations", "torch")
 
 
@@ -52,9 +66,27 @@ class TrainConfig:
     backend: str = "local"
     validation_fraction: float = 0.15
     holdout_fraction: float = 0.2
-    max_rounds: int = 400
-    learning_rate: float = 0.08
-    max_depth: int = 6
+    # XGBoost only; the torch model's hyperparameters are TabularParams' defaults with the run's seed.
+    # Shallow, sub-sampled trees with sqrt class weighting: full weighting (negatives/positives ~70) made
+    # early stopping on the noisy validation PR-AUC stop after a handful of rounds on some windows.
+    max_rounds: int = 600
+    learning_rate: float = 0.05
+    max_depth: int = 4
+    min_child_weight: float = 5.0
+    subsample: float = 0.8
+
+    def model_params(self) -> dict[str, Any]:
+        """Return the parameters of this run to log: the shared ones and those of its model type."""
+        shared = {k: v for k, v in asdict(self).items() if k != "snapshot" and k not in XGBOOST_PARAMS}
+        if self.model == "xgboost":
+            return shared | {k: getattr(self, k) for k in XGBOOST_PARAMS}
+        return shared | {f"torch_{k}": v for k, v in asdict(self.tabular_params()).items() if k != "seed"}
+
+    def tabular_params(self) -> TabularParams:
+        """Return the torch model's hyperparameters (``TabularParams``) for this run's seed."""
+        from mlloop.training.torch_model import TabularParams
+
+        return TabularParams(seed=self.seed)
 
 
 def device() -> str:
@@ -97,13 +129,16 @@ def train_xgboost(
         n_estimators=config.max_rounds,
         learning_rate=config.learning_rate,
         max_depth=config.max_depth,
+        min_child_weight=config.min_child_weight,
+        subsample=config.subsample,
+        colsample_bytree=config.subsample,
         tree_method="hist",
         device=on,
         enable_categorical=True,
         max_cat_to_onehot=1,
-        scale_pos_weight=(len(y_train) - positives) / positives,
+        scale_pos_weight=((len(y_train) - positives) / positives) ** 0.5,
         eval_metric="aucpr",
-        early_stopping_rounds=40,
+        early_stopping_rounds=50,
         random_state=config.seed,
         n_jobs=2,
     )
@@ -116,8 +151,198 @@ def train_xgboost(
     return model
 
 
+def train_torch(
+    x_train: pd.DataFrame,
+    y_train: np.ndarray,
+    x_val: pd.DataFrame,
+    y_val: np.ndarray,
+    config: TrainConfig,
+    on: str,
+) -> TabularModel:
+    """Fit the torch tabular network on ``on`` with early stopping on validation PR-AUC (pos_weight)."""
+    from mlloop.training.torch_model import fit_tabular
+
+    return fit_tabular(x_train, y_train, x_val, y_val, config.tabular_params(), device=on)
+
+
+def permutation_importance(
+    model: Any,
+    matrix: pd.DataFrame,
+    labels: np.ndarray,
+    *,
+    max_rows: int = IMPORTANCE_MAX_ROWS,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Return each column's drop in PR-AUC when its values are shuffled (on at most ``max_rows`` rows).
+
+    Model-agnostic and cheap: one scoring of the rows per column. A drop near zero (or below) means the
+    model does not rely on the column, or that other columns carry the same information.
+    """
+    import numpy as np
+
+    from mlloop.promotion import pr_auc
+
+    rng = np.random.default_rng(seed)
+    if len(matrix) > max_rows:
+        rows = np.sort(rng.choice(len(matrix), size=max_rows, replace=False))
+        matrix, labels = matrix.iloc[rows], labels[rows]
+    baseline = pr_auc(labels, model.predict_proba(matrix)[:, 1])
+    drops = {}
+    for column in matrix.columns:
+        shuffled = matrix.copy()
+        shuffled[column] = matrix[column].array.take(rng.permutation(len(matrix)))
+        drops[str(column)] = baseline - pr_auc(labels, model.predict_proba(shuffled)[:, 1])
+    return drops
+
+
+@dataclass(frozen=True)
+class FittedModel:
+    """A trained model of either type and what the shared flow logs about it besides its scores."""
+
+    model: Any  # predict_proba(matrix) -> (n, 2)
+    params: dict[str, Any]  # where early stopping stopped, logged next to the run's params
+    importance: dict[str, float]
+    importance_kind: str  # what the importance measures, for the plot's title
+
+
+def fit_model(data: TrainingData, config: TrainConfig, on: str) -> FittedModel:
+    """Fit the model type of ``config`` on the train part, early-stopping on the validation part."""
+    x_val, y_val = data.parts["validation"]
+    if config.model == "xgboost":
+        booster = train_xgboost(*data.parts["train"], x_val, y_val, config, on)
+        gain = booster.get_booster().get_score(importance_type="gain")
+        return FittedModel(
+            booster,
+            {"best_rounds": booster.best_iteration + 1},
+            {k: float(v) for k, v in gain.items()},
+            "gain",
+        )
+    network = train_torch(*data.parts["train"], x_val, y_val, config, on)
+    importance = permutation_importance(network, x_val, y_val, seed=config.seed)
+    return FittedModel(
+        network,
+        {"best_epoch": network.training["best_epoch"]},
+        importance,
+        "validation PR-AUC drop when shuffled",
+    )
+
+
+def _pinned(*names: str) -> list[str]:
+    """Return ``name==version`` requirements of installed packages (local build tags such as +cpu dropped)."""
+    versions = package_versions()
+    return [f"{name}=={versions[name].split('+')[0]}" for name in names]
+
+
+def log_model(model_type: str, model: Any, example: pd.DataFrame, signature: ModelSignature) -> ModelInfo:
+    """Log ``model`` to the active MLflow run as ``model`` in a safe format, with signature and example.
+
+    XGBoost goes through its flavour as UBJ. Torch goes through "models from code": the state dict and
+    the preprocessing JSON are artifacts, ``torch_pyfunc.py`` is the code; nothing is pickled.
+    """
+    import mlflow
+
+    if model_type == "xgboost":
+        # The XGBoost flavour needs pandas categoricals, which a JSON request cannot carry, so MLflow's
+        # serving check of the example can only fail and log a traceback; mlloop scores through
+        # model_matrix (load_model), so that check's warning is silenced here and nowhere else.
+        checker = logging.getLogger("mlflow.models.model")
+        level = checker.level
+        checker.setLevel(logging.ERROR)
+        try:
+            return mlflow.xgboost.log_model(
+                model,
+                name="model",
+                model_format="ubj",
+                input_example=example,
+                signature=signature,
+                # Pinned rather than inferred: inference runs predict on the JSON-decoded example.
+                pip_requirements=_pinned("mlflow", "xgboost", "pandas", "numpy"),
+            )
+        finally:
+            checker.setLevel(level)
+    with tempfile.TemporaryDirectory(prefix="mlloop-torch-") as tmp:
+        files = model.save(Path(tmp))
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(TORCH_PYFUNC_PATH),
+            artifacts={name: str(path) for name, path in files.items()},
+            input_example=serving_frame(example),
+            signature=signature,
+            # Pinned here rather than inferred (inference loads the model in a subprocess). The code
+            # also needs the mlloop package itself, which the serving image installs.
+            pip_requirements=_pinned("mlflow", "torch", "pandas", "numpy"),
+            metadata={MODEL_TYPE_KEY: "torch"},
+        )
+
+
+def serving_frame(matrix: pd.DataFrame) -> pd.DataFrame:
+    """Return ``matrix`` as a client sends it: categoricals as strings (None where missing)."""
+    import pandas as pd
+
+    return matrix.assign(
+        **{
+            str(c): matrix[c].astype(object).where(matrix[c].notna(), None)
+            for c in matrix.columns
+            if isinstance(matrix[c].dtype, pd.CategoricalDtype)
+        }
+    )
+
+
+def load_model(model_uri: str) -> Any:
+    """Load a logged or registered model of either type (on the CPU) for ``score_model``.
+
+    XGBoost models load through their flavour (an ``XGBClassifier``); torch models load from their
+    state dict and preprocessing JSON with ``weights_only=True``, without running the logged code.
+    The tracking URI must already be set (``mlflow.set_tracking_uri``).
+
+    Returns:
+        an object with ``predict_proba(matrix) -> ndarray of shape (n, 2)``.
+
+    Raises:
+        ValueError: when the model is of neither type (naming the flavours it has).
+    """
+    import mlflow
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory(prefix="mlloop-model-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        logged = Model.load(str(local))
+        if "xgboost" in logged.flavors:
+            return mlflow.xgboost.load_model(str(local))
+        if (logged.metadata or {}).get(MODEL_TYPE_KEY) == "torch":
+            from mlloop.training.torch_model import load_files
+
+            artifacts = logged.flavors["python_function"]["artifacts"]
+            return load_files({name: local / entry["path"] for name, entry in artifacts.items()})
+    raise ValueError(
+        f"model {model_uri} has flavours {sorted(logged.flavors)} and metadata {logged.metadata}; "
+        f"load_model reads XGBoost models and torch models logged by mlloop.training.train "
+        f"(metadata {MODEL_TYPE_KEY}=torch). Retrain it with --model xgboost or --model torch."
+    )
+
+
+def model_size_mb(model: Any) -> float:
+    """Return a model's size in its saved safe format, in MB: XGBoost UBJ or the torch state dict.
+
+    Raises:
+        TypeError: when the model is of neither type.
+    """
+    if hasattr(model, "get_booster"):
+        return len(model.get_booster().save_raw(raw_format="ubj")) / 1e6
+    if hasattr(model, "state_dict_bytes"):
+        return len(model.state_dict_bytes()) / 1e6
+    raise TypeError(
+        f"cannot size a {type(model).__name__}: expected an XGBoost model or a torch TabularModel "
+        "(load registered models with load_model)"
+    )
+
+
 def _plots(
-    labels: np.ndarray, scores: np.ndarray, threshold: float | None, importance: dict[str, float]
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float | None,
+    importance: dict[str, float],
+    importance_kind: str,
 ) -> dict[str, Any]:
     """Return the evaluation figures: PR curve, calibration, feature importance, confusion matrix."""
     import matplotlib
@@ -145,7 +370,7 @@ def _plots(
     top = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:20]
     fig, ax = plt.subplots(figsize=(6, 5))
     ax.barh([k for k, _ in reversed(top)], [v for _, v in reversed(top)])
-    ax.set_title("Feature importance (gain)")
+    ax.set_title(f"Feature importance ({importance_kind})")
     fig.tight_layout()
     figures["feature_importance.png"] = fig
     fig, ax = plt.subplots(figsize=(4, 4))
@@ -157,7 +382,7 @@ def _plots(
 
 
 def code_version() -> str:
-    """Return the git commit of the code (with -dirty when the tree has changes), or 'unknown'."""
+    """Return the git commit of the code (-dirty with changes); without git, $MLLOOP_CODE_VERSION (images)."""
     try:
         commit = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
@@ -174,7 +399,7 @@ def code_version() -> str:
             timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("MLLOOP_CODE_VERSION") or "unknown"
     return f"{commit}-dirty" if dirty else commit
 
 
@@ -190,14 +415,13 @@ def package_versions() -> dict[str, str]:
 
 
 def score_model(name: str, model: Any, matrix: pd.DataFrame) -> ScoredModel:
-    """Score ``matrix`` with an XGBoost model, timing it (ms per 1,000 rows) and sizing it (UBJ, MB)."""
+    """Score ``matrix`` with a model of either type, timing it (ms per 1,000 rows) and sizing it (MB)."""
     from mlloop.promotion import ScoredModel
 
     started = time.perf_counter()
     scores = model.predict_proba(matrix)[:, 1]
     latency = (time.perf_counter() - started) * 1e6 / max(len(matrix), 1)
-    size_mb = len(model.get_booster().save_raw(raw_format="ubj")) / 1e6
-    return ScoredModel(name, scores, batch_latency_ms_per_1k_rows=latency, size_mb=size_mb)
+    return ScoredModel(name, scores, batch_latency_ms_per_1k_rows=latency, size_mb=model_size_mb(model))
 
 
 @dataclass(frozen=True)
@@ -263,13 +487,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     manifest, split, parts = data.manifest, data.split, data.parts
     on = device()
     log.info("Training %s on %s: %s", config.model, on, split.sizes())
-    model = train_xgboost(*parts["train"], *parts["validation"], config, on)
+    fitted = fit_model(data, config, on)
     x_holdout, y_holdout = parts["holdout"]
-    scored = score_model(f"{model_name}/challenger", model, x_holdout)
+    scored = score_model(f"{model_name}/challenger", fitted.model, x_holdout)
     scores = scored.scores
     latency_ms_per_1k, size_mb = scored.batch_latency_ms_per_1k_rows, scored.size_mb
     metrics = operating_metrics(y_holdout, scores, load_gate_config())
-    importance = {k: float(v) for k, v in model.get_booster().get_score(importance_type="gain").items()}
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(use_case.name)
@@ -278,15 +501,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "mlloop.dag_run_id": config.dag_run_id,
         "mlloop.backend": config.backend,
         "mlloop.device": on,
+        MODEL_TYPE_KEY: config.model,
         "mlloop.code_version": code_version(),
         "mlloop.feature_spec_version": manifest.feature_spec_version,
     }
     with mlflow.start_run(run_name=f"{config.model} {manifest.digest[:12]}", tags=tags) as run:
         mlflow.log_params(
             {
-                **{k: v for k, v in asdict(config).items() if k != "snapshot"},
+                **config.model_params(),
                 "snapshot": manifest.digest,
-                "best_rounds": model.best_iteration + 1,
+                **fitted.params,
                 **{f"rows_{k}": v for k, v in split.sizes().items()},
             }
         )
@@ -303,17 +527,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
             digest=manifest.digest[:36],
         )
         mlflow.log_input(dataset, context="training")
-        for file_name, figure in _plots(
-            y_holdout, scores, metrics.threshold_at_precision, importance
-        ).items():
+        figures = _plots(
+            y_holdout, scores, metrics.threshold_at_precision, fitted.importance, fitted.importance_kind
+        )
+        for file_name, figure in figures.items():
             mlflow.log_figure(figure, f"plots/{file_name}")
         example = x_holdout.head(5)
-        model_info = mlflow.xgboost.log_model(
-            model,
-            name="model",
-            model_format="ubj",
-            input_example=example,
-            signature=infer_signature(example, scores[:5]),
+        model_info = log_model(
+            config.model, fitted.model, example, infer_signature(serving_frame(example), scores[:5])
         )
         description = f"{config.model} on snapshot {manifest.digest[:12]} ({config.backend}, {on})"
         version = register_version(
@@ -326,6 +547,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "model_name": model_name,
         "version": version.version,
         "snapshot": manifest.digest,
+        "model": config.model,
         "device": on,
         "metrics": {k: v for k, v in asdict(metrics).items() if v is not None},
         "latency_ms_per_1k_rows": latency_ms_per_1k,
