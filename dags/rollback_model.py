@@ -9,7 +9,8 @@ rollback can itself be undone by running this DAG again with no version.
 - **force**: roll back to a version that never passed the promotion gate (refused otherwise).
 - **reason**: why; kept in the audit record.
 
-Manual only. The scoring service follows the alias, so serving changes without a deploy.
+Manual only. Emits the `champion_model` Asset; the scoring service follows the alias, so serving changes
+without a deploy.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, task
+
+from mlloop.orchestration.assets import CHAMPION_MODEL
+from mlloop.orchestration.links import ModelVersionLink, with_links
 
 
 @dag(
@@ -63,17 +67,26 @@ def rollback_model() -> None:
 
         return rollback_target(params.get("version"), force=bool(params.get("force")))
 
-    @task
-    def move_champion_back(version: str, params: dict[str, Any], dag_run=None) -> dict[str, Any]:
+    @task(outlets=[CHAMPION_MODEL])
+    def move_champion_back(
+        version: str, params: dict[str, Any], dag_run=None, outlet_events=None
+    ) -> dict[str, Any]:
         """Point champion at the resolved version and record the rollback (no-op when already there)."""
         from mlloop.registry.runner import rollback_champion
 
         actor = f"airflow:{dag_run.run_id}" if dag_run else "airflow"
-        return rollback_champion(
+        record = rollback_champion(
             version, force=bool(params.get("force")), reason=str(params["reason"]), actor=actor
         )
+        outlet_events[CHAMPION_MODEL].extra = {
+            "model": record["model"],
+            "version": record["to_version"],
+            "previous": record["from_version"],
+            "rollback": True,
+        }
+        return record
 
-    move_champion_back(resolve_target())
+    with_links(move_champion_back(resolve_target()), ModelVersionLink())
 
 
 rollback_model()

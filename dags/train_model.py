@@ -4,18 +4,29 @@
 Runs whenever `ingest_transactions` publishes a validated batch (the `validated_transactions` Asset), or
 manually with the form below.
 
-1. **snapshot** — the last *window_days* validated days, with the labels known when the run was created,
-   become one content-addressed snapshot (`snapshots/<sha256>/`); the feature contract
-   (`expectations/transactions_features.json`) must hold or nothing is written.
-2. **train** — the training CLI (`python -m mlloop.training.train`) in a subprocess on the worker: logs the
-   run to MLflow and registers one version per DAG run (a retry registers nothing new).
+1. **snapshot** — the last *window_days* validated days (by default ending `label_maturity_days` before
+   the run, so most labels are in), with the labels known when the run was created, become one
+   content-addressed snapshot (`snapshots/<sha256>/`); the feature contract
+   (`expectations/transactions_features.json`) must hold or nothing is written. A run started by a new
+   batch skips (and says why) while the window is not full yet or when the snapshot is the champion's
+   own; a manual run fails instead, or retrains.
+2. **train** — the training CLI (`python -m mlloop.training.train`), XGBoost or a PyTorch tabular network:
+   - `local`: a subprocess on the worker;
+   - `kubernetes` (when the deployment sets `MLLOOP_TRAINING_BACKEND=kubernetes`): the same CLI with the
+     same arguments in a GPU pod (`KubernetesPodOperator`, settings `MLLOOP_K8S_*`).
+
+   It logs the run to MLflow and registers one version per DAG run (a retry registers nothing new).
 3. **gate** — challenger and champion are scored on the same holdout: floors, paired-bootstrap
    non-inferiority, slices, latency and size budgets (`include/mlloop/promotion/gate_defaults.yaml`,
    overridable per run). The report is logged to the challenger's MLflow run.
-4. **promote** — a passing challenger becomes `champion` (the old one `previous`), a failing one is tagged
-   rejected with the failed rules; both are audited in the `mlloop-audit` experiment.
+4. **review** (only with *approval_required*) — a reviewer approves or rejects in the Airflow UI
+   (Required actions); no answer within two days rejects.
+5. **promote** / **reject** — a passing (and approved) challenger becomes `champion` (the old one
+   `previous`) and the `champion_model` Asset is emitted; otherwise the version is tagged rejected with
+   the reason. Both are audited in the `mlloop-audit` experiment.
 
-One run at a time, so two promotions never interleave.
+One run at a time, so two promotions never interleave. Extra links on train, gate and promote open the
+MLflow run, the gate report and the model version.
 """
 
 from __future__ import annotations
@@ -24,9 +35,15 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
+from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Param, dag, task
 
-from mlloop.orchestration.assets import VALIDATED_TRANSACTIONS
+from mlloop.config import get_settings
+from mlloop.orchestration.assets import CHAMPION_MODEL, VALIDATED_TRANSACTIONS
+from mlloop.orchestration.links import GateReportLink, MlflowRunLink, ModelVersionLink, with_links
+
+DEFAULT_BACKEND = get_settings().training_backend
+BACKENDS = ["local", "kubernetes"] if DEFAULT_BACKEND == "kubernetes" else ["local"]
 
 
 @dag(
@@ -52,15 +69,23 @@ from mlloop.orchestration.assets import VALIDATED_TRANSACTIONS
             type=["null", "string"],
             format="date",
             title="Last day",
-            description="Last day of the window (YYYY-MM-DD). Empty: the latest validated day.",
+            description="Last day of the window (YYYY-MM-DD). Empty: the latest validated day whose "
+            "labels have matured (the use case's label_maturity_days before the run).",
         ),
-        "model": Param("xgboost", type="string", enum=["xgboost"], title="Model type"),
-        "backend": Param(
-            "local",
+        "model": Param(
+            "xgboost",
             type="string",
-            enum=["local"],
+            enum=["xgboost", "torch"],
+            title="Model type",
+            description="xgboost: gradient-boosted trees (hist). torch: tabular network with embeddings.",
+        ),
+        "backend": Param(
+            DEFAULT_BACKEND,
+            type="string",
+            enum=BACKENDS,
             title="Training backend",
-            description="local: a subprocess on the worker.",
+            description="local: a subprocess on the worker. kubernetes: a GPU pod running the same CLI "
+            "(offered when the deployment sets MLLOOP_TRAINING_BACKEND=kubernetes).",
         ),
         "seed": Param(42, type="integer", minimum=0, title="Seed"),
         "gate_overrides": Param(
@@ -69,26 +94,70 @@ from mlloop.orchestration.assets import VALIDATED_TRANSACTIONS
             title="Gate overrides",
             description='Per-run gate thresholds, e.g. {"min_pr_auc": 0.1}.',
         ),
+        "approval_required": Param(
+            False,
+            type="boolean",
+            title="Human approval",
+            description="Wait for a reviewer in the Airflow UI before promoting a challenger that passed "
+            "the gate.",
+        ),
     },
 )
 def train_model() -> None:
-    """Snapshot, train, gate, then promote or reject."""
+    """Snapshot, train, gate, (review,) then promote or reject."""
 
     @task
     def snapshot(params: dict[str, Any], dag_run=None) -> dict[str, Any]:
         """Materialise the training window as a content-addressed snapshot."""
-        from mlloop.training.pipeline import assemble_snapshot
+        from airflow.sdk.exceptions import AirflowSkipException
 
-        return assemble_snapshot(params["window_days"], params.get("end_day"), as_of=dag_run.run_after)
+        from mlloop.training.pipeline import NothingToTrain, assemble_snapshot
+
+        try:
+            return assemble_snapshot(
+                params["window_days"],
+                params.get("end_day"),
+                as_of=dag_run.run_after,
+                scheduled=dag_run.run_type == "asset_triggered",
+            )
+        except NothingToTrain as reason:
+            raise AirflowSkipException(f"Nothing to train: {reason}") from None
 
     @task
-    def train(snap: dict[str, Any], params: dict[str, Any], dag_run=None) -> dict[str, Any]:
-        """Run the training CLI; returns run id, registered version and holdout metrics."""
+    def train_local(snap: dict[str, Any], params: dict[str, Any], dag_run=None) -> dict[str, Any]:
+        """Run the training CLI in a subprocess; returns run id, registered version and metrics."""
         from mlloop.training.pipeline import train_local
 
         return train_local(
             snap["digest"], model=params["model"], seed=params["seed"], dag_run_id=dag_run.run_id
         )
+
+    snap = snapshot()
+    if "kubernetes" in BACKENDS:
+        from mlloop.orchestration.kubernetes import training_pod_operator
+
+        @task.branch
+        def choose_backend(params: dict[str, Any]) -> str:
+            """Follow the backend Param."""
+            return f"train_{params['backend']}"
+
+        @task(trigger_rule="none_failed_min_one_success")
+        def trained(ti=None) -> dict[str, Any]:
+            """Pass on the result of whichever backend ran."""
+            return next(r for r in ti.xcom_pull(task_ids=["train_local", "train_kubernetes"]) if r)
+
+        pod = training_pod_operator(
+            task_id="train_kubernetes",
+            snapshot="{{ ti.xcom_pull(task_ids='snapshot')['digest'] }}",
+            model="{{ params.model }}",
+            seed="{{ params.seed }}",
+            dag_run_id="{{ run_id }}",
+        )
+        local = with_links(train_local(snap), MlflowRunLink())
+        result = trained()
+        snap >> choose_backend() >> [local, pod] >> result
+    else:
+        result = with_links(train_local(snap), MlflowRunLink())
 
     @task
     def gate(result: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -97,15 +166,54 @@ def train_model() -> None:
 
         return gate_challenger(result, params.get("gate_overrides"))
 
-    @task
-    def promote(result: dict[str, Any], decision: dict[str, Any], dag_run=None) -> dict[str, Any]:
-        """Move the champion alias, or tag the challenger rejected."""
+    @task.branch
+    def decide(decision: dict[str, Any], params: dict[str, Any]) -> str:
+        """Reject a failed challenger; ask a reviewer first when the run requires approval."""
+        if not decision["promote"]:
+            return "reject"
+        return "review" if params.get("approval_required") else "promote"
+
+    review = HITLBranchOperator(
+        task_id="review",
+        subject="Promote {{ ti.xcom_pull(task_ids='gate')['model_name'] }} version "
+        "{{ ti.xcom_pull(task_ids='gate')['version'] }} to champion?",
+        body="The challenger passed the gate:\n\n{{ ti.xcom_pull(task_ids='gate')['summary'] }}\n\n"
+        "Gate report: {{ ti.xcom_pull(task_ids='gate')['report'] }}",
+        options=["Promote", "Reject"],
+        options_mapping={"Promote": "promote", "Reject": "reject"},
+        defaults="Reject",
+        response_timeout=timedelta(days=2),
+    )
+
+    @task(trigger_rule="none_failed_min_one_success", outlets=[CHAMPION_MODEL])
+    def promote(
+        result: dict[str, Any], decision: dict[str, Any], dag_run=None, outlet_events=None
+    ) -> dict[str, Any]:
+        """Move the champion alias to the challenger and announce the new champion."""
         from mlloop.training.pipeline import promote_or_reject
 
-        return promote_or_reject(result, decision, actor=f"airflow:{dag_run.run_id}")
+        record = promote_or_reject(result, decision, actor=f"airflow:{dag_run.run_id}", promote=True)
+        outlet_events[CHAMPION_MODEL].extra = {
+            "model": record["model"],
+            "version": record["to_version"],
+            "previous": record["from_version"],
+            "gate_report": decision["report"],
+        }
+        return record
 
-    result = train(snapshot())
-    promote(result, gate(result))
+    @task(trigger_rule="none_failed_min_one_success")
+    def reject(result: dict[str, Any], decision: dict[str, Any], dag_run=None) -> dict[str, Any]:
+        """Tag the challenger rejected, with the failed rules or the reviewer's refusal."""
+        from mlloop.training.pipeline import promote_or_reject
+
+        return promote_or_reject(result, decision, actor=f"airflow:{dag_run.run_id}", promote=False)
+
+    decision = with_links(gate(result), GateReportLink())
+    route = decide(decision)
+    promoted = with_links(promote(result, decision), ModelVersionLink())
+    rejected = with_links(reject(result, decision), ModelVersionLink())
+    route >> [review, promoted, rejected]
+    review >> [promoted, rejected]
 
 
 train_model()

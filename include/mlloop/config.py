@@ -37,7 +37,15 @@ class Settings(BaseSettings):
     model_name: str | None = Field(
         default=None, description="Registered model name; None takes the use case's model_name."
     )
-    training_backend: Literal["local", "kubernetes"] = "local"
+    training_backend: Literal["local", "kubernetes"] = Field(
+        default="local",
+        description="Default train_model backend; 'kubernetes' also adds the KubernetesPodOperator branch "
+        "(settings MLLOOP_K8S_*), so deployments without a cluster never import the provider.",
+    )
+    mlflow_ui_url: str | None = Field(
+        default=None,
+        description="MLflow address users open (extra links in Airflow); None uses mlflow_tracking_uri.",
+    )
     pii_key: SecretStr | None = Field(
         default=None,
         description="HMAC key for PII tokenisation. Unset: read from the Airflow connection pii_conn_id.",

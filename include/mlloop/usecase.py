@@ -49,6 +49,9 @@ class UseCase(BaseModel):
     model_name: str
     features: FeatureSpec
     source: SourceSpec = Field(default_factory=SourceSpec)
+    # Labels arrive late; a default training window ends this many days before the run so that most
+    # of its labels are known (rows whose label is still unknown are left out of training).
+    label_maturity_days: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _columns_declared(self) -> UseCase:

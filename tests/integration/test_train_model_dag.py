@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -13,9 +15,6 @@ from mlloop.usecase import load_use_case
 
 DAYS = [date(2026, 11, 1) + timedelta(days=i) for i in range(4)]
 _dates = iter(range(10_000))
-# Four days of 12k rows give a holdout PR-AUC around 0.07, under the default floor (0.08, calibrated on
-# larger windows); the test lowers the floors so the first model can become champion.
-FLOORS = {"min_pr_auc": 0.03, "min_recall_at_precision": 0.02}
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +41,33 @@ def configured(ingested: str, registry_env: str, mlloop_env) -> str:
 
 def _run(dag, **conf):
     logical = datetime(2032, 1, 1, tzinfo=UTC) + timedelta(days=next(_dates))
-    dag_run = dag.test(logical_date=logical, run_conf={"window_days": 4, **conf})
+    dag_run = dag.test(logical_date=logical, run_conf=conf)
     return dag_run, {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
 
-def test_first_model_is_promoted_a_failing_one_rejected_an_equal_one_promoted(
+def _champion_events(dag_run) -> list[dict]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetEvent.source_run_id == dag_run.run_id, AssetModel.name == "champion_model")
+            .all()
+        )
+        return [dict(e.extra) for e in events]
+
+
+def test_first_model_is_promoted_a_worse_one_rejected_an_equal_one_promoted(
     train_dag, configured: str, client
 ) -> None:
+    """Default gate thresholds throughout; the worse challenger is worse because it saw less data."""
     name = configured
-    dag_run, states = _run(train_dag, gate_overrides=FLOORS)
+    first = {"window_days": 3, "end_day": DAYS[2].isoformat()}
+    dag_run, states = _run(train_dag, **first)
     assert str(dag_run.state) == "success", states
+    assert states["promote"] == "success" and states["reject"] == "skipped", states
     assert client.get_model_version_by_alias(name, CHAMPION).version == "1"
     version = client.get_model_version(name, "1")
     assert version.tags["mlloop.gate.verdict"] == "passed"
@@ -59,20 +75,38 @@ def test_first_model_is_promoted_a_failing_one_rejected_an_equal_one_promoted(
         "gate/gate_report.json",
         "gate/gate_report.md",
     }
+    assert _champion_events(dag_run) == [
+        {
+            "model": name,
+            "version": "1",
+            "previous": None,
+            "gate_report": f"runs:/{version.run_id}/gate/gate_report.md",
+        }
+    ]
 
-    dag_run, states = _run(train_dag, gate_overrides={"min_pr_auc": 0.99})
+    # One day of training data instead of three, judged on the newest day's holdout.
+    dag_run, states = _run(train_dag, window_days=1, end_day=DAYS[3].isoformat())
     assert str(dag_run.state) == "success", states
+    assert states["reject"] == "success" and states["promote"] == "skipped", states
     rejected = client.get_model_version(name, "2")
     assert rejected.tags["mlloop.gate.decision"] == "rejected"
-    assert "floor_pr_auc" in rejected.tags["mlloop.gate.reason"]
+    report = client.download_artifacts(rejected.run_id, "gate/gate_report.json")
+    failed = json.loads(Path(report).read_text())["failed_rules"]
+    assert failed and all(rule in rejected.tags["mlloop.gate.reason"] for rule in failed), failed
+    assert "non_inferiority" in failed, failed
     assert client.get_model_version_by_alias(name, CHAMPION).version == "1"
+    assert _champion_events(dag_run) == []
 
-    # Same snapshot and seed: an equal model passes non-inferiority and the slices.
-    dag_run, states = _run(train_dag, gate_overrides=FLOORS)
+    # The champion's window and seed again: an equal model passes non-inferiority and the slices.
+    dag_run, states = _run(train_dag, **first)
     assert str(dag_run.state) == "success", states
-    assert client.get_model_version_by_alias(name, CHAMPION).version == "3"
+    third = client.get_model_version(name, "3")
+    report = Path(client.download_artifacts(third.run_id, "gate/gate_report.md")).read_text()
+    assert client.get_model_version_by_alias(name, CHAMPION).version == "3", report
+    assert client.get_model_version_by_alias(name, "previous").version == "1"
     assert [(r.action, r.to_version) for r in audit_log(client, name)] == [
         ("promote", "1"),
         ("reject", "2"),
         ("promote", "3"),
     ]
+    assert [e["version"] for e in _champion_events(dag_run)] == ["3"]

@@ -10,7 +10,7 @@ import logging
 import subprocess
 import sys
 import tempfile
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,23 @@ from mlloop.usecase import load_use_case
 log = logging.getLogger("mlloop.training")
 
 
-def assemble_snapshot(window_days: int, end_day: str | None, as_of: datetime) -> dict[str, Any]:
+class NothingToTrain(Exception):
+    """A scheduled run has nothing new to learn from (window not full yet, or the champion's own data)."""
+
+
+def assemble_snapshot(
+    window_days: int, end_day: str | None, as_of: datetime, *, scheduled: bool = False
+) -> dict[str, Any]:
     """Snapshot the last ``window_days`` validated days up to ``end_day`` with the labels known at ``as_of``.
+
+    Without ``end_day`` the window ends ``label_maturity_days`` (use case) before ``as_of``, so that most
+    of its labels have arrived. A ``scheduled`` run (started by a new batch) stops quietly when the window
+    is not full yet or when the champion was trained on this very snapshot.
 
     Raises:
         ValueError: when fewer validated days exist than the window asks for (naming what exists).
+        NothingToTrain: instead of that ValueError for a scheduled run, and when the snapshot is the
+            champion's own.
     """
     import pandas as pd
 
@@ -35,14 +47,17 @@ def assemble_snapshot(window_days: int, end_day: str | None, as_of: datetime) ->
     use_case = load_use_case(settings.use_case)
     storage = Storage.from_settings(settings)
     available = sorted(storage.iter_partitions("validated", use_case.dataset))
-    if end_day:
-        available = [d for d in available if d <= end_day]
-    if len(available) < window_days:
-        raise ValueError(
-            f"train_model needs {window_days} validated days up to {end_day or 'now'}, found "
-            f"{len(available)} ({', '.join(available) or 'none'}); ingest more days or lower window_days."
+    last = end_day or (as_of.date() - timedelta(days=use_case.label_maturity_days)).isoformat()
+    eligible = [d for d in available if d <= last]
+    if len(eligible) < window_days:
+        why = "" if end_day else f" (labels mature after {use_case.label_maturity_days} days)"
+        message = (
+            f"train_model needs {window_days} validated days up to {last}{why}, found {len(eligible)} "
+            f"({', '.join(eligible) or 'none'}; all validated days: {', '.join(available) or 'none'}); "
+            "ingest more days, lower window_days or set end_day."
         )
-    days = [date.fromisoformat(d) for d in available[-window_days:]]
+        raise NothingToTrain(message) if scheduled else ValueError(message)
+    days = [date.fromisoformat(d) for d in eligible[-window_days:]]
     label_keys = [k for d in days for k in storage.list(f"labels/{use_case.dataset}/date={d.isoformat()}")]
     labels = pd.concat([storage.read_frame(k) for k in label_keys]) if label_keys else None
     manifest = create_snapshot(storage, use_case, days, labels=labels, as_of=as_of)
@@ -54,6 +69,13 @@ def assemble_snapshot(window_days: int, end_day: str | None, as_of: datetime) ->
         days[-1],
         manifest.labels.model_dump(),
     )
+    if scheduled:
+        champion = _champion_trained_on(manifest.digest)
+        if champion is not None:
+            raise NothingToTrain(
+                f"the champion (v{champion}) was trained on this snapshot ({manifest.digest[:12]}); "
+                "nothing new to learn. Trigger train_model by hand to retrain anyway."
+            )
     return {
         "digest": manifest.digest,
         "rows": manifest.row_count,
@@ -62,10 +84,30 @@ def assemble_snapshot(window_days: int, end_day: str | None, as_of: datetime) ->
     }
 
 
+def _champion_trained_on(digest: str) -> str | None:
+    """Return the champion's version when it was trained on snapshot ``digest``, else None."""
+    import mlflow
+
+    from mlloop.registry import champion_version
+
+    settings = get_settings()
+    name = settings.model_name or load_use_case(settings.use_case).model_name
+    client = mlflow.MlflowClient(
+        tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
+    )
+    champion = champion_version(client, name)
+    if champion is None or champion.tags.get("mlloop.snapshot_digest") != digest:
+        return None
+    return champion.version
+
+
 def train_cli_args(
-    digest: str, *, model: str, seed: int, dag_run_id: str, backend: str, result_path: str
+    digest: str, *, model: str, seed: int | str, dag_run_id: str, backend: str, result_path: str
 ) -> list[str]:
-    """Return the training CLI's arguments: identical for the local subprocess and the Kubernetes pod."""
+    """Return the training CLI's arguments: identical for the local subprocess and the Kubernetes pod.
+
+    The values may be Jinja templates (the pod's arguments render at run time).
+    """
     return [
         "--snapshot",
         digest,
@@ -110,12 +152,10 @@ def train_local(digest: str, *, model: str, seed: int, dag_run_id: str) -> dict[
 
 
 def _scored(name: str, model_uri: str, matrix: Any) -> Any:
-    """Load an XGBoost model from the registry and score the holdout with its latency and size."""
-    import mlflow
+    """Load a registered model (XGBoost or torch) and score the holdout with its latency and size."""
+    from mlloop.training.train import load_model, score_model
 
-    from mlloop.training.train import score_model
-
-    return score_model(name, mlflow.xgboost.load_model(model_uri), matrix)
+    return score_model(name, load_model(model_uri), matrix)
 
 
 def gate_challenger(result: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -149,6 +189,8 @@ def gate_challenger(result: dict[str, Any], overrides: dict[str, Any] | None) ->
     client.set_model_version_tag(name, version, "mlloop.gate.summary", decision.summary()[:4900])
     log.info("Gate: %s", decision.summary())
     return {
+        "model_name": name,
+        "version": version,
         "promote": decision.promote,
         "failed_rules": decision.failed_rules,
         "summary": decision.summary(),
@@ -157,23 +199,37 @@ def gate_challenger(result: dict[str, Any], overrides: dict[str, Any] | None) ->
     }
 
 
-def promote_or_reject(result: dict[str, Any], decision: dict[str, Any], actor: str) -> dict[str, Any]:
-    """Move the champion alias to a challenger that passed, or tag it rejected with the failed rules."""
+def promote_or_reject(
+    result: dict[str, Any], decision: dict[str, Any], actor: str, *, promote: bool
+) -> dict[str, Any]:
+    """Move the champion alias to the challenger (``promote``), or tag it rejected with the reason.
+
+    A rejection of a challenger that passed the gate can only come from the reviewer, and says so.
+
+    Raises:
+        PromotionError: when asked to promote a challenger the gate did not pass.
+    """
     import mlflow
 
-    from mlloop.registry import promote, reject
+    from mlloop.registry import PromotionError, reject
+    from mlloop.registry import promote as promote_version
 
     settings = get_settings()
     client = mlflow.MlflowClient(
         tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
     )
     name, version = result["model_name"], str(result["version"])
-    if decision["promote"]:
-        record = promote(
+    if promote and not decision["promote"]:
+        raise PromotionError(
+            f"{name} v{version} failed the gate ({decision['summary']}); it cannot be promoted"
+        )
+    if promote:
+        record = promote_version(
             client, name, version, actor=actor, reason=decision["summary"], gate_report=decision["report"]
         )
     else:
-        record = reject(
-            client, name, version, actor=actor, reason=decision["summary"], gate_report=decision["report"]
-        )
+        reason = decision["summary"]
+        if decision["promote"]:
+            reason = f"rejected by the reviewer in the Airflow UI although the gate passed ({reason})"
+        record = reject(client, name, version, actor=actor, reason=reason, gate_report=decision["report"])
     return record.__dict__

@@ -1,0 +1,93 @@
+"""The shape of train_model: backends, the approval branch, the champion Asset and the MLflow links."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from mlloop.orchestration.assets import CHAMPION_MODEL
+from mlloop.orchestration.links import GateReportLink, MlflowRunLink, ModelVersionLink
+
+
+def _links(task) -> list[str]:
+    return sorted(link.name for link in task.operator_extra_links)
+
+
+def test_local_deployment_has_no_kubernetes_branch(load_dag, mlloop_env) -> None:
+    mlloop_env(training_backend="local")
+    dag = load_dag("train_model")
+    assert "train_kubernetes" not in dag.task_ids and "choose_backend" not in dag.task_ids
+    assert dag.params.get_param("backend").schema["enum"] == ["local"]
+    assert dag.get_task("gate").upstream_task_ids == {"train_local"}
+
+
+def test_kubernetes_deployment_offers_both_backends(load_dag, mlloop_env) -> None:
+    mlloop_env(training_backend="kubernetes")
+    dag = load_dag("train_model")
+    assert dag.params["backend"] == "kubernetes"
+    assert dag.params.get_param("backend").schema["enum"] == ["local", "kubernetes"]
+    assert dag.get_task("choose_backend").downstream_task_ids == {"train_local", "train_kubernetes"}
+    trained = dag.get_task("trained")
+    assert trained.upstream_task_ids == {"train_local", "train_kubernetes"}
+    assert trained.trigger_rule == "none_failed_min_one_success"
+    assert dag.get_task("gate").upstream_task_ids == {"trained"}
+
+
+def test_review_branches_to_promote_or_reject_and_only_promote_emits_the_asset(load_dag, mlloop_env) -> None:
+    mlloop_env(training_backend="local")
+    dag = load_dag("train_model")
+    review = dag.get_task("review")
+    assert type(review).__name__ == "HITLBranchOperator"
+    assert review.options_mapping == {"Promote": "promote", "Reject": "reject"}
+    assert review.defaults == ["Reject"], "an unanswered review must not promote"
+    assert dag.get_task("decide").downstream_task_ids == {"review", "promote", "reject"}
+    for task_id in ("promote", "reject"):
+        assert dag.get_task(task_id).trigger_rule == "none_failed_min_one_success"
+    assert dag.get_task("promote").outlets == [CHAMPION_MODEL]
+    assert dag.get_task("reject").outlets == []
+    assert dag.params["approval_required"] is False
+
+
+def test_tasks_carry_their_mlflow_links(load_dag, mlloop_env) -> None:
+    mlloop_env(training_backend="local")
+    dag = load_dag("train_model")
+    assert _links(dag.get_task("train_local")) == ["MLflow run"]
+    assert _links(dag.get_task("gate")) == ["Gate report"]
+    assert _links(dag.get_task("promote")) == _links(dag.get_task("reject")) == ["Model version"]
+    assert _links(load_dag("rollback_model").get_task("move_champion_back")) == ["Model version"]
+
+
+class _FinishedTask(SimpleNamespace):
+    """What a link sees on the worker: the finishing task instance, whose xcom_pull returns its result."""
+
+    def xcom_pull(self, task_ids: str):
+        assert task_ids == self.task_id
+        return self.result
+
+
+@pytest.mark.parametrize(
+    ("link", "result", "expected"),
+    [
+        (MlflowRunLink(), {"run_id": "ab12"}, "http://mlflow.example:5000/#/runs/ab12"),
+        (
+            GateReportLink(),
+            {"report": "runs:/ab12/gate/gate_report.md"},
+            "http://mlflow.example:5000/#/runs/ab12/artifactPath/gate/gate_report.md",
+        ),
+        (
+            ModelVersionLink(),
+            {"model": "fraud detector", "to_version": "3"},
+            "http://mlflow.example:5000/#/models/fraud%20detector/versions/3",
+        ),
+        (MlflowRunLink(), None, ""),
+    ],
+)
+def test_links_point_at_the_mlflow_ui(link, result, expected, mlloop_env) -> None:
+    mlloop_env(mlflow_tracking_uri="http://mlflow.internal:5000", mlflow_ui_url="http://mlflow.example:5000/")
+    assert link.get_link(None, ti_key=_FinishedTask(task_id="t", result=result)) == expected
+
+
+def test_links_are_empty_for_a_non_http_tracking_uri(mlloop_env) -> None:
+    mlloop_env(mlflow_tracking_uri="sqlite:///mlflow.db")
+    assert MlflowRunLink().get_link(None, ti_key=_FinishedTask(task_id="t", result={"run_id": "x"})) == ""
