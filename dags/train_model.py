@@ -5,7 +5,7 @@ Runs whenever `ingest_transactions` publishes a validated batch (the `validated_
 manually with the form below.
 
 1. **snapshot** — the last *window_days* validated days (by default ending `label_maturity_days` before
-   the run, so most labels are in), with the labels known when the run was created, become one
+   the run, so most labels are in), with the labels known at the start of the run's day, become one
    content-addressed snapshot (`snapshots/<sha256>/`); the feature contract
    (`expectations/transactions_features.json`) must hold or nothing is written. A run started by a new
    batch skips (and says why) while the window is not full yet or when the snapshot is the champion's
@@ -107,7 +107,7 @@ def train_model() -> None:
     """Snapshot, train, gate, (review,) then promote or reject."""
 
     @task
-    def snapshot(params: dict[str, Any], dag_run=None) -> dict[str, Any]:
+    def snapshot(params: dict[str, Any], dag_run=None, ti=None) -> dict[str, Any]:
         """Materialise the training window as a content-addressed snapshot."""
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -121,6 +121,7 @@ def train_model() -> None:
                 scheduled=dag_run.run_type == "asset_triggered",
             )
         except NothingToTrain as reason:
+            ti.xcom_push(key="skip_reason", value=str(reason))
             raise AirflowSkipException(f"Nothing to train: {reason}") from None
 
     @task

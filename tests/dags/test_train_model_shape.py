@@ -72,8 +72,8 @@ class _FinishedTask(SimpleNamespace):
         (MlflowRunLink(), {"run_id": "ab12"}, "http://mlflow.example:5000/#/runs/ab12"),
         (
             GateReportLink(),
-            {"report": "runs:/ab12/gate/gate_report.md"},
-            "http://mlflow.example:5000/#/runs/ab12/artifactPath/gate/gate_report.md",
+            {"report": "runs:/ab12/gate/gate_report.md", "experiment_id": "7"},
+            "http://mlflow.example:5000/#/experiments/7/runs/ab12/artifactPath/gate/gate_report.md",
         ),
         (
             ModelVersionLink(),

@@ -9,39 +9,16 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
+
+from mlloop.registry.ui import model_version_url, run_url
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
 
 _RUNS_URI = re.compile(r"^runs:/(?P<run_id>[0-9a-f]+)/(?P<path>.+)$")
-
-
-def mlflow_ui_url() -> str:
-    """Return the MLflow address users open: MLLOOP_MLFLOW_UI_URL, else the tracking URI when it is HTTP."""
-    from mlloop.config import get_settings
-
-    settings = get_settings()
-    url = settings.mlflow_ui_url or settings.mlflow_tracking_uri
-    return url.rstrip("/") if url.startswith(("http://", "https://")) else ""
-
-
-def run_url(run_id: str, artifact_path: str | None = None) -> str:
-    """Return the MLflow UI page of a run (optionally opened on one of its artifacts)."""
-    base = mlflow_ui_url()
-    if not base or not run_id:
-        return ""
-    page = f"{base}/#/runs/{run_id}"
-    return f"{page}/artifactPath/{artifact_path}" if artifact_path else page
-
-
-def model_version_url(name: str, version: str | int) -> str:
-    """Return the MLflow UI page of a registered model version."""
-    base = mlflow_ui_url()
-    return f"{base}/#/models/{quote(str(name), safe='')}/versions/{version}" if base else ""
 
 
 def _own_result(ti_key: Any) -> dict[str, Any]:
@@ -67,9 +44,10 @@ class GateReportLink(BaseOperatorLink):
     name = "Gate report"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        """Return the report artifact's page from the task's result (``report``, a runs:/ URI)."""
-        match = _RUNS_URI.match(str(_own_result(ti_key).get("report", "")))
-        return run_url(match["run_id"], match["path"]) if match else ""
+        """Return the report artifact's page from the task's result (``report``, ``experiment_id``)."""
+        result = _own_result(ti_key)
+        match = _RUNS_URI.match(str(result.get("report", "")))
+        return run_url(match["run_id"], match["path"], result.get("experiment_id")) if match else ""
 
 
 class ModelVersionLink(BaseOperatorLink):

@@ -10,7 +10,7 @@ import logging
 import subprocess
 import sys
 import tempfile
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,9 @@ def assemble_snapshot(
 ) -> dict[str, Any]:
     """Snapshot the last ``window_days`` validated days up to ``end_day`` with the labels known at ``as_of``.
 
-    Without ``end_day`` the window ends ``label_maturity_days`` (use case) before ``as_of``, so that most
+    Labels count as known from the start of ``as_of``'s UTC day: labels trickle in all the time, and
+    every run of one day should build the same snapshot (and skip when it is the champion's). Without
+    ``end_day`` the window ends ``label_maturity_days`` (use case) before ``as_of``, so that most
     of its labels have arrived. A ``scheduled`` run (started by a new batch) stops quietly when the window
     is not full yet or when the champion was trained on this very snapshot.
 
@@ -60,7 +62,8 @@ def assemble_snapshot(
     days = [date.fromisoformat(d) for d in eligible[-window_days:]]
     label_keys = [k for d in days for k in storage.list(f"labels/{use_case.dataset}/date={d.isoformat()}")]
     labels = pd.concat([storage.read_frame(k) for k in label_keys]) if label_keys else None
-    manifest = create_snapshot(storage, use_case, days, labels=labels, as_of=as_of)
+    label_cutoff = datetime.combine(as_of.astimezone(UTC).date(), time.min, tzinfo=UTC)
+    manifest = create_snapshot(storage, use_case, days, labels=labels, as_of=label_cutoff)
     log.info(
         "Snapshot %s: %d rows over %s..%s, labels known %s",
         manifest.digest[:12],
@@ -196,6 +199,7 @@ def gate_challenger(result: dict[str, Any], overrides: dict[str, Any] | None) ->
         "summary": decision.summary(),
         "champion_version": current.version if current else None,
         "report": f"runs:/{result['run_id']}/gate/gate_report.md",
+        "experiment_id": client.get_run(result["run_id"]).info.experiment_id,
     }
 
 
