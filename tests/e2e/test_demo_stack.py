@@ -1,4 +1,7 @@
-"""End to end: the embedded stack starts, the demo job runs through the real scheduler twice, down stops all.
+"""End to end: the embedded stack starts, the demo runs through the real scheduler twice, down stops all.
+
+The demo ingests six days (two quarantined), the validated_transactions Asset starts train_model, and
+the first model becomes champion; the second demo changes nothing (same objects, no new version).
 
 This is what `make demo` / `make down` do, on free ports and a throwaway state folder so it never
 touches a developer's running stack.
@@ -10,12 +13,15 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
-from mlloop.ops.demo import DEMO_DAYS
+from mlloop.ops.airflow_api import AirflowAPI
+from mlloop.ops.demo import demo_days
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def _demo_objects(state: Path, area: str) -> list[str]:
     """Parquet objects of the demo's days in an area (a scheduled run for yesterday may add others)."""
-    days = {f"date={day}" for day, _ in DEMO_DAYS}
+    days = {f"date={day}" for day, _ in demo_days()}
     return sorted(
         str(p.relative_to(state)) for p in (state / "data" / area).rglob("*.parquet") if p.parent.name in days
     )
@@ -40,6 +46,58 @@ def _processes_mentioning(text: str) -> list[str]:
         if int(cmdline.parent.name) != os.getpid() and (text in args or text in environ):
             found.append(f"{cmdline.parent.name}: {args[:120]}")
     return found
+
+
+def _wait(predicate, what: str, timeout_s: float = 600.0):
+    deadline = time.monotonic() + timeout_s
+    while (value := predicate()) is None:
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(3)
+    return value
+
+
+def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowClient, end_day: str) -> None:
+    """A manual run asking for approval passes the gate, waits for a reviewer, and the reviewer rejects."""
+    password = (state / ".env").read_text().split("MLLOOP_AIRFLOW_PASSWORD=")[1].split()[0]
+    api = AirflowAPI(f"http://127.0.0.1:{env['MLLOOP_AIRFLOW_PORT']}", "admin", password)
+    run_id = "e2e-review"
+    api.trigger("train_model", run_id, {"approval_required": True, "end_day": end_day})
+
+    def review_state():
+        states = api.task_states("train_model", run_id)
+        assert "failed" not in states.values(), states
+        return states if states.get("review") == "awaiting_input" else None
+
+    _wait(review_state, "the review task to wait for input")
+    api.respond("train_model", run_id, "review", ["Reject"])
+    _wait(
+        lambda: (
+            api.run_state("train_model", run_id)
+            if api.run_state("train_model", run_id) in {"success", "failed"}
+            else None
+        ),
+        "the run",
+    )
+    states = api.task_states("train_model", run_id)
+    assert api.run_state("train_model", run_id) == "success", states
+    assert states["reject"] == "success" and states["promote"] == "skipped", states
+    version = client.get_model_version("fraud-detector", "2")
+    assert version.tags["mlloop.gate.verdict"] == "passed"
+    assert version.tags["mlloop.gate.decision"] == "rejected"
+    assert "reviewer" in version.tags["mlloop.gate.reason"]
+    assert client.get_model_version_by_alias("fraud-detector", "champion").version == "1"
+
+    # Extra links (plugins/mlloop_links.py) lead from the tasks to MLflow.
+    mlflow_url = f"http://127.0.0.1:{env['MLLOOP_MLFLOW_PORT']}"
+    train_link = api.extra_links("train_model", run_id, "train_local")["MLflow run"]
+    assert train_link == f"{mlflow_url}/#/runs/{version.run_id}"
+    gate_link = api.extra_links("train_model", run_id, "gate")["Gate report"]
+    experiment = client.get_run(version.run_id).info.experiment_id
+    assert gate_link == (
+        f"{mlflow_url}/#/experiments/{experiment}/runs/{version.run_id}/artifactPath/gate/gate_report.md"
+    )
+    version_link = api.extra_links("train_model", run_id, "reject")["Model version"]
+    assert version_link == f"{mlflow_url}/#/models/fraud-detector/versions/2"
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +137,8 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
     run, env, state = stack
     first = run("mlloop.ops.demo")
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
-    for day, scenario in DEMO_DAYS:
+    days = demo_days()
+    for day, scenario in days:
         assert day in first.stdout and scenario in first.stdout
     assert "quarantined: expect_column_values_to_not_be_null(amount)" in first.stdout
     assert f"http://127.0.0.1:{env['MLLOOP_AIRFLOW_PORT']}" in first.stdout
@@ -91,13 +150,30 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
             assert resp.status == 200
     raw_before = _demo_objects(state, "raw")
     validated_before = _demo_objects(state, "validated")
-    assert len(raw_before) == len(DEMO_DAYS)
-    assert len(validated_before) == sum(1 for _, s in DEMO_DAYS if s == "none")
+    assert len(raw_before) == len(days)
+    assert len(validated_before) == sum(1 for _, s in days if s == "none")
+
+    # Training: the Asset started train_model through the scheduler; v1 passed the default gate.
+    mlflow_url = f"http://127.0.0.1:{env['MLLOOP_MLFLOW_PORT']}"
+    assert "promoted v1" in first.stdout, first.stdout[-4000:]
+    assert "Champion: fraud-detector v1" in first.stdout
+    assert f"{mlflow_url}/#/models/fraud-detector/versions/1" in first.stdout
+    client = MlflowClient(mlflow_url, mlflow_url)
+    champion = client.get_model_version_by_alias("fraud-detector", "champion")
+    assert champion.version == "1" and champion.tags["mlloop.gate.verdict"] == "passed"
+    assert {a.path for a in client.list_artifacts(champion.run_id, "plots")} >= {
+        "plots/pr_curve.png",
+        "plots/calibration.png",
+    }
 
     second = run("mlloop.ops.demo")
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
     assert _demo_objects(state, "raw") == raw_before
     assert _demo_objects(state, "validated") == validated_before
+    assert "nothing new to learn" in second.stdout, second.stdout[-3000:]
+    assert [v.version for v in client.search_model_versions("name='fraud-detector'")] == ["1"]
+
+    _reviewer_rejects_a_manual_retrain(env, state, client, end_day=days[-1][0])
 
     down = run("mlloop.ops.services", "down", timeout=300)
     assert down.returncode == 0, down.stderr[-2000:]

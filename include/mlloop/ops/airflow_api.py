@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -75,6 +76,35 @@ class AirflowAPI:
     def run_state(self, dag_id: str, run_id: str) -> str:
         """Return a DAG run's state (queued, running, success, failed)."""
         return self.get(f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+
+    def runs_since(self, dag_id: str, since: str) -> list[dict[str, Any]]:
+        """Return a DAG's runs whose run_after is at or after ``since`` (ISO 8601), oldest first."""
+        query = urllib.parse.urlencode({"run_after_gte": since, "order_by": "run_after", "limit": 100})
+        return self.get(f"/dags/{dag_id}/dagRuns?{query}")["dag_runs"]
+
+    def queued_asset_events(self, dag_id: str) -> int:
+        """Return how many asset events wait to start a run of ``dag_id``."""
+        return int(self.get(f"/dags/{dag_id}/assets/queuedEvents")["total_entries"])
+
+    def task_result(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        """Return a task's XCom ``key`` (its return value by default), or None when it has none."""
+        try:
+            entry = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+        except AirflowAPIError:
+            return None
+        return entry.get("value")
+
+    def respond(self, dag_id: str, run_id: str, task_id: str, options: list[str]) -> dict[str, Any]:
+        """Answer a human-in-the-loop task (what a reviewer does under Required actions in the UI)."""
+        return self._request(
+            "PATCH",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails",
+            {"chosen_options": options, "params_input": {}},
+        )
+
+    def extra_links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
+        """Return a task instance's extra links by name."""
+        return self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links")["extra_links"]
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         """Return each task's state in a run."""

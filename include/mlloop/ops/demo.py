@@ -1,8 +1,14 @@
-"""The demo's main job: ingest several generated days through the real Airflow scheduler, then summarise.
+"""The demo's main job: ingest generated days, then train and promote a model, all through the scheduler.
 
 Run by ``make demo`` after ``make up``. Each day is a manual run of ``ingest_transactions`` with its
-Params (day, scenario); one day carries a data-quality fault so the quarantine path shows too.
-Re-running is safe: batches are content-addressed, so the same days write the same objects.
+Params (day, scenario); two days carry data-quality faults so the quarantine path shows too. Every
+validated batch emits the ``validated_transactions`` Asset, which starts ``train_model``: runs skip while
+the training window is not full, then one trains, gates and promotes the first champion. The summary
+prints what happened, the champion's metrics and the MLflow links.
+
+The days lie 14 to 19 days back (the use case's label maturity), so most of their delayed labels are
+known when the model trains. Re-running is safe: batches and snapshots are content-addressed, so the
+same days write the same objects, and a scheduled retrain on the champion's own snapshot is skipped.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from mlloop.config import get_settings
 from mlloop.ops import services
@@ -22,17 +30,25 @@ from mlloop.usecase import load_use_case
 
 log = logging.getLogger("mlloop.demo")
 INGEST_DAG = "ingest_transactions"
+TRAIN_DAG = "train_model"
 TERMINAL = {"success", "failed"}
 
-# (day, scenario): four clean days and two data-quality faults that the contract must stop.
-DEMO_DAYS: tuple[tuple[str, str], ...] = (
-    ("2026-11-20", "none"),
-    ("2026-11-21", "none"),
-    ("2026-11-22", "fault_nulls"),
-    ("2026-11-23", "none"),
-    ("2026-11-24", "fault_renamed_column"),
-    ("2026-11-25", "none"),
+# (days back from today, scenario): four clean days and two data-quality faults the contract must stop.
+# The newest is exactly the use case's label maturity (14 days) back, so all four clean days train.
+_DEMO_SCHEDULE: tuple[tuple[int, str], ...] = (
+    (19, "none"),
+    (18, "none"),
+    (17, "fault_nulls"),
+    (16, "none"),
+    (15, "fault_renamed_column"),
+    (14, "none"),
 )
+
+
+def demo_days(today: date | None = None) -> tuple[tuple[str, str], ...]:
+    """Return the demo's (day, scenario) pairs, counted back from ``today`` (UTC today by default)."""
+    today = today or datetime.now(UTC).date()
+    return tuple(((today - timedelta(days=back)).isoformat(), scenario) for back, scenario in _DEMO_SCHEDULE)
 
 
 @dataclass
@@ -87,6 +103,69 @@ def wait_for_runs(api: AirflowAPI, runs: list[DemoRun], timeout_s: float = 900.0
         time.sleep(5)
 
 
+def wait_for_training(api: AirflowAPI, since: str, timeout_s: float = 1800.0) -> list[dict[str, Any]]:
+    """Wait until the Asset-triggered train_model runs since ``since`` are done and none is queued."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs = api.runs_since(TRAIN_DAG, since)
+        queued = api.queued_asset_events(TRAIN_DAG)
+        done = [r for r in runs if r["state"] in TERMINAL]
+        log.info(
+            "%s: %d/%d runs finished, %d asset event(s) waiting (%s)",
+            TRAIN_DAG,
+            len(done),
+            len(runs),
+            queued,
+            ", ".join(f"{r['dag_run_id'][-25:]}:{r['state']}" for r in runs) or "none yet",
+        )
+        if runs and len(done) == len(runs) and not queued:
+            return runs
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{TRAIN_DAG} still busy after {timeout_s:.0f}s; open {services.AIRFLOW_URL}/dags/{TRAIN_DAG}"
+            )
+        time.sleep(10)
+
+
+def training_outcome(api: AirflowAPI, run: dict[str, Any]) -> str:
+    """Return one line on what a train_model run did: skipped, promoted, rejected or failed (and where)."""
+    states = api.task_states(TRAIN_DAG, run["dag_run_id"])
+    if states.get("snapshot") == "skipped":
+        reason = api.task_result(TRAIN_DAG, run["dag_run_id"], "snapshot", key="skip_reason") or "see its log"
+        return f"skipped: {str(reason)[:200]}"
+    for task_id, verb in (("promote", "promoted"), ("reject", "rejected")):
+        if states.get(task_id) == "success":
+            record = api.task_result(TRAIN_DAG, run["dag_run_id"], task_id) or {}
+            return f"{verb} v{record.get('to_version', '?')}: {str(record.get('reason', ''))[:90]}"
+    failed = sorted(t for t, state in states.items() if state in {"failed", "upstream_failed"})
+    return f"{run['state']}: tasks {', '.join(failed) or states}"
+
+
+def summarise_champion(model_name: str) -> list[str]:
+    """Return the champion's lines: version, what it was trained on, holdout metrics and MLflow links."""
+    import mlflow
+
+    from mlloop.registry import champion_version
+    from mlloop.registry.ui import model_version_url, run_url
+
+    settings = get_settings()
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
+    champion = champion_version(client, model_name)
+    if champion is None:
+        return [f"No champion for {model_name}: see the train_model runs above."]
+    run = client.get_run(champion.run_id)
+    metrics = run.data.metrics
+    return [
+        f"Champion: {model_name} v{champion.version} ({champion.description})",
+        f"  holdout PR-AUC {metrics.get('holdout_pr_auc', float('nan')):.3f}, "
+        f"ROC-AUC {metrics.get('holdout_roc_auc', float('nan')):.3f}, "
+        f"recall at the gate's precision {metrics.get('holdout_recall_at_precision', float('nan')):.3f}",
+        f"  gate: {champion.tags.get('mlloop.gate.summary', 'n/a')[:200]}",
+        f"  MLflow run (metrics, plots, gate report): {run_url(champion.run_id)}",
+        f"  Model version (aliases, tags):            {model_version_url(model_name, champion.version)}",
+    ]
+
+
 def summarise(runs: list[DemoRun], storage: Storage, dataset: str, password: str) -> str:
     """Return the human summary: what ran, what passed, what was quarantined, where the UIs are."""
     lines = ["", "=== mlloop demo: ingestion summary ===", f"{'day':<11} {'scenario':<22} {'run':<8} outcome"]
@@ -113,6 +192,17 @@ def summarise(runs: list[DemoRun], storage: Storage, dataset: str, password: str
         f"{', '.join(storage.iter_partitions('validated', dataset)) or 'none'}",
         f"quarantined days in {storage.uri(f'quarantine/{dataset}')}: "
         f"{', '.join(storage.iter_partitions('quarantine', dataset)) or 'none'}",
+    ]
+    return "\n".join(lines)
+
+
+def summarise_training(outcomes: list[tuple[str, str, str]], champion: list[str], password: str) -> str:
+    """Return the training part of the summary and where the UIs are."""
+    lines = ["", f"=== mlloop demo: {TRAIN_DAG} (started by the validated_transactions Asset) ==="]
+    lines += [f"{run_id}\n    {state}: {outcome}" for run_id, state, outcome in outcomes]
+    lines += [
+        "",
+        *champion,
         "",
         f"Airflow UI: {services.AIRFLOW_URL}  (login: {services.AIRFLOW_USER} / {password})",
         f"MLflow UI:  {services.MLFLOW_URL}",
@@ -131,13 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     password = env["MLLOOP_AIRFLOW_PASSWORD"]
     api = AirflowAPI(services.AIRFLOW_URL, services.AIRFLOW_USER, password)
     api.wait_for_dag(INGEST_DAG)
+    api.wait_for_dag(TRAIN_DAG)
+    since = datetime.now(UTC).isoformat()
+    api.set_paused(TRAIN_DAG, False)  # first, so the ingestion's Asset events start training runs
     api.set_paused(INGEST_DAG, False)
-    runs = trigger_days(api, DEMO_DAYS, stamp=time.strftime("%Y%m%dT%H%M%S"))
+    runs = trigger_days(api, demo_days(), stamp=time.strftime("%Y%m%dT%H%M%S"))
     wait_for_runs(api, runs)
     settings = get_settings()
-    print(
-        summarise(runs, Storage.from_settings(settings), load_use_case(settings.use_case).dataset, password)
-    )
+    use_case = load_use_case(settings.use_case)
+    print(summarise(runs, Storage.from_settings(settings), use_case.dataset, password))
     unexpected = [r for r in runs if r.state != r.expected]
     for run in unexpected:
         print(
@@ -145,7 +237,16 @@ def main(argv: list[str] | None = None) -> int:
             f"tasks: {api.task_states(INGEST_DAG, run.run_id)}",
             file=sys.stderr,
         )
-    return 1 if unexpected else 0
+    training = wait_for_training(api, since)
+    outcomes = [(r["dag_run_id"], r["state"], training_outcome(api, r)) for r in training]
+    champion = summarise_champion(settings.model_name or use_case.model_name)
+    print(summarise_training(outcomes, champion, password))
+    failed = [run_id for run_id, state, _ in outcomes if state != "success"]
+    if failed:
+        print(f"UNEXPECTED: {TRAIN_DAG} runs failed: {failed}", file=sys.stderr)
+    if champion[0].startswith("No champion"):
+        print(f"UNEXPECTED: {champion[0]}", file=sys.stderr)
+    return 1 if unexpected or failed or champion[0].startswith("No champion") else 0
 
 
 if __name__ == "__main__":
