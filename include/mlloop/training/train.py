@@ -90,7 +90,9 @@ class TrainConfig:
 
 
 def device() -> str:
-    """Return ``cuda`` when torch sees a GPU, else ``cpu``."""
+    """Return ``cuda`` when torch sees a GPU, else ``cpu`` (without importing torch where no driver is)."""
+    if not Path("/dev/nvidiactl").exists() and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return "cpu"
     try:
         import torch
     except ImportError:
