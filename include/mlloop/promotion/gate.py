@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from numpy.typing import ArrayLike, NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from mlloop.promotion.metrics import Metric, ModelMetrics, metric_value, model_metrics, paired_bootstrap
 from mlloop.promotion.report import GateDecision, RuleResult, SliceResult, SliceStatus
+from mlloop.versioned_config import load_versioned_config
 
 GATE_DEFAULTS_PATH = Path(__file__).with_name("gate_defaults.yaml")
 
@@ -80,24 +80,7 @@ def load_gate_config(overrides: Mapping[str, Any] | None = None) -> GateConfig:
         ValueError: for an override key that is not a gate setting (naming the valid ones), or a value
             the setting does not accept (naming the setting, the value and the bound).
     """
-    defaults = yaml.safe_load(GATE_DEFAULTS_PATH.read_text())
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(GateConfig.model_fields))
-    if unknown:
-        raise ValueError(
-            f"unknown gate setting(s) {unknown} in the overrides; valid settings are "
-            f"{sorted(GateConfig.model_fields)} (defaults in {GATE_DEFAULTS_PATH})"
-        )
-    try:
-        return GateConfig.model_validate({**defaults, **overrides})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, error['loc']))}={error.get('input')!r}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise ValueError(
-            f"invalid gate config ({GATE_DEFAULTS_PATH.name} with overrides {overrides}): {problems}"
-        ) from exc
+    return load_versioned_config(GateConfig, GATE_DEFAULTS_PATH, overrides, what="gate")
 
 
 def evaluate_gate(

@@ -1,0 +1,171 @@
+"""The monitoring decision rule and the guards on the retraining trigger."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mlloop.monitoring.decision import (
+    MonitorEvidence,
+    TriggerRecord,
+    decide,
+    guard,
+    load_monitor_config,
+)
+
+CONFIG = load_monitor_config()
+NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
+TOP = ["amount", "customer_amount_vs_mean", "hour_of_day", "channel", "account_age_days", "country"]
+
+
+def evidence(**changes) -> MonitorEvidence:
+    base = dict(
+        drift_share=0.0,
+        drifted_columns=[],
+        top_features=TOP,
+        prediction_drift=False,
+        prediction_drift_score=0.01,
+        performance=0.30,
+        performance_at_promotion=0.31,
+        labelled_rows=20_000,
+        labelled_positives=250,
+    )
+    return MonitorEvidence(**(base | changes))
+
+
+def fired(decision) -> list[str]:
+    return [r.rule for r in decision.rules if r.fired]
+
+
+def test_quiet_window_fires_nothing_and_says_why() -> None:
+    decision = decide(evidence(), CONFIG)
+    assert not decision.fire and fired(decision) == []
+    assert decision.reason.startswith("no rule fired")
+    assert {r.rule for r in decision.rules} == {
+        "drift_share",
+        "top_feature_drift",
+        "prediction_drift",
+        "performance_decay",
+    }
+
+
+def test_drift_share_above_threshold_fires_with_numbers() -> None:
+    drifted = [
+        "country",
+        "currency",
+        "device",
+        "distance_from_home_km",
+        "tx_count_1h",
+        "customer_age",
+        "x",
+        "y",
+    ]
+    decision = decide(evidence(drift_share=0.36, drifted_columns=drifted), CONFIG)
+    assert fired(decision) == ["drift_share"]
+    assert "0.36 of the feature columns drifted (threshold 0.30)" in decision.reason
+
+
+def test_one_important_feature_is_enough() -> None:
+    decision = decide(evidence(drift_share=0.05, drifted_columns=["amount"]), CONFIG)
+    assert fired(decision) == ["top_feature_drift"]
+    assert "amount" in decision.reason
+    below_top_k = decide(evidence(drift_share=0.05, drifted_columns=["country"]), CONFIG)
+    assert not below_top_k.fire, "country is the 6th feature, top_k_features is 5"
+
+
+def test_prediction_drift_fires_and_can_be_switched_off() -> None:
+    assert fired(decide(evidence(prediction_drift=True, prediction_drift_score=0.4), CONFIG)) == [
+        "prediction_drift"
+    ]
+    off = load_monitor_config({"prediction_drift": False})
+    assert not decide(evidence(prediction_drift=True), off).fire
+
+
+def test_performance_decay_needs_enough_labels() -> None:
+    decayed = decide(evidence(performance=0.20, performance_at_promotion=0.31), CONFIG)
+    assert fired(decayed) == ["performance_decay"]
+    assert "drop +0.110" in decayed.reason
+    few = decide(evidence(performance=0.20, labelled_positives=5), CONFIG)
+    assert not few.fire and "not judged" in few.reason
+    within_margin = decide(evidence(performance=0.27, performance_at_promotion=0.31), CONFIG)
+    assert not within_margin.fire
+
+
+def _firing():
+    return decide(evidence(drift_share=0.5, drifted_columns=["amount"]), CONFIG)
+
+
+def test_guard_triggers_a_firing_decision_once() -> None:
+    outcome = guard(_firing(), now=NOW, history=[], training_active=False, dry_run=False, config=CONFIG)
+    assert outcome.action == "trigger" and "drift_share" in outcome.reason
+
+
+def test_guard_suppresses_within_cooldown_and_says_until_when() -> None:
+    history = [TriggerRecord(NOW - timedelta(hours=3), "trigger", "earlier drift")]
+    outcome = guard(_firing(), now=NOW, history=history, training_active=False, dry_run=False, config=CONFIG)
+    assert outcome.action == "suppressed"
+    assert "cooldown" in outcome.reason and (NOW + timedelta(hours=21)).isoformat() in outcome.reason
+    later = guard(
+        _firing(),
+        now=NOW + timedelta(hours=22),
+        history=history,
+        training_active=False,
+        dry_run=False,
+        config=CONFIG,
+    )
+    assert later.action == "trigger"
+
+
+def test_guard_suppresses_while_training_runs_and_over_budget() -> None:
+    busy = guard(_firing(), now=NOW, history=[], training_active=True, dry_run=False, config=CONFIG)
+    assert busy.action == "suppressed" and "train_model run is active" in busy.reason
+    week = [TriggerRecord(NOW - timedelta(days=d), "trigger", "x") for d in (1.5, 3, 5)]
+    spent = guard(_firing(), now=NOW, history=week, training_active=False, dry_run=False, config=CONFIG)
+    assert spent.action == "suppressed" and "budget: 3 triggers" in spent.reason
+    old = [TriggerRecord(NOW - timedelta(days=d), "trigger", "x") for d in (8, 9, 10)]
+    assert guard(
+        _firing(), now=NOW, history=old, training_active=False, dry_run=False, config=CONFIG
+    ).action == ("trigger")
+
+
+def test_suppressed_and_dry_runs_do_not_count_as_triggers() -> None:
+    history = [
+        TriggerRecord(NOW - timedelta(hours=1), "suppressed", "x"),
+        TriggerRecord(NOW - timedelta(hours=2), "dry_run", "x"),
+    ]
+    assert guard(
+        _firing(), now=NOW, history=history, training_active=False, dry_run=False, config=CONFIG
+    ).action == ("trigger")
+
+
+def test_dry_run_triggers_nothing_but_says_what_it_would_do() -> None:
+    would = guard(_firing(), now=NOW, history=[], training_active=False, dry_run=True, config=CONFIG)
+    assert would.action == "dry_run" and "would trigger" in would.reason
+    blocked = guard(_firing(), now=NOW, history=[], training_active=True, dry_run=True, config=CONFIG)
+    assert blocked.action == "dry_run" and "would be suppressed" in blocked.reason
+
+
+def test_quiet_stays_quiet_even_in_dry_run() -> None:
+    quiet = decide(evidence(), CONFIG)
+    assert (
+        guard(quiet, now=NOW, history=[], training_active=True, dry_run=True, config=CONFIG).action == "quiet"
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"drift_share": 0.2}, "valid settings are"),
+        ({"drift_share_threshold": 1.5}, "drift_share_threshold=1.5"),
+    ],
+)
+def test_bad_overrides_name_the_problem(overrides, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_monitor_config(overrides)
+
+
+def test_decision_serialises_with_its_config_version() -> None:
+    data = _firing().to_dict()
+    assert data["fire"] is True and data["config_version"] == CONFIG.version
+    assert {r["rule"] for r in data["rules"]} >= {"drift_share", "performance_decay"}
