@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -65,8 +66,6 @@ def test_train_registers_once_per_dag_run_and_reproduces(
 
     result_path = tmp_path / "result.json"
     assert main(["--snapshot", configured, "--dag-run-id", "dr-1", "--result-path", str(result_path)]) == 0
-    import json
-
     first = json.loads(result_path.read_text())
     assert first["version"] == "1" and first["snapshot"] == configured
     assert first["metrics"]["pr_auc"] > 0.05 and first["metrics"]["roc_auc"] > 0.7
@@ -82,6 +81,9 @@ def test_train_registers_once_per_dag_run_and_reproduces(
         "plots/feature_importance.png",
         "plots/confusion_matrix.png",
     } <= artifacts
+    importance = json.loads(Path(client.download_artifacts(first["run_id"], "importance.json")).read_text())
+    ranked = list(importance["importance"].values())
+    assert importance["kind"] and ranked == sorted(ranked, reverse=True) and len(ranked) > 5
     scored, _, y_holdout = reloaded(f"models:/{model_name}/1", configured, mlflow_server)
     assert pr_auc(y_holdout, scored.scores) == pytest.approx(run.data.metrics["holdout_pr_auc"], abs=1e-9)
     assert scored.size_mb == pytest.approx(first["model_size_mb"])

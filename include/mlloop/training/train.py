@@ -52,6 +52,7 @@ XGBOOST_PARAMS = ("max_rounds", "learning_rate", "max_depth", "min_child_weight"
 TORCH_PYFUNC_PATH = Path(__file__).with_name("torch_pyfunc.py")
 MODEL_TYPE_KEY = "mlloop.model_type"  # in the MLmodel metadata of a torch model, and a run/version tag
 IMPORTANCE_MAX_ROWS = 20_000
+IMPORTANCE_ARTIFACT = "importance.json"  # {"kind": ..., "importance": {feature: value}}, most important first
 PACKAGES = ("mlloop", "xgboost", "pandas", "numpy", "scikit-learn", "mlflow", "great_expectations", "torch")
 
 
@@ -534,6 +535,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         )
         for file_name, figure in figures.items():
             mlflow.log_figure(figure, f"plots/{file_name}")
+        # Monitoring reads the champion's most important features from here (top-k drift rule).
+        ranked = dict(sorted(fitted.importance.items(), key=lambda kv: kv[1], reverse=True))
+        mlflow.log_dict({"kind": fitted.importance_kind, "importance": ranked}, IMPORTANCE_ARTIFACT)
         example = x_holdout.head(5)
         model_info = log_model(
             config.model, fitted.model, example, infer_signature(serving_frame(example), scores[:5])
