@@ -1,0 +1,231 @@
+"""Benchmark: check_drift (Evidently on quantile sketches) against Evidently's DataDriftPreset on full frames.
+
+Run: ``.venv/bin/python bench/drift.py [--rows 1000000] [--sample-rows 50000]``. Data: the card_fraud
+features (``build_use_case_features``: all 23 feature columns of the spec, 18 numeric and 5 categorical)
+of generated transactions, seed 42. The reference is a clean week (2026-01-05..11, Monday to Sunday,
+``--rows`` rows spread over the 7 days, features built over the whole week so history features see
+earlier days); each current window is the following week (2026-01-12..18) with ``--rows`` rows under
+one drift scenario of the generator (none, covariate_amount, covariate_new_categories, covariate_channel,
+prior, concept). Same weekdays and rows per day on both sides, so day_of_week and the per-customer
+history features are comparable.
+
+Per scenario it times the plain peer (``evidently_drift``: ``DataDriftPreset`` on the full frames) and
+``check_drift`` (including sketching the reference; ``profiled_s`` reuses a ``ReferenceProfile``), one
+run each after a warm-up that imports Evidently, and compares every column's verdict and score. A child
+process measures the check's peak memory at full size on the feature columns of the last window
+(tracemalloc peak of the check, and the child's peak RSS including both frames and the libraries).
+Prints human lines, then exactly one JSON line; ``ratio`` is peer_s / ours_s (how many times faster
+check_drift is), medians over the scenarios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlloop.data.generator import generate_day
+from mlloop.data.scenarios import DRIFT_SCENARIOS
+from mlloop.features import build_use_case_features, feature_columns
+from mlloop.monitoring.drift import DEFAULT_SAMPLE_ROWS, ReferenceProfile, check_drift, evidently_drift
+from mlloop.usecase import load_use_case
+
+SEED = 42
+REFERENCE_START = dt.date(2026, 1, 5)  # a Monday
+CURRENT_START = dt.date(2026, 1, 12)  # the Monday after
+USE_CASE = load_use_case("card_fraud")
+CATEGORICAL = list(USE_CASE.features.categorical)
+NUMERIC = [c for c in feature_columns(USE_CASE.features) if c not in CATEGORICAL]
+
+
+def week_features(start: dt.date, rows: int, scenario: str) -> pd.DataFrame:
+    """Return the features of 7 generated days from ``start`` (``rows`` in all) under one scenario."""
+    per_day = [rows // 7 + (1 if day < rows % 7 else 0) for day in range(7)]
+    days = [
+        generate_day(start + dt.timedelta(days=day), rows=count, seed=SEED, scenario=scenario).transactions
+        for day, count in enumerate(per_day)
+    ]
+    return build_use_case_features(pd.concat(days, ignore_index=True), USE_CASE)
+
+
+def timed(fn: Any) -> tuple[Any, float]:
+    """Return fn()'s result and its wall time in seconds."""
+    started = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - started
+
+
+def peak_rss_mib() -> float:
+    """Return this process's peak resident memory in MiB (VmHWM: unlike ru_maxrss, not the parent's)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux counts KiB; a fork inherits it
+
+
+def memory_probe(reference_path: str, current_path: str, sample_rows: int) -> None:
+    """Child process: load both frames, run check_drift under tracemalloc, print peak figures as JSON."""
+    reference, current = pd.read_parquet(reference_path), pd.read_parquet(current_path)
+    warm = slice(None, None, max(1, len(reference) // 5000))
+    check_drift(reference.iloc[warm], current.iloc[warm], numeric=NUMERIC, categorical=CATEGORICAL)
+    loaded_mib = peak_rss_mib()
+    tracemalloc.start()
+    check_drift(reference, current, numeric=NUMERIC, categorical=CATEGORICAL, sample_rows=sample_rows)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    figures = {
+        "check_peak_mib": round(peak / 2**20, 1),
+        "process_peak_rss_mib": round(peak_rss_mib(), 1),
+        "rss_before_check_mib": round(loaded_mib, 1),
+    }
+    print(json.dumps(figures))
+
+
+def measure_memory(reference: pd.DataFrame, current: pd.DataFrame, sample_rows: int) -> dict[str, float]:
+    """Run the memory probe in a fresh process on the given frames; return its figures."""
+    with tempfile.TemporaryDirectory() as folder:
+        paths = [str(Path(folder) / "reference.parquet"), str(Path(folder) / "current.parquet")]
+        reference[NUMERIC + CATEGORICAL].to_parquet(paths[0])  # the check reads the feature columns only
+        current[NUMERIC + CATEGORICAL].to_parquet(paths[1])
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-probe", *paths, "--sample-rows", str(sample_rows)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    """Time the peer and check_drift per drift scenario, compare verdicts, measure peak memory."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--rows", type=int, default=1_000_000, help="rows of the reference and of each window"
+    )
+    parser.add_argument("--sample-rows", type=int, default=DEFAULT_SAMPLE_ROWS)
+    parser.add_argument("--scenarios", nargs="*", default=list(DRIFT_SCENARIOS), choices=DRIFT_SCENARIOS)
+    parser.add_argument("--memory-probe", nargs=2, metavar=("REFERENCE", "CURRENT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.memory_probe:
+        memory_probe(*args.memory_probe, args.sample_rows)
+        return
+
+    started = time.perf_counter()
+    reference = week_features(REFERENCE_START, args.rows, "none")
+    print(
+        f"reference: {len(reference):,} rows ({REFERENCE_START} + 6 days, clean), {len(NUMERIC)} numeric + "
+        f"{len(CATEGORICAL)} categorical columns, built in {time.perf_counter() - started:.1f}s"
+    )
+    warm = reference.iloc[:: max(1, len(reference) // 5000)]  # spread over the week: history present
+    evidently_drift(warm, warm, numeric=NUMERIC, categorical=CATEGORICAL)  # imports Evidently for both
+    check_drift(warm, warm, numeric=NUMERIC, categorical=CATEGORICAL)
+    profile, profile_s = timed(
+        lambda: ReferenceProfile.build(
+            reference, numeric=NUMERIC, categorical=CATEGORICAL, sample_rows=args.sample_rows
+        )
+    )
+
+    rows: list[dict[str, Any]] = []
+    agree = total = 0
+    max_diff = max_bound = 0.0
+    bounds_hold = True
+    current = reference
+    for scenario in args.scenarios:
+        current = week_features(CURRENT_START, args.rows, scenario)
+        peer, peer_s = timed(
+            lambda current=current: evidently_drift(
+                reference, current, numeric=NUMERIC, categorical=CATEGORICAL
+            )
+        )
+        ours, ours_s = timed(
+            lambda current=current: check_drift(
+                reference, current, numeric=NUMERIC, categorical=CATEGORICAL, sample_rows=args.sample_rows
+            )
+        )
+        _, profiled_s = timed(
+            lambda current=current: check_drift(profile, current, numeric=NUMERIC, categorical=CATEGORICAL)
+        )
+        peer_by = {c.column: c for c in peer.columns}
+        differ = []
+        for column in ours.columns:
+            theirs = peer_by[column.column]
+            same = column.drifted == theirs.drifted and column.method == theirs.method
+            agree, total = agree + same, total + 1
+            if not same:
+                differ.append(column.column)
+            diff = abs(column.score - theirs.score)
+            max_diff, max_bound = max(max_diff, diff), max(max_bound, column.error_bound)
+            bounds_hold &= diff <= column.error_bound + 1e-12
+        print(
+            f"{scenario:26s} peer {peer_s:6.2f}s  ours {ours_s:5.2f}s (profiled {profiled_s:4.2f}s)  "
+            f"{peer_s / ours_s:5.1f}x  drifted {ours.drifted_names or 'none'}  disagree {differ or 'none'}"
+        )
+        rows.append(
+            {
+                "scenario": scenario,
+                "peer_s": round(peer_s, 2),
+                "ours_s": round(ours_s, 2),
+                "profiled_s": round(profiled_s, 2),
+                "drifted": ours.drifted_names,
+                "peer_drifted": peer.drifted_names,
+                "recomputed": ours.recomputed,
+            }
+        )
+
+    memory = measure_memory(reference, current, args.sample_rows)
+    print(
+        f"peak memory of the check at {len(reference):,} + {len(current):,} rows: "
+        f"{memory['check_peak_mib']} MiB allocated by the check (tracemalloc), "
+        f"{memory['process_peak_rss_mib']} MiB peak RSS of the whole process (both frames loaded, libraries "
+        f"imported: {memory['rss_before_check_mib']} MiB before the check)"
+    )
+    peer_s = statistics.median(r["peer_s"] for r in rows)
+    ours_s = statistics.median(r["ours_s"] for r in rows)
+    print(
+        f"max |score - peer score| {max_diff:.5f}, max error bound {max_bound:.5f}, "
+        f"bounds hold: {bounds_hold}; total bench time {time.perf_counter() - started:.0f}s"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "drift",
+                "rows_reference": len(reference),
+                "rows_current": args.rows,
+                "columns": len(NUMERIC) + len(CATEGORICAL),
+                "sample_rows": args.sample_rows,
+                "peer_s": round(peer_s, 2),
+                "ours_s": round(ours_s, 2),
+                "ratio": round(peer_s / ours_s, 1),
+                "profiled_s": round(statistics.median(r["profiled_s"] for r in rows), 2),
+                "reference_profile_s": round(profile_s, 2),
+                "agreement": round(agree / total, 4),
+                "verdicts": total,
+                "max_score_diff": round(max_diff, 5),
+                "max_error_bound": round(max_bound, 5),
+                "bounds_hold": bounds_hold,
+                "peak_mib": memory["check_peak_mib"],
+                "process_peak_rss_mib": memory["process_peak_rss_mib"],
+                "rss_before_check_mib": memory["rss_before_check_mib"],
+                "scenarios": rows,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
