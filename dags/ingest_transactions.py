@@ -18,7 +18,6 @@ to replay a day or inject a drift or data-quality fault. Re-running a day writes
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pendulum
@@ -26,6 +25,7 @@ from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from mlloop.data.scenarios import ALL_SCENARIOS
 from mlloop.orchestration.assets import VALIDATED_TRANSACTIONS
+from mlloop.orchestration.params import DEFAULT_ARGS
 
 
 @dag(
@@ -37,7 +37,7 @@ from mlloop.orchestration.assets import VALIDATED_TRANSACTIONS
     max_active_runs=3,
     tags=["mlloop", "ingestion", "data-contract"],
     doc_md=__doc__,
-    default_args={"owner": "mlloop", "retries": 2, "retry_delay": timedelta(seconds=30)},
+    default_args=DEFAULT_ARGS | {"retries": 2},
     params={
         "day": Param(
             None,

@@ -15,7 +15,6 @@ without a deploy.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pendulum
@@ -23,6 +22,7 @@ from airflow.sdk import Param, dag, task
 
 from mlloop.orchestration.assets import CHAMPION_MODEL
 from mlloop.orchestration.links import ModelVersionLink, with_links
+from mlloop.orchestration.params import DEFAULT_ARGS
 
 
 @dag(
@@ -33,7 +33,7 @@ from mlloop.orchestration.links import ModelVersionLink, with_links
     max_active_runs=1,
     tags=["mlloop", "registry", "rollback"],
     doc_md=__doc__,
-    default_args={"owner": "mlloop", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args=DEFAULT_ARGS,
     params={
         "version": Param(
             None,

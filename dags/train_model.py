@@ -8,8 +8,8 @@ manually with the form below.
    the run, so most labels are in), with the labels known at the start of the run's day, become one
    content-addressed snapshot (`snapshots/<sha256>/`); the feature contract
    (`expectations/transactions_features.json`) must hold or nothing is written. A run started by a new
-   batch skips (and says why) while the window is not full yet or when the snapshot is the champion's
-   own; a manual run fails instead, or retrains.
+   batch skips (and says why) while the window is not full yet or when a version was already
+   trained on this snapshot; a manual run fails instead, or retrains.
 2. **train** — the training CLI (`python -m mlloop.training.train`), XGBoost or a PyTorch tabular network:
    - `local`: a subprocess on the worker;
    - `kubernetes` (when the deployment sets `MLLOOP_TRAINING_BACKEND=kubernetes`): the same CLI with the
@@ -25,6 +25,9 @@ manually with the form below.
    `previous`) and the `champion_model` Asset is emitted; otherwise the version is tagged rejected with
    the reason. Both are audited in the `mlloop-audit` experiment.
 
+A run started by `monitor_drift` (the `retrain_requested` Asset) trains on the window ending at the
+monitored day, logs the monitoring reason, and tags it on the MLflow run (`mlloop.trigger_reason`).
+
 One run at a time, so two promotions never interleave. Extra links on train, gate and promote open the
 MLflow run, the gate report and the model version.
 """
@@ -39,8 +42,9 @@ from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Param, dag, task
 
 from mlloop.config import get_settings
-from mlloop.orchestration.assets import CHAMPION_MODEL, VALIDATED_TRANSACTIONS
+from mlloop.orchestration.assets import CHAMPION_MODEL, RETRAIN_REQUESTED, VALIDATED_TRANSACTIONS
 from mlloop.orchestration.links import GateReportLink, MlflowRunLink, ModelVersionLink, with_links
+from mlloop.orchestration.params import DEFAULT_ARGS, window_params
 
 DEFAULT_BACKEND = get_settings().training_backend
 BACKENDS = ["local", "kubernetes"] if DEFAULT_BACKEND == "kubernetes" else ["local"]
@@ -48,29 +52,20 @@ BACKENDS = ["local", "kubernetes"] if DEFAULT_BACKEND == "kubernetes" else ["loc
 
 @dag(
     dag_id="train_model",
-    schedule=[VALIDATED_TRANSACTIONS],
+    schedule=(VALIDATED_TRANSACTIONS | RETRAIN_REQUESTED),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
     tags=["mlloop", "training", "promotion"],
     doc_md=__doc__,
-    default_args={"owner": "mlloop", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args=DEFAULT_ARGS,
     params={
-        "window_days": Param(
-            4,
-            type="integer",
-            minimum=1,
+        **window_params(
+            days=4,
             maximum=365,
-            title="Window (days)",
-            description="Validated days in the training snapshot (the latest ones).",
-        ),
-        "end_day": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Last day",
-            description="Last day of the window (YYYY-MM-DD). Empty: the latest validated day whose "
-            "labels have matured (the use case's label_maturity_days before the run).",
+            days_help="Validated days in the training snapshot (the latest ones).",
+            end_day_help="Empty: the latest validated day whose labels have matured (the use case's "
+            "label_maturity_days before the run).",
         ),
         "model": Param(
             "xgboost",
@@ -107,22 +102,28 @@ def train_model() -> None:
     """Snapshot, train, gate, (review,) then promote or reject."""
 
     @task
-    def snapshot(params: dict[str, Any], dag_run=None, ti=None) -> dict[str, Any]:
+    def snapshot(
+        params: dict[str, Any], dag_run=None, ti=None, triggering_asset_events=None
+    ) -> dict[str, Any]:
         """Materialise the training window as a content-addressed snapshot."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from mlloop.training.pipeline import NothingToTrain, assemble_snapshot
+        from mlloop.training.pipeline import NothingToTrain, assemble_snapshot, retrain_trigger
 
+        request = retrain_trigger(
+            [event.extra for event in (triggering_asset_events or {}).get(RETRAIN_REQUESTED, [])]
+        )
         try:
-            return assemble_snapshot(
+            snap = assemble_snapshot(
                 params["window_days"],
-                params.get("end_day"),
+                params.get("end_day") or request.get("end_day"),
                 as_of=dag_run.run_after,
                 scheduled=dag_run.run_type == "asset_triggered",
             )
         except NothingToTrain as reason:
             ti.xcom_push(key="skip_reason", value=str(reason))
             raise AirflowSkipException(f"Nothing to train: {reason}") from None
+        return snap | {"trigger": request}
 
     @task
     def train_local(snap: dict[str, Any], params: dict[str, Any], dag_run=None) -> dict[str, Any]:
@@ -161,11 +162,11 @@ def train_model() -> None:
         result = with_links(train_local(snap), MlflowRunLink())
 
     @task
-    def gate(result: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    def gate(result: dict[str, Any], snap: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         """Decide challenger vs champion on the same holdout; log the report."""
         from mlloop.training.pipeline import gate_challenger
 
-        return gate_challenger(result, params.get("gate_overrides"))
+        return gate_challenger(result, params.get("gate_overrides"), trigger=snap.get("trigger"))
 
     @task.branch
     def decide(decision: dict[str, Any], params: dict[str, Any]) -> str:
@@ -209,7 +210,7 @@ def train_model() -> None:
 
         return promote_or_reject(result, decision, actor=f"airflow:{dag_run.run_id}", promote=False)
 
-    decision = with_links(gate(result), GateReportLink())
+    decision = with_links(gate(result, snap), GateReportLink())
     route = decide(decision)
     promoted = with_links(promote(result, decision), ModelVersionLink())
     rejected = with_links(reject(result, decision), ModelVersionLink())

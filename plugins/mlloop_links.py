@@ -10,11 +10,11 @@ from typing import ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
 
-from mlloop.orchestration.links import GateReportLink, MlflowRunLink, ModelVersionLink
+from mlloop.orchestration.links import ALL_LINKS
 
 
 class MlloopLinksPlugin(AirflowPlugin):
-    """Extra links from train, gate and promote/reject tasks to MLflow."""
+    """Extra links from train, gate, promote/reject and monitoring tasks to MLflow."""
 
     name = "mlloop_links"
-    operator_extra_links: ClassVar[list] = [MlflowRunLink(), GateReportLink(), ModelVersionLink()]
+    operator_extra_links: ClassVar[list] = [link() for link in ALL_LINKS]

@@ -139,3 +139,23 @@ def mlflow_server(tmp_path_factory, free_port) -> str:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log_file.close()
+
+
+@pytest.fixture
+def asset_events():
+    """Return a function listing the extras of the events a DAG run emitted for the Asset named ``name``."""
+
+    def _events(dag_run, name: str) -> list[dict]:
+        from airflow.models.asset import AssetEvent, AssetModel
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            events = (
+                session.query(AssetEvent)
+                .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                .filter(AssetEvent.source_run_id == dag_run.run_id, AssetModel.name == name)
+                .all()
+            )
+            return [dict(e.extra) for e in events]
+
+    return _events

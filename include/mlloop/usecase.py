@@ -52,6 +52,9 @@ class UseCase(BaseModel):
     # Labels arrive late; a default training window ends this many days before the run so that most
     # of its labels are known (rows whose label is still unknown are left out of training).
     label_maturity_days: int = Field(default=0, ge=0)
+    # Feature columns monitor_drift leaves out of the data-drift check (e.g. calendar features, which a
+    # one-day window can never share with a multi-day reference).
+    drift_exclude: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _columns_declared(self) -> UseCase:
@@ -76,6 +79,11 @@ class UseCase(BaseModel):
                 f"features use PII columns {pii}; they are tokenised before features are built, "
                 "so a model must not depend on them. Remove them from features."
             )
+        from mlloop.features.spec import feature_columns
+
+        stray = [c for c in self.drift_exclude if c not in feature_columns(self.features)]
+        if stray:
+            raise ValueError(f"drift_exclude names {stray}, which are not feature columns of this use case")
         return self
 
     @property

@@ -19,7 +19,7 @@ def test_local_deployment_has_no_kubernetes_branch(load_dag, mlloop_env) -> None
     dag = load_dag("train_model")
     assert "train_kubernetes" not in dag.task_ids and "choose_backend" not in dag.task_ids
     assert dag.params.get_param("backend").schema["enum"] == ["local"]
-    assert dag.get_task("gate").upstream_task_ids == {"train_local"}
+    assert dag.get_task("gate").upstream_task_ids == {"train_local", "snapshot"}
 
 
 def test_kubernetes_deployment_offers_both_backends(load_dag, mlloop_env) -> None:
@@ -31,7 +31,7 @@ def test_kubernetes_deployment_offers_both_backends(load_dag, mlloop_env) -> Non
     trained = dag.get_task("trained")
     assert trained.upstream_task_ids == {"train_local", "train_kubernetes"}
     assert trained.trigger_rule == "none_failed_min_one_success"
-    assert dag.get_task("gate").upstream_task_ids == {"trained"}
+    assert dag.get_task("gate").upstream_task_ids == {"trained", "snapshot"}
 
 
 def test_review_branches_to_promote_or_reject_and_only_promote_emits_the_asset(load_dag, mlloop_env) -> None:

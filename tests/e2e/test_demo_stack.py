@@ -10,6 +10,7 @@ touches a developer's running stack.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlloop.ops.airflow_api import AirflowAPI
-from mlloop.ops.demo import demo_days
+from mlloop.ops.demo import demo_days, monitor_days
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +49,12 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
+def _monitor_lines(stdout: str) -> list[tuple[str, str]]:
+    """Return (day, action) of each monitoring line in a demo's summary."""
+    section = stdout.split("=== mlloop demo: monitor_drift", 1)[-1]
+    return re.findall(r"^(\d{4}-\d{2}-\d{2})\s+\S+\s+(quiet|trigger|suppressed|dry_run)\b", section, re.M)
+
+
 def _wait(predicate, what: str, timeout_s: float = 600.0):
     deadline = time.monotonic() + timeout_s
     while (value := predicate()) is None:
@@ -57,11 +64,13 @@ def _wait(predicate, what: str, timeout_s: float = 600.0):
 
 
 def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowClient, end_day: str) -> None:
-    """A manual run asking for approval passes the gate, waits for a reviewer, and the reviewer rejects."""
+    """A manual run on the champion's window (an equal model) passes the gate, waits, the reviewer rejects."""
     password = (state / ".env").read_text().split("MLLOOP_AIRFLOW_PASSWORD=")[1].split()[0]
     api = AirflowAPI(f"http://127.0.0.1:{env['MLLOOP_AIRFLOW_PORT']}", "admin", password)
+    champion = client.get_model_version_by_alias("fraud-detector", "champion").version
+    new = str(len(client.search_model_versions("name='fraud-detector'")) + 1)
     run_id = "e2e-review"
-    api.trigger("train_model", run_id, {"approval_required": True, "end_day": end_day})
+    api.trigger("train_model", run_id, {"approval_required": True, "end_day": end_day, "window_days": 4})
 
     def review_state():
         states = api.task_states("train_model", run_id)
@@ -81,11 +90,11 @@ def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowCli
     states = api.task_states("train_model", run_id)
     assert api.run_state("train_model", run_id) == "success", states
     assert states["reject"] == "success" and states["promote"] == "skipped", states
-    version = client.get_model_version("fraud-detector", "2")
+    version = client.get_model_version("fraud-detector", new)
     assert version.tags["mlloop.gate.verdict"] == "passed"
     assert version.tags["mlloop.gate.decision"] == "rejected"
     assert "reviewer" in version.tags["mlloop.gate.reason"]
-    assert client.get_model_version_by_alias("fraud-detector", "champion").version == "1"
+    assert client.get_model_version_by_alias("fraud-detector", "champion").version == champion
 
     # Extra links (plugins/mlloop_links.py) lead from the tasks to MLflow.
     mlflow_url = f"http://127.0.0.1:{env['MLLOOP_MLFLOW_PORT']}"
@@ -97,7 +106,7 @@ def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowCli
         f"{mlflow_url}/#/experiments/{experiment}/runs/{version.run_id}/artifactPath/gate/gate_report.md"
     )
     version_link = api.extra_links("train_model", run_id, "reject")["Model version"]
-    assert version_link == f"{mlflow_url}/#/models/fraud-detector/versions/2"
+    assert version_link == f"{mlflow_url}/#/models/fraud-detector/versions/{new}"
 
 
 @pytest.fixture(scope="module")
@@ -166,14 +175,32 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
         "plots/calibration.png",
     }
 
+    # Monitoring: the normal days stay quiet, the covariate-drift day requests one retrain, which
+    # train_model runs through the scheduler (retrain_requested Asset) and the gate judges.
+    checks = dict(_monitor_lines(first.stdout))
+    later = monitor_days()
+    assert [checks[day] for day, _ in later] == ["quiet", "quiet", "trigger"], first.stdout[-4000:]
+    assert re.search(r"(promoted|rejected) v2", first.stdout), first.stdout[-4000:]
+    retrained = client.get_model_version("fraud-detector", "2")
+    assert "drift" in client.get_run(retrained.run_id).data.tags["mlloop.trigger_reason"]
+    assert retrained.tags["mlloop.gate.verdict"] in {"passed", "failed"}
+
     second = run("mlloop.ops.demo")
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
     assert _demo_objects(state, "raw") == raw_before
     assert _demo_objects(state, "validated") == validated_before
     assert "nothing new to learn" in second.stdout, second.stdout[-3000:]
-    assert [v.version for v in client.search_model_versions("name='fraud-detector'")] == ["1"]
+    assert dict(_monitor_lines(second.stdout))[later[-1][0]] == "suppressed", (
+        "cooldown after the first trigger"
+    )
+    assert sorted(v.version for v in client.search_model_versions("name='fraud-detector'")) == ["1", "2"]
 
-    _reviewer_rejects_a_manual_retrain(env, state, client, end_day=days[-1][0])
+    window_end = (
+        days[-1][0]
+        if client.get_model_version_by_alias("fraud-detector", "champion").version == "1"
+        else later[-1][0]
+    )
+    _reviewer_rejects_a_manual_retrain(env, state, client, end_day=window_end)
 
     down = run("mlloop.ops.services", "down", timeout=300)
     assert down.returncode == 0, down.stderr[-2000:]

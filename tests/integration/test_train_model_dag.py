@@ -45,22 +45,8 @@ def _run(dag, **conf):
     return dag_run, {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
 
-def _champion_events(dag_run) -> list[dict]:
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        events = (
-            session.query(AssetEvent)
-            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .filter(AssetEvent.source_run_id == dag_run.run_id, AssetModel.name == "champion_model")
-            .all()
-        )
-        return [dict(e.extra) for e in events]
-
-
 def test_first_model_is_promoted_a_worse_one_rejected_an_equal_one_promoted(
-    train_dag, configured: str, client
+    train_dag, configured: str, client, asset_events
 ) -> None:
     """Default gate thresholds throughout; the worse challenger is worse because it saw less data."""
     name = configured
@@ -75,7 +61,7 @@ def test_first_model_is_promoted_a_worse_one_rejected_an_equal_one_promoted(
         "gate/gate_report.json",
         "gate/gate_report.md",
     }
-    assert _champion_events(dag_run) == [
+    assert asset_events(dag_run, "champion_model") == [
         {
             "model": name,
             "version": "1",
@@ -95,7 +81,7 @@ def test_first_model_is_promoted_a_worse_one_rejected_an_equal_one_promoted(
     assert failed and all(rule in rejected.tags["mlloop.gate.reason"] for rule in failed), failed
     assert "non_inferiority" in failed, failed
     assert client.get_model_version_by_alias(name, CHAMPION).version == "1"
-    assert _champion_events(dag_run) == []
+    assert asset_events(dag_run, "champion_model") == []
 
     # The champion's window and seed again: an equal model passes non-inferiority and the slices.
     dag_run, states = _run(train_dag, **first)
@@ -109,4 +95,4 @@ def test_first_model_is_promoted_a_worse_one_rejected_an_equal_one_promoted(
         ("reject", "2"),
         ("promote", "3"),
     ]
-    assert [e["version"] for e in _champion_events(dag_run)] == ["3"]
+    assert [e["version"] for e in asset_events(dag_run, "champion_model")] == ["3"]

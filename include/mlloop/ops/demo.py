@@ -3,12 +3,15 @@
 Run by ``make demo`` after ``make up``. Each day is a manual run of ``ingest_transactions`` with its
 Params (day, scenario); two days carry data-quality faults so the quarantine path shows too. Every
 validated batch emits the ``validated_transactions`` Asset, which starts ``train_model``: runs skip while
-the training window is not full, then one trains, gates and promotes the first champion. The summary
-prints what happened, the champion's metrics and the MLflow links.
+the training window is not full, then one trains, gates and promotes the first champion. Then three
+later days are ingested and each is checked by ``monitor_drift``: the two normal ones stay quiet, the
+covariate-drift one requests a retrain (``retrain_requested`` Asset), which ``train_model`` runs through
+the same gate. The summary prints what happened, the champion's metrics, the monitoring decisions and
+the retrain's outcome, with the MLflow links.
 
 The days lie 14 to 19 days back (the use case's label maturity), so most of their delayed labels are
 known when the model trains. Re-running is safe: batches and snapshots are content-addressed, so the
-same days write the same objects, and a scheduled retrain on the champion's own snapshot is skipped.
+same days write the same objects, and an Asset-started retrain on an already trained snapshot is skipped.
 """
 
 from __future__ import annotations
@@ -45,10 +48,22 @@ _DEMO_SCHEDULE: tuple[tuple[int, str], ...] = (
 )
 
 
-def demo_days(today: date | None = None) -> tuple[tuple[str, str], ...]:
+# After the champion exists: two normal days that monitoring must leave alone, then a covariate drift.
+_MONITOR_SCHEDULE: tuple[tuple[int, str], ...] = ((13, "none"), (12, "none"), (11, "covariate_amount"))
+MONITOR_DAG = "monitor_drift"
+
+
+def demo_days(
+    today: date | None = None, schedule: tuple[tuple[int, str], ...] = _DEMO_SCHEDULE
+) -> tuple[tuple[str, str], ...]:
     """Return the demo's (day, scenario) pairs, counted back from ``today`` (UTC today by default)."""
     today = today or datetime.now(UTC).date()
-    return tuple(((today - timedelta(days=back)).isoformat(), scenario) for back, scenario in _DEMO_SCHEDULE)
+    return tuple(((today - timedelta(days=back)).isoformat(), scenario) for back, scenario in schedule)
+
+
+def monitor_days(today: date | None = None) -> tuple[tuple[str, str], ...]:
+    """Return the (day, scenario) pairs the demo monitors after the first champion."""
+    return demo_days(today, _MONITOR_SCHEDULE)
 
 
 @dataclass
@@ -103,9 +118,15 @@ def wait_for_runs(api: AirflowAPI, runs: list[DemoRun], timeout_s: float = 900.0
         time.sleep(5)
 
 
-def wait_for_training(api: AirflowAPI, since: str, timeout_s: float = 1800.0) -> list[dict[str, Any]]:
-    """Wait until the Asset-triggered train_model runs since ``since`` are done and none is queued."""
+def wait_for_training(
+    api: AirflowAPI, since: str, timeout_s: float = 1800.0, allow_none: bool = False
+) -> list[dict[str, Any]]:
+    """Wait until the Asset-triggered train_model runs since ``since`` are done and none is queued.
+
+    With ``allow_none`` an empty result is accepted once nothing has been queued for a few polls.
+    """
     deadline = time.monotonic() + timeout_s
+    idle_polls = 0
     while True:
         runs = api.runs_since(TRAIN_DAG, since)
         queued = api.queued_asset_events(TRAIN_DAG)
@@ -120,11 +141,56 @@ def wait_for_training(api: AirflowAPI, since: str, timeout_s: float = 1800.0) ->
         )
         if runs and len(done) == len(runs) and not queued:
             return runs
+        idle_polls = idle_polls + 1 if not runs and not queued else 0
+        if allow_none and idle_polls >= 3:
+            return []
         if time.monotonic() > deadline:
             raise TimeoutError(
                 f"{TRAIN_DAG} still busy after {timeout_s:.0f}s; open {services.AIRFLOW_URL}/dags/{TRAIN_DAG}"
             )
         time.sleep(10)
+
+
+def wait_for_run(api: AirflowAPI, dag_id: str, run_id: str, timeout_s: float = 900.0) -> str:
+    """Poll one run until it finishes; return its state."""
+    deadline = time.monotonic() + timeout_s
+    while (state := api.run_state(dag_id, run_id)) not in TERMINAL:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{dag_id} run {run_id} not finished after {timeout_s:.0f}s")
+        time.sleep(3)
+    return state
+
+
+def run_monitoring(api: AirflowAPI, days: tuple[tuple[str, str], ...], stamp: str) -> list[dict[str, Any]]:
+    """Check each monitored day with monitor_drift, one after the other; return each check's summary."""
+    api.set_paused(MONITOR_DAG, False)
+    for run in api.runs_since(MONITOR_DAG, "2000-01-01T00:00:00+00:00"):
+        if run["state"] not in TERMINAL:  # the scheduled run unpausing created: let it finish first
+            wait_for_run(api, MONITOR_DAG, run["dag_run_id"])
+    checks = []
+    for day, scenario in days:
+        run_id = f"demo__monitor__{day}__{stamp}"
+        api.trigger(
+            MONITOR_DAG, run_id, {"end_day": day, "window_days": 1, "dry_run": False, "overrides": {}}
+        )
+        state = wait_for_run(api, MONITOR_DAG, run_id)
+        summary = api.task_result(MONITOR_DAG, run_id, "check") or {}
+        log.info("%s %s (%s): %s %s", MONITOR_DAG, day, scenario, state, summary.get("action"))
+        checks.append({"day": day, "scenario": scenario, "state": state, **summary})
+    return checks
+
+
+def summarise_monitoring(checks: list[dict[str, Any]], retrains: list[tuple[str, str, str]]) -> str:
+    """Return the monitoring part of the summary: each check's decision, then the retrain it started."""
+    lines = ["", f"=== mlloop demo: {MONITOR_DAG} (each day against the champion's training data) ==="]
+    for check in checks:
+        reason = str(check.get("reason", "see the task log"))
+        action = check.get("action", check["state"])
+        lines.append(f"{check['day']}  {check['scenario']:<18} {action:<10} {reason[:160]}")
+    lines.append("")
+    lines.append(f"{TRAIN_DAG} runs started by monitoring (retrain_requested Asset):")
+    lines += [f"{run_id}\n    {state}: {outcome}" for run_id, state, outcome in retrains] or ["  none"]
+    return "\n".join(lines)
 
 
 def training_outcome(api: AirflowAPI, run: dict[str, Any]) -> str:
@@ -239,14 +305,32 @@ def main(argv: list[str] | None = None) -> int:
         )
     training = wait_for_training(api, since)
     outcomes = [(r["dag_run_id"], r["state"], training_outcome(api, r)) for r in training]
-    champion = summarise_champion(settings.model_name or use_case.model_name)
+    name = settings.model_name or use_case.model_name
+    champion = summarise_champion(name)
     print(summarise_training(outcomes, champion, password))
     failed = [run_id for run_id, state, _ in outcomes if state != "success"]
-    if failed:
-        print(f"UNEXPECTED: {TRAIN_DAG} runs failed: {failed}", file=sys.stderr)
     if champion[0].startswith("No champion"):
         print(f"UNEXPECTED: {champion[0]}", file=sys.stderr)
-    return 1 if unexpected or failed or champion[0].startswith("No champion") else 0
+        return 1
+
+    # Monitoring: normal days leave the champion alone, a drifted day requests a retrain (guarded).
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    since = datetime.now(UTC).isoformat()
+    later = trigger_days(api, monitor_days(), stamp=stamp)
+    wait_for_runs(api, later)
+    wait_for_training(api, since, allow_none=True)  # their Asset runs skip: the window is the champion's
+    since = datetime.now(UTC).isoformat()
+    checks = run_monitoring(api, monitor_days(), stamp)
+    retrain_runs = wait_for_training(api, since, allow_none=True)
+    retrains = [(r["dag_run_id"], r["state"], training_outcome(api, r)) for r in retrain_runs]
+    print(summarise_monitoring(checks, retrains))
+    print("\n".join(["", *summarise_champion(name)]))
+    failed += [run_id for run_id, state, _ in retrains if state != "success"]
+    failed += [c["day"] for c in checks if c["state"] != "success"]
+    failed += [r.day for r in later if r.state != r.expected]
+    if failed:
+        print(f"UNEXPECTED: runs failed: {failed}", file=sys.stderr)
+    return 1 if unexpected or failed else 0
 
 
 if __name__ == "__main__":

@@ -8,3 +8,7 @@ VALIDATED_TRANSACTIONS = Asset(name="validated_transactions")
 # Emitted by train_model (and rollback_model) when the champion alias moves; the event's extra names the
 # model, the new champion version and the one it replaced.
 CHAMPION_MODEL = Asset(name="champion_model")
+
+# Emitted by monitor_drift when its rule fires and the guards let it through; train_model schedules on it
+# too. The event's extra carries the reason, the monitored window (end_day) and the monitoring record.
+RETRAIN_REQUESTED = Asset(name="retrain_requested")

@@ -62,7 +62,24 @@ class ModelVersionLink(BaseOperatorLink):
         return model_version_url(name, version) if name and version else ""
 
 
-ALL_LINKS: tuple[type[BaseOperatorLink], ...] = (MlflowRunLink, GateReportLink, ModelVersionLink)
+class MonitoringReportLink(BaseOperatorLink):
+    """'Drift report': Evidently's data-drift report of a monitoring check, in its MLflow run."""
+
+    name = "Drift report"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        """Return the report artifact's page from the task's result (``report_run``, ``experiment_id``)."""
+        result = _own_result(ti_key)
+        run_id = str(result.get("report_run", ""))
+        return run_url(run_id, "monitoring/data_drift.html", result.get("experiment_id")) if run_id else ""
+
+
+ALL_LINKS: tuple[type[BaseOperatorLink], ...] = (
+    MlflowRunLink,
+    GateReportLink,
+    ModelVersionLink,
+    MonitoringReportLink,
+)
 
 
 def with_links(task_output: Any, *links: BaseOperatorLink) -> Any:

@@ -22,7 +22,7 @@ log = logging.getLogger("mlloop.training")
 
 
 class NothingToTrain(Exception):
-    """A scheduled run has nothing new to learn from (window not full yet, or the champion's own data)."""
+    """A scheduled run has nothing new to learn from (window not full yet, or already trained on)."""
 
 
 def assemble_snapshot(
@@ -33,15 +33,14 @@ def assemble_snapshot(
     Labels count as known from the start of ``as_of``'s UTC day: labels trickle in all the time, and
     every run of one day should build the same snapshot (and skip when it is the champion's). Without
     ``end_day`` the window ends ``label_maturity_days`` (use case) before ``as_of``, so that most
-    of its labels have arrived. A ``scheduled`` run (started by a new batch) stops quietly when the window
-    is not full yet or when the champion was trained on this very snapshot.
+    of its labels have arrived. A ``scheduled`` run (started by an Asset) stops quietly when the window
+    is not full yet or when a version was already trained on this very snapshot.
 
     Raises:
         ValueError: when fewer validated days exist than the window asks for (naming what exists).
-        NothingToTrain: instead of that ValueError for a scheduled run, and when the snapshot is the
-            champion's own.
+        NothingToTrain: instead of that ValueError for a scheduled run, and when a version was already
+            trained on the snapshot.
     """
-    import pandas as pd
 
     from mlloop.training.snapshot import create_snapshot
 
@@ -60,8 +59,7 @@ def assemble_snapshot(
         )
         raise NothingToTrain(message) if scheduled else ValueError(message)
     days = [date.fromisoformat(d) for d in eligible[-window_days:]]
-    label_keys = [k for d in days for k in storage.list(f"labels/{use_case.dataset}/date={d.isoformat()}")]
-    labels = pd.concat([storage.read_frame(k) for k in label_keys]) if label_keys else None
+    labels = load_labels(storage, use_case, days)
     label_cutoff = datetime.combine(as_of.astimezone(UTC).date(), time.min, tzinfo=UTC)
     manifest = create_snapshot(storage, use_case, days, labels=labels, as_of=label_cutoff)
     log.info(
@@ -73,11 +71,12 @@ def assemble_snapshot(
         manifest.labels.model_dump(),
     )
     if scheduled:
-        champion = _champion_trained_on(manifest.digest)
-        if champion is not None:
+        earlier = _version_trained_on(manifest.digest)
+        if earlier is not None:
             raise NothingToTrain(
-                f"the champion (v{champion}) was trained on this snapshot ({manifest.digest[:12]}); "
-                "nothing new to learn. Trigger train_model by hand to retrain anyway."
+                f"v{earlier.version} was already trained on this snapshot ({manifest.digest[:12]}; "
+                f"gate: {earlier.tags.get('mlloop.gate.decision', 'undecided')}): nothing new to learn. "
+                "Trigger train_model by hand to retrain anyway."
             )
     return {
         "digest": manifest.digest,
@@ -87,21 +86,29 @@ def assemble_snapshot(
     }
 
 
-def _champion_trained_on(digest: str) -> str | None:
-    """Return the champion's version when it was trained on snapshot ``digest``, else None."""
-    import mlflow
+def load_labels(storage: Storage, use_case: Any, days: list[date]) -> Any:
+    """Return the labels delivered for ``days`` (all of them; the snapshot keeps those known by as_of)."""
+    import pandas as pd
 
-    from mlloop.registry import champion_version
+    keys = [k for d in days for k in storage.list(f"labels/{use_case.dataset}/date={d.isoformat()}")]
+    return pd.concat([storage.read_frame(k) for k in keys], ignore_index=True) if keys else None
+
+
+def _version_trained_on(digest: str) -> Any:
+    """Return the newest registered version trained on snapshot ``digest``, else None."""
+    import mlflow
 
     settings = get_settings()
     name = settings.model_name or load_use_case(settings.use_case).model_name
     client = mlflow.MlflowClient(
         tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
     )
-    champion = champion_version(client, name)
-    if champion is None or champion.tags.get("mlloop.snapshot_digest") != digest:
-        return None
-    return champion.version
+    versions = [
+        v
+        for v in client.search_model_versions(f"name='{name}'")
+        if v.tags.get("mlloop.snapshot_digest") == digest
+    ]
+    return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
 def train_cli_args(
@@ -161,8 +168,28 @@ def _scored(name: str, model_uri: str, matrix: Any) -> Any:
     return score_model(name, load_model(model_uri), matrix)
 
 
-def gate_challenger(result: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """Score challenger and champion on the challenger's holdout, decide, and log the report to MLflow."""
+def retrain_trigger(requests: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the newest retrain request among an Asset-triggered run's events ({} when none), logged."""
+    if not requests:
+        return {}
+    request = max(requests, key=lambda r: str(r.get("requested_at", "")))
+    log.info(
+        "Retrain requested by monitor_drift for window %s: %s (record %s)",
+        request.get("window"),
+        request.get("reason"),
+        request.get("monitor_record"),
+    )
+    return request
+
+
+def gate_challenger(
+    result: dict[str, Any], overrides: dict[str, Any] | None, trigger: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Score challenger and champion on the challenger's holdout, decide, and log the report to MLflow.
+
+    A ``trigger`` (a monitoring retrain request) is tagged on the challenger's run; it changes nothing in
+    the decision: drift never bypasses the gate.
+    """
     import mlflow
 
     from mlloop.promotion import evaluate_gate, load_gate_config
@@ -185,6 +212,9 @@ def gate_challenger(result: dict[str, Any], overrides: dict[str, Any] | None) ->
     decision = evaluate_gate(
         challenger, champion, data.split.holdout, target_column=data.manifest.target_column, config=config
     )
+    if trigger:
+        client.set_tag(result["run_id"], "mlloop.trigger_reason", str(trigger.get("reason", ""))[:4900])
+        client.set_tag(result["run_id"], "mlloop.trigger_window", str(trigger.get("window", "")))
     client.log_dict(result["run_id"], decision.to_json(), "gate/gate_report.json")
     client.log_text(result["run_id"], decision.to_markdown(), "gate/gate_report.md")
     verdict = "passed" if decision.promote else "failed"

@@ -1,0 +1,107 @@
+"""monitor_drift run for real (dag.test) against a champion trained by train_model on a real MLflow server.
+
+Generated scenarios: a clean day triggers nothing; a covariate-drift day triggers one retrain with the
+reason; a second drifted day inside the cooldown is suppressed and says so; a dry run records and triggers
+nothing; a concept-drift day (same inputs, moved fraud pattern) fires on performance decay alone.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from mlloop.ingestion.batches import land_batch, publish_validated, validate_landed_batch
+from mlloop.monitoring.runner import decisions_prefix
+from mlloop.storage import Storage
+from mlloop.usecase import load_use_case
+
+TRAIN_DAYS = [date(2026, 10, 1) + timedelta(days=i) for i in range(3)]
+CHECKED = {
+    "2026-10-04": "none",
+    "2026-10-05": "covariate_amount",
+    "2026-10-06": "covariate_channel",
+    "2026-10-07": "concept",
+}
+ROWS = 12_000
+_dates = iter(range(10_000))
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("monitor-dag-data")
+    storage, use_case = Storage(str(root)), load_use_case("card_fraud")
+    days = [(d, "none") for d in TRAIN_DAYS] + [(date.fromisoformat(d), s) for d, s in CHECKED.items()]
+    for day, scenario in days:
+        batch = land_batch(storage, use_case, day, rows=ROWS, scenario=scenario)
+        validate_landed_batch(storage, use_case, batch)
+        publish_validated(storage, use_case, batch, b"k" * 32)
+    return str(root)
+
+
+@pytest.fixture
+def configured(ingested: str, registry_env: str, mlloop_env, load_dag) -> tuple[str, Storage]:
+    mlloop_env(data_root=ingested)
+    run = _run(load_dag("train_model"), window_days=3, end_day=TRAIN_DAYS[-1].isoformat())
+    assert str(run.state) == "success", _states(run)
+    return registry_env, Storage(ingested)
+
+
+def _run(dag, **conf):
+    # Logical dates far ahead: every label of these days is known when the runs look. dag.test keeps a
+    # run's conf in the DAG's params, so every run states the Params it relies on.
+    logical = datetime(2033, 1, 1, tzinfo=UTC) + timedelta(hours=next(_dates))
+    return dag.test(logical_date=logical, run_conf=conf)
+
+
+def _states(dag_run) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def _check(dag_run) -> dict:
+    (ti,) = [ti for ti in dag_run.get_task_instances() if ti.task_id == "check"]
+    return ti.xcom_pull(task_ids="check")
+
+
+def test_quiet_drift_cooldown_dry_run_and_concept(configured, load_dag, client, asset_events) -> None:
+    _, storage = configured
+    monitor = load_dag("monitor_drift")
+
+    quiet = _run(monitor, end_day="2026-10-04", dry_run=False, overrides={})
+    assert str(quiet.state) == "success", _states(quiet)
+    summary = _check(quiet)
+    assert summary["action"] == "quiet" and summary["fired_rules"] == [], summary
+    assert _states(quiet)["request_retrain"] == "skipped" and asset_events(quiet, "retrain_requested") == []
+
+    drifted = _run(monitor, end_day="2026-10-05", dry_run=False, overrides={})
+    summary = _check(drifted)
+    assert summary["action"] == "trigger", summary
+    assert "amount" in summary["reason"] and summary["fired_rules"], summary
+    (event,) = asset_events(drifted, "retrain_requested")
+    assert event["end_day"] == "2026-10-05" and event["reason"] == summary["reason"]
+    assert event["monitor_record"] == summary["record"]
+
+    again = _run(monitor, end_day="2026-10-06", dry_run=False, overrides={})
+    summary = _check(again)
+    assert summary["action"] == "suppressed" and "cooldown" in summary["reason"], summary
+    assert asset_events(again, "retrain_requested") == []
+
+    dry = _run(monitor, end_day="2026-10-06", dry_run=True, overrides={"cooldown_hours": 0})
+    summary = _check(dry)
+    assert summary["action"] == "dry_run" and "would trigger" in summary["reason"], summary
+    assert asset_events(dry, "retrain_requested") == []
+
+    overrides = {"cooldown_hours": 0, "max_triggers_per_week": 9}
+    concept = _run(monitor, end_day="2026-10-07", dry_run=False, overrides=overrides)
+    summary = _check(concept)
+    assert summary["fired_rules"] == ["performance_decay"], summary
+    assert summary["action"] == "trigger" and len(asset_events(concept, "retrain_requested")) == 1
+
+    # Every outcome, fired or not, is recorded with its reason, in storage and in MLflow.
+    records = [storage.read_json(k) for k in storage.list(decisions_prefix("transactions"))]
+    assert sorted(r["action"] for r in records) == ["dry_run", "quiet", "suppressed", "trigger", "trigger"]
+    assert all(r["reason"] and r["champion_version"] == "1" for r in records)
+    experiment = client.get_experiment_by_name("mlloop-monitoring")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`mlloop.model_version` = '1'")
+    reports = {a.path for a in client.list_artifacts(runs[0].info.run_id, "monitoring")}
+    assert {"monitoring/data_drift.html", "monitoring/prediction_drift.html"} <= reports
