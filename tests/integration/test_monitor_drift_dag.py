@@ -104,4 +104,9 @@ def test_quiet_drift_cooldown_dry_run_and_concept(configured, load_dag, client, 
     experiment = client.get_experiment_by_name("mlloop-monitoring")
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.`mlloop.model_version` = '1'")
     reports = {a.path for a in client.list_artifacts(runs[0].info.run_id, "monitoring")}
-    assert {"monitoring/data_drift.html", "monitoring/prediction_drift.html"} <= reports
+    assert {
+        "monitoring/data_drift.html",
+        "monitoring/prediction_drift.html",
+        "monitoring/data_quality.html",
+    } <= reports
+    assert all(r["quality_findings"] == [] for r in records), "no day here has new categories or gaps"

@@ -139,6 +139,7 @@ def monitor_window(
     evidence, drift, prediction = _evidence(
         client, champion, reference, current, ref_manifest, numeric, categorical, use_case
     )
+    quality = _quality(reference, current, numeric, categorical, use_case, Path(drift.report_path).parent)
     decision = decide(evidence, config)
     history = load_history(storage, use_case.dataset)
     outcome = guard(
@@ -158,6 +159,7 @@ def monitor_window(
         evidence=asdict(evidence),
         drift=drift,
         prediction=prediction,
+        quality=quality,
         current_snapshot=current_manifest.digest,
         dry_run=dry_run,
     )
@@ -229,6 +231,24 @@ def _evidence(
     return evidence, drift, prediction
 
 
+def _quality(
+    reference: Any, current: Any, numeric: list[str], categorical: list[str], use_case: UseCase, folder: Path
+) -> tuple[Any, list[str]]:
+    """Return the window's data quality (Evidently HTML in ``folder``) and what changed from the reference."""
+    from mlloop.monitoring.quality import check_quality, quality_changes
+
+    vocabularies = use_case.features.categorical
+    now = check_quality(
+        current,
+        numeric=numeric,
+        categorical=categorical,
+        vocabularies=vocabularies,
+        html_path=folder / "data_quality.html",
+    )
+    before = check_quality(reference, numeric=numeric, categorical=categorical, vocabularies=vocabularies)
+    return now, quality_changes(now, before)
+
+
 def _record(
     storage: Storage,
     client: Any,
@@ -243,6 +263,7 @@ def _record(
     evidence: dict[str, Any],
     drift: Any,
     prediction: Any,
+    quality: tuple[Any, list[str]],
     current_snapshot: str,
     dry_run: bool,
 ) -> dict[str, Any]:
@@ -250,7 +271,11 @@ def _record(
     check_id = f"{now.astimezone(UTC):%Y%m%dT%H%M%S}-{days[-1].isoformat()}"
     prefix = f"{REPORTS_AREA}/{use_case.dataset}/{check_id}"
     html = {}
-    for label, result in (("data_drift", drift), ("prediction_drift", prediction)):
+    for label, result in (
+        ("data_drift", drift),
+        ("prediction_drift", prediction),
+        ("data_quality", quality[0]),
+    ):
         if result.report_path:
             key = f"{prefix}/{label}.html"
             storage.write_bytes(key, Path(result.report_path).read_bytes())
@@ -269,6 +294,8 @@ def _record(
         "evidence": evidence,
         "data_drift": drift.to_dict(),
         "prediction_drift": prediction.to_dict(),
+        "data_quality": quality[0].to_dict(),
+        "quality_findings": quality[1],
         "reports": html,
     }
     experiment = client.get_experiment_by_name(MONITORING_EXPERIMENT)
@@ -290,7 +317,7 @@ def _record(
         client.log_metric(run_id, "labelled_pr_auc", evidence["performance"])
     record["mlflow_run_id"] = run_id
     client.log_dict(run_id, record, "monitoring/decision.json")
-    for result in (drift, prediction):
+    for result in (drift, prediction, quality[0]):
         if result.report_path:
             client.log_artifact(run_id, result.report_path, "monitoring")
     client.set_terminated(run_id)
@@ -304,6 +331,7 @@ def _record(
         "experiment_id": experiment_id,
         "drift_share": drift.drift_share,
         "fired_rules": [r["rule"] for r in decision["rules"] if r["fired"]],
+        "quality_findings": quality[1],
     }
 
 

@@ -187,6 +187,7 @@ def summarise_monitoring(checks: list[dict[str, Any]], retrains: list[tuple[str,
         reason = str(check.get("reason", "see the task log"))
         action = check.get("action", check["state"])
         lines.append(f"{check['day']}  {check['scenario']:<18} {action:<10} {reason[:160]}")
+        lines += [f"{'':<12}data quality: {finding}" for finding in check.get("quality_findings", [])]
     lines.append("")
     lines.append(f"{TRAIN_DAG} runs started by monitoring (retrain_requested Asset):")
     lines += [f"{run_id}\n    {state}: {outcome}" for run_id, state, outcome in retrains] or ["  none"]
