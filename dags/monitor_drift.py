@@ -1,7 +1,8 @@
 """
 ### Monitor the champion: drift and decay checks that can start a retrain
 
-Daily (and by hand with the form below). Compares the champion's **own training snapshot** (found through
+Daily by default (`MLLOOP_MONITOR_SCHEDULE`: a cron expression or preset), and by hand with the form
+below. Compares the champion's **own training snapshot** (found through
 its model-version tags) with the newest validated window:
 
 - **data drift** of every feature column (Evidently's per-column tests, fast path with the same verdicts:
@@ -26,6 +27,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from mlloop.config import get_settings
 from mlloop.orchestration.assets import RETRAIN_REQUESTED
 from mlloop.orchestration.links import MonitoringReportLink, with_links
 from mlloop.orchestration.params import DEFAULT_ARGS, window_params
@@ -33,7 +35,7 @@ from mlloop.orchestration.params import DEFAULT_ARGS, window_params
 
 @dag(
     dag_id="monitor_drift",
-    schedule="@daily",
+    schedule=get_settings().monitor_schedule,
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

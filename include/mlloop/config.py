@@ -56,7 +56,11 @@ class Settings(BaseSettings):
     min_rows_per_batch: int | None = Field(
         default=None, description="Override of the use case's lower row-count bound for one batch."
     )
-    drift_share_threshold: float = Field(default=0.3, ge=0, le=1)
+    # Monitoring thresholds and guards are versioned in include/mlloop/monitoring/monitor_defaults.yaml.
+    monitor_schedule: str = Field(
+        default="@daily",
+        description="Schedule of monitor_drift: a cron expression or preset (e.g. '0 6 * * *', '@hourly').",
+    )
     # Promotion-gate thresholds are versioned in include/mlloop/promotion/gate_defaults.yaml (per-run
     # overrides go through train_model's Params), so they are not repeated here.
 
