@@ -87,20 +87,18 @@ def monitor_window(
         A JSON-able summary: ``action`` (quiet | trigger | suppressed | dry_run), ``reason``, the window,
         the champion version, the evidence, the report's storage URI and the MLflow run id.
     """
-    import mlflow
-
     from mlloop.features.spec import feature_columns
     from mlloop.registry import champion_version
-    from mlloop.training.pipeline import load_labels
-    from mlloop.training.snapshot import create_snapshot, load_snapshot
+    from mlloop.registry.runner import registry_client_and_model
+    from mlloop.training.pipeline import snapshot_days
+    from mlloop.training.snapshot import load_snapshot
 
     started = time.perf_counter()
     settings = get_settings()
     use_case = load_use_case(settings.use_case)
     storage = Storage.from_settings(settings)
     config = load_monitor_config(overrides)
-    name = settings.model_name or use_case.model_name
-    client = mlflow.MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
+    client, name = registry_client_and_model()
     days = monitored_days(storage, use_case, end_day, window_days)
     window = f"{days[0].isoformat()}..{days[-1].isoformat()}"
     champion = champion_version(client, name)
@@ -114,15 +112,7 @@ def monitor_window(
         return summary
 
     reference, ref_manifest = load_snapshot(storage, champion.tags["mlloop.snapshot_digest"])
-    label_cutoff = datetime.combine(now.astimezone(UTC).date(), datetime.min.time(), tzinfo=UTC)
-    current_manifest = create_snapshot(
-        storage,
-        use_case,
-        days,
-        labels=load_labels(storage, use_case, days),
-        as_of=label_cutoff,
-        validate=False,
-    )
+    current_manifest = snapshot_days(storage, use_case, days, as_of=now, validate=False)
     current, _ = load_snapshot(storage, current_manifest.digest)
     log.info(
         "Monitoring %s v%s: reference %s (%d rows) vs %s (%d rows)",
@@ -298,10 +288,9 @@ def _record(
         "quality_findings": quality[1],
         "reports": html,
     }
-    experiment = client.get_experiment_by_name(MONITORING_EXPERIMENT)
-    experiment_id = (
-        experiment.experiment_id if experiment else client.create_experiment(MONITORING_EXPERIMENT)
-    )
+    from mlloop.registry.champion import experiment_id as get_experiment_id
+
+    experiment_id = get_experiment_id(client, MONITORING_EXPERIMENT)
     tags = {
         "mlloop.model_version": champion_version,
         "mlloop.window": window,

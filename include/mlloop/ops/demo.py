@@ -210,13 +210,11 @@ def training_outcome(api: AirflowAPI, run: dict[str, Any]) -> str:
 
 def summarise_champion(model_name: str) -> list[str]:
     """Return the champion's lines: version, what it was trained on, holdout metrics and MLflow links."""
-    import mlflow
-
     from mlloop.registry import champion_version
+    from mlloop.registry.runner import registry_client_and_model
     from mlloop.registry.ui import model_version_url, run_url
 
-    settings = get_settings()
-    client = mlflow.MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
+    client, _ = registry_client_and_model()
     champion = champion_version(client, model_name)
     if champion is None:
         return [f"No champion for {model_name}: see the train_model runs above."]

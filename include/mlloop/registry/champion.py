@@ -115,12 +115,18 @@ def register_version(
     return version
 
 
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """Return the id of the MLflow experiment ``name``, creating it the first time."""
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
 def _audit(client: MlflowClient, record: AuditRecord) -> None:
     """Append one audit record (a finished run in the audit experiment)."""
-    experiment = client.get_experiment_by_name(AUDIT_EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(AUDIT_EXPERIMENT)
     run = client.create_run(
-        experiment_id, run_name=f"{record.action} {record.model} v{record.to_version}", tags=record.tags()
+        experiment_id(client, AUDIT_EXPERIMENT),
+        run_name=f"{record.action} {record.model} v{record.to_version}",
+        tags=record.tags(),
     )
     client.set_terminated(run.info.run_id)
 

@@ -30,8 +30,7 @@ def assemble_snapshot(
 ) -> dict[str, Any]:
     """Snapshot the last ``window_days`` validated days up to ``end_day`` with the labels known at ``as_of``.
 
-    Labels count as known from the start of ``as_of``'s UTC day: labels trickle in all the time, and
-    every run of one day should build the same snapshot (and skip when it is the champion's). Without
+    Labels count as known from the start of ``as_of``'s UTC day (``snapshot_days``). Without
     ``end_day`` the window ends ``label_maturity_days`` (use case) before ``as_of``, so that most
     of its labels have arrived. A ``scheduled`` run (started by an Asset) stops quietly when the window
     is not full yet or when a version was already trained on this very snapshot.
@@ -41,9 +40,6 @@ def assemble_snapshot(
         NothingToTrain: instead of that ValueError for a scheduled run, and when a version was already
             trained on the snapshot.
     """
-
-    from mlloop.training.snapshot import create_snapshot
-
     settings = get_settings()
     use_case = load_use_case(settings.use_case)
     storage = Storage.from_settings(settings)
@@ -59,9 +55,7 @@ def assemble_snapshot(
         )
         raise NothingToTrain(message) if scheduled else ValueError(message)
     days = [date.fromisoformat(d) for d in eligible[-window_days:]]
-    labels = load_labels(storage, use_case, days)
-    label_cutoff = datetime.combine(as_of.astimezone(UTC).date(), time.min, tzinfo=UTC)
-    manifest = create_snapshot(storage, use_case, days, labels=labels, as_of=label_cutoff)
+    manifest = snapshot_days(storage, use_case, days, as_of=as_of)
     log.info(
         "Snapshot %s: %d rows over %s..%s, labels known %s",
         manifest.digest[:12],
@@ -86,23 +80,29 @@ def assemble_snapshot(
     }
 
 
-def load_labels(storage: Storage, use_case: Any, days: list[date]) -> Any:
-    """Return the labels delivered for ``days`` (all of them; the snapshot keeps those known by as_of)."""
+def snapshot_days(
+    storage: Storage, use_case: Any, days: list[date], *, as_of: datetime, validate: bool = True
+) -> Any:
+    """Snapshot ``days`` with the labels delivered for them that were known at the start of as_of's UTC day.
+
+    Labels trickle in all the time; counting them per day makes every run of one day (training or
+    monitoring) build the same content-addressed snapshot.
+    """
     import pandas as pd
 
+    from mlloop.training.snapshot import create_snapshot
+
     keys = [k for d in days for k in storage.list(f"labels/{use_case.dataset}/date={d.isoformat()}")]
-    return pd.concat([storage.read_frame(k) for k in keys], ignore_index=True) if keys else None
+    labels = pd.concat([storage.read_frame(k) for k in keys], ignore_index=True) if keys else None
+    cutoff = datetime.combine(as_of.astimezone(UTC).date(), time.min, tzinfo=UTC)
+    return create_snapshot(storage, use_case, days, labels=labels, as_of=cutoff, validate=validate)
 
 
 def _version_trained_on(digest: str) -> Any:
     """Return the newest registered version trained on snapshot ``digest``, else None."""
-    import mlflow
+    from mlloop.registry.runner import registry_client_and_model
 
-    settings = get_settings()
-    name = settings.model_name or load_use_case(settings.use_case).model_name
-    client = mlflow.MlflowClient(
-        tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
-    )
+    client, name = registry_client_and_model()
     versions = [
         v
         for v in client.search_model_versions(f"name='{name}'")
@@ -243,15 +243,11 @@ def promote_or_reject(
     Raises:
         PromotionError: when asked to promote a challenger the gate did not pass.
     """
-    import mlflow
-
     from mlloop.registry import PromotionError, reject
     from mlloop.registry import promote as promote_version
+    from mlloop.registry.runner import registry_client_and_model
 
-    settings = get_settings()
-    client = mlflow.MlflowClient(
-        tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
-    )
+    client, _ = registry_client_and_model()
     name, version = result["model_name"], str(result["version"])
     if promote and not decision["promote"]:
         raise PromotionError(
