@@ -289,3 +289,36 @@ def test_speed_200k_rows() -> None:
     elapsed = time.perf_counter() - started
     assert len(out) == 200_000
     assert elapsed < 15, f"build_features took {elapsed:.1f}s on 200k rows"
+
+
+def test_history_context_equals_prepending_the_events() -> None:
+    """What the scoring service does: earlier events passed as context count exactly as earlier rows."""
+    frame = _generated(2, 3000, customers=200)
+    earlier, later = frame.iloc[:5000], frame.iloc[5000:5050]
+    whole = build_use_case_features(pd.concat([earlier, later]), USE_CASE).iloc[5000:]
+    history = USE_CASE.features.history
+    context = earlier[[history.entity_column, USE_CASE.time_column, history.value_column]]
+    served = build_features(
+        later, USE_CASE.features, key_column="transaction_id", time_column="event_time", context=context
+    )
+    pd.testing.assert_frame_equal(served, whole[served.columns])
+
+
+def test_small_and_large_frames_map_categories_and_calendar_the_same() -> None:
+    """Small frames take the dict lookup (scoring requests), large ones pandas: same codes, same hours."""
+    from mlloop.features.build import _SMALL_FRAME, categorical_column
+
+    values = pd.Series(["red", "blue", None, "green", np.nan, "red"] * 100, dtype=object)
+    large = categorical_column(values, ["red", "blue"])
+    small = pd.concat(
+        [categorical_column(values.iloc[i : i + 50], ["red", "blue"]) for i in range(0, 600, 50)]
+    )
+    assert len(values) > _SMALL_FRAME
+    assert small.cat.codes.tolist() == large.cat.codes.tolist()
+    assert small.dtype == large.dtype and list(small.cat.categories) == ["red", "blue", UNKNOWN_CATEGORY]
+
+    times = pd.Series(pd.to_datetime(np.arange(0, 40 * 86_400, 3_917) * 10**9 - 5 * 86_400 * 10**9, utc=True))
+    frame = pd.DataFrame({"id": range(len(times)), "ts": times, "user": "u", "value": 1.0, "colour": "red"})
+    built = _toy_features(frame)
+    assert built["hour_of_day"].tolist() == times.dt.hour.tolist()
+    assert built["day_of_week"].tolist() == times.dt.dayofweek.tolist()

@@ -24,6 +24,7 @@ declared vocabulary plus ``UNKNOWN_CATEGORY``: an unseen value maps to it, a nul
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _NS_PER_S = 1_000_000_000
+_SMALL_FRAME = 256  # rows up to which categoricals are mapped by a dict lookup (same codes, less set-up)
 SUM_DECIMALS = 6  # window sums are rounded to strip float noise of the prefix sums
 
 
@@ -49,6 +51,7 @@ def build_features(
     time_column: str,
     entity_column: str | None = None,
     target_column: str | None = None,
+    context: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Return ``key, time, [target], *feature_columns(spec)`` per row of ``frame`` (same order and index).
 
@@ -59,6 +62,9 @@ def build_features(
         time_column: the timezone-aware event time; history features look strictly before it.
         entity_column: the entity history features are grouped by; defaults to the spec's.
         target_column: passed through after the time column when ``frame`` has it.
+        context: earlier events that count as history but are not output (the scoring service passes
+            the entities' recent events): columns entity, ``time_column`` and the history value column.
+            The same as prepending them to ``frame`` and dropping their rows from the result.
 
     Raises:
         ValueError: naming missing columns, a timezone-naive or null time, or a non-numeric column.
@@ -79,27 +85,29 @@ def build_features(
         )
     event_ns = _utc_nanoseconds(frame[time_column], time_column)
 
-    out: dict[str, pd.Series | np.ndarray] = {key_column: frame[key_column], time_column: frame[time_column]}
-    if target_column is not None and target_column in frame.columns:
-        out[target_column] = frame[target_column]
+    built: dict[str, object] = {}
     for column in spec.numeric:
-        out[column] = _numeric(frame, column)
+        built[column] = _numeric(frame, column)
     for column in spec.log1p:
-        out[f"log1p_{column}"] = np.log1p(_numeric(frame, column))
-    if spec.calendar:
-        utc = frame[time_column].dt.tz_convert("UTC")
-        parts = {"hour_of_day": utc.dt.hour, "day_of_week": utc.dt.dayofweek}
+        built[f"log1p_{column}"] = np.log1p(_numeric(frame, column))
+    if spec.calendar:  # UTC, from the epoch nanoseconds (1970-01-01 was a Thursday, day_of_week 3)
+        parts = {
+            "hour_of_day": (event_ns // (3600 * _NS_PER_S)) % 24,
+            "day_of_week": (event_ns // (86_400 * _NS_PER_S) + 3) % 7,
+        }
         for part in spec.calendar:
-            out[part] = parts[part].astype(np.int64)
+            built[part] = parts[part].astype(np.int64)
     if history is not None:
-        out.update(_history_features(frame, history, event_ns))
+        built.update(_history_features(frame, history, event_ns, context, time_column))
     for column, vocabulary in spec.categorical.items():
-        out[column] = categorical_column(frame[column], vocabulary)
+        built[column] = categorical_column(frame[column], vocabulary).array
 
+    # One construction, already in output order (arrays, so nothing is aligned on the index again).
+    out: dict[str, object] = {key_column: frame[key_column].array, time_column: frame[time_column].array}
+    if target_column is not None and target_column in frame.columns:
+        out[target_column] = frame[target_column].array
+    out.update((column, built[column]) for column in feature_columns(spec))
     result = pd.DataFrame(out, index=frame.index)
-    ordered = [key_column, time_column]
-    ordered += [target_column] if target_column is not None and target_column in frame.columns else []
-    result = result[ordered + feature_columns(spec)]
     log.info(
         "Built %d features (spec version %s) for %d rows in %.2fs",
         len(feature_columns(spec)),
@@ -123,15 +131,42 @@ def build_use_case_features(frame: pd.DataFrame, use_case: UseCase) -> pd.DataFr
 
 def categorical_dtype(vocabulary: list[str]) -> pd.CategoricalDtype:
     """Return the category dtype of a declared vocabulary: its values in order, then the unknown marker."""
+    return _categorical_dtype(tuple(vocabulary))
+
+
+@functools.lru_cache(maxsize=256)
+def _categorical_dtype(vocabulary: tuple[str, ...]) -> pd.CategoricalDtype:
+    """Build (once per vocabulary: serving builds features per request) the category dtype."""
     return pd.CategoricalDtype([*vocabulary, UNKNOWN_CATEGORY], ordered=False)
 
 
 def categorical_column(values: pd.Series, vocabulary: list[str]) -> pd.Series:
     """Map values onto the declared vocabulary; unseen values become ``UNKNOWN_CATEGORY``, nulls stay null."""
     dtype = categorical_dtype(vocabulary)
-    codes = pd.Categorical(values, categories=dtype.categories).codes.copy()
-    codes[(codes < 0) & values.notna().to_numpy()] = len(vocabulary)  # seen nowhere in the vocabulary
+    if isinstance(values.dtype, pd.CategoricalDtype) and values.dtype.categories.equals(dtype.categories):
+        return values  # already mapped, in the vocabulary's order (model_matrix over built features)
+    if len(values) <= _SMALL_FRAME:  # a scoring request: a dict lookup beats pandas' set-up cost
+        index, unknown = _vocabulary_index(tuple(vocabulary)), len(vocabulary)
+        codes = np.fromiter(
+            (-1 if _is_null(v) else index.get(v, unknown) for v in values.to_numpy(dtype=object)),
+            dtype=np.int8 if unknown < 127 else np.int32,
+            count=len(values),
+        )
+    else:
+        codes = pd.Categorical(values, categories=dtype.categories).codes.copy()
+        codes[(codes < 0) & values.notna().to_numpy()] = len(vocabulary)  # seen nowhere in the vocabulary
     return pd.Series(pd.Categorical.from_codes(codes, dtype=dtype), index=values.index, name=values.name)
+
+
+@functools.lru_cache(maxsize=256)
+def _vocabulary_index(vocabulary: tuple[str, ...]) -> dict[str, int]:
+    """Return each declared value's category code."""
+    return {value: code for code, value in enumerate(vocabulary)}
+
+
+def _is_null(value: object) -> bool:
+    """Return whether a cell is null the way pandas reads it (None, NaN, NA, NaT)."""
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value)
 
 
 def _utc_nanoseconds(times: pd.Series, column: str) -> np.ndarray:
@@ -171,9 +206,26 @@ def _entity_codes(entities: pd.Series) -> np.ndarray:
 
 
 def _history_features(
-    frame: pd.DataFrame, history: HistorySpec, event_ns: np.ndarray
+    frame: pd.DataFrame,
+    history: HistorySpec,
+    event_ns: np.ndarray,
+    context: pd.DataFrame | None = None,
+    time_column: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Return the history features of every row, in the frame's row order (see the module docstring)."""
+    if context is not None and len(context):
+        if time_column is None:
+            raise ValueError("build_features: a history context needs the time column's name")
+        both = pd.concat(
+            [
+                context[[history.entity_column, history.value_column]],
+                frame[[history.entity_column, history.value_column]],
+            ],
+            ignore_index=True,
+        )
+        context_ns = _utc_nanoseconds(context[time_column], time_column)
+        features = _history_features(both, history, np.concatenate([context_ns, event_ns]))
+        return {name: values[len(context) :] for name, values in features.items()}
     n = len(frame)
     codes = _entity_codes(frame[history.entity_column])
     values = np.nan_to_num(_numeric(frame, history.value_column), nan=0.0)

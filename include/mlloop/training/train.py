@@ -109,10 +109,13 @@ def model_matrix(frame: pd.DataFrame, spec: FeatureSpec, columns: list[str]) -> 
 
     out = {}
     for column in columns:
+        values = frame[column]
         if column in spec.categorical:
-            out[column] = categorical_column(frame[column], spec.categorical[column])
+            out[column] = categorical_column(values, spec.categorical[column])
+        elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+            out[column] = values.to_numpy(dtype="float32", na_value=float("nan"))
         else:
-            out[column] = pd.to_numeric(frame[column], errors="raise").astype("float32")
+            out[column] = pd.to_numeric(values, errors="raise").astype("float32")
     return pd.DataFrame(out, index=frame.index)
 
 
