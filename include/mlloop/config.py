@@ -61,6 +61,22 @@ class Settings(BaseSettings):
         default="@daily",
         description="Schedule of monitor_drift: a cron expression or preset (e.g. '0 6 * * *', '@hourly').",
     )
+    serving_host: str = Field(default="127.0.0.1", description="Address the scoring service binds.")
+    serving_port: int = Field(default=8000, ge=1, le=65535, description="Port of the scoring service.")
+    serving_alias: str = Field(default="champion", description="Registry alias the scoring service follows.")
+    serving_poll_seconds: float = Field(
+        default=5.0, gt=0, description="How often the scoring service checks the alias for a new version."
+    )
+    serving_max_rows: int = Field(default=1000, ge=1, description="Most rows one /predict request may hold.")
+    serving_max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest /predict body in bytes; larger ones get 413."
+    )
+    inference_flush_rows: int = Field(
+        default=5000, ge=1, description="The inference log writes a partition file once this many rows wait."
+    )
+    inference_flush_seconds: float = Field(
+        default=10.0, gt=0, description="... or once the oldest waiting row is this many seconds old."
+    )
     # Promotion-gate thresholds are versioned in include/mlloop/promotion/gate_defaults.yaml (per-run
     # overrides go through train_model's Params), so they are not repeated here.
 

@@ -209,3 +209,22 @@ def publish_validated(
         time.perf_counter() - started,
     )
     return {"validated_uri": uri, "rows": len(tokenised), "day": batch.day, "batch_id": batch.batch_id}
+
+
+def ingest_day(
+    storage: Storage,
+    use_case: UseCase,
+    day: date,
+    pii_key: bytes,
+    *,
+    scenario: str = "none",
+    rows: int | None = None,
+) -> dict[str, Any]:
+    """Land, validate and publish one day in one call: ``ingest_transactions``' three tasks, for tools.
+
+    Raises:
+        BatchRejectedError: when the day fails its contract (it is quarantined, as in the DAG).
+    """
+    batch = land_batch(storage, use_case, day, scenario=scenario, rows=rows)
+    validate_landed_batch(storage, use_case, batch)
+    return publish_validated(storage, use_case, batch, pii_key)

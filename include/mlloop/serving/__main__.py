@@ -1,0 +1,37 @@
+"""Run the scoring service: ``python -m mlloop.serving [--host H] [--port P]`` (``make serve``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from mlloop.config import get_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM; on shutdown in-flight requests finish and the inference log is flushed."""
+    import uvicorn
+
+    from mlloop.serving.app import create_app
+
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="python -m mlloop.serving", description=__doc__)
+    parser.add_argument("--host", default=settings.serving_host, help="bind address (MLLOOP_SERVING_HOST)")
+    parser.add_argument("--port", type=int, default=settings.serving_port, help="port (MLLOOP_SERVING_PORT)")
+    parser.add_argument("--no-seed-history", action="store_true", help="start with empty entity history")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings, seed_history=not args.no_seed_history)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

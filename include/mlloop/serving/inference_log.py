@@ -1,0 +1,149 @@
+"""The inference log: every request row and the answer given, buffered and written as parquet partitions.
+
+Rows wait in memory and are written to ``inference/<dataset>/date=<event day>/`` (one file per flush
+and day) when ``flush_rows`` are waiting, when the oldest has waited ``flush_seconds``, and on close
+(the service closes it on shutdown, SIGTERM included). A failed write keeps the rows for the next
+attempt; close retries and then spools what it still holds to a local folder, naming it in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from mlloop.storage.store import partition_key
+
+if TYPE_CHECKING:
+    from mlloop.storage import Storage
+
+log = logging.getLogger(__name__)
+AREA = "inference"
+
+
+class InferenceLog:
+    """A buffered, thread-safe writer of served rows to the storage layer."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        dataset: str,
+        time_column: str,
+        *,
+        flush_rows: int = 5000,
+        flush_seconds: float = 10.0,
+        spool_dir: Path | None = None,
+    ) -> None:
+        """Start the background flusher; rows go to ``inference/<dataset>/date=<day of time_column>/``."""
+        self.storage = storage
+        self.dataset = dataset
+        self.time_column = time_column
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self.spool_dir = spool_dir
+        self.rows_written = 0
+        self.write_errors = 0
+        self._buffer: list[dict[str, Any]] = []
+        self._oldest: float | None = None
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="inference-log", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Return the number of rows waiting to be written."""
+        return len(self._buffer)
+
+    def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Queue rows; wake the flusher when ``flush_rows`` are waiting."""
+        if self._closed.is_set():
+            raise RuntimeError("the inference log is closed; rows arriving after shutdown cannot be kept")
+        with self._lock:
+            if self._oldest is None:
+                self._oldest = time.monotonic()
+            self._buffer.extend(rows)
+            full = len(self._buffer) >= self.flush_rows
+        if full:
+            self._wake.set()
+
+    def flush(self) -> int:
+        """Write every waiting row now; return how many were written (rows stay queued on failure)."""
+        with self._write_lock:
+            with self._lock:
+                rows, self._buffer, self._oldest = self._buffer, [], None
+            if not rows:
+                return 0
+            try:
+                self._write(rows)
+            except Exception:
+                with self._lock:  # put them back in front, keep their age
+                    self._buffer[:0] = rows
+                    self._oldest = self._oldest or time.monotonic()
+                self.write_errors += 1
+                log.exception("Inference log: writing %d rows failed; kept for the next flush", len(rows))
+                return 0
+            self.rows_written += len(rows)
+            return len(rows)
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        """Write rows as one parquet file per event day."""
+        frame = pd.DataFrame.from_records(rows)
+        days = pd.DatetimeIndex(frame[self.time_column]).tz_convert("UTC").strftime("%Y-%m-%d")
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        for day, part in frame.groupby(days, sort=True):
+            key = (
+                f"{partition_key(AREA, self.dataset, str(day))}/part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
+            )
+            self.storage.write_frame(key, part.reset_index(drop=True))
+        log.info("Inference log: wrote %d rows over %d day(s)", len(frame), days.nunique())
+
+    def _run(self) -> None:
+        """Flush on size or age until closed."""
+        while not self._closed.is_set():
+            self._wake.wait(timeout=min(1.0, self.flush_seconds))
+            self._wake.clear()
+            oldest = self._oldest
+            due = oldest is not None and time.monotonic() - oldest >= self.flush_seconds
+            if len(self._buffer) >= self.flush_rows or due:
+                self.flush()
+
+    def close(self, attempts: int = 3) -> None:
+        """Stop the flusher and write everything left; spool to ``spool_dir`` if storage keeps failing."""
+        self._closed.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+        for attempt in range(attempts):
+            self.flush()
+            if not self._buffer:
+                break
+            time.sleep(0.5 * (attempt + 1))
+        if self._buffer:
+            self._spool()
+        log.info("Inference log closed: %d rows written", self.rows_written)
+
+    def _spool(self) -> None:
+        """Keep unwritable rows in a local parquet file rather than lose them."""
+        rows, self._buffer = self._buffer, []
+        if self.spool_dir is None:
+            log.error("Inference log: %d rows could not be written and no spool folder is set", len(rows))
+            return
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        path = self.spool_dir / f"inference-{uuid.uuid4().hex[:12]}.parquet"
+        pd.DataFrame.from_records(rows).to_parquet(path)
+        log.error(
+            "Inference log: storage refused %d rows; spooled them to %s (copy them under %s/%s/ once storage "
+            "works again)",
+            len(rows),
+            path,
+            AREA,
+            self.dataset,
+        )
