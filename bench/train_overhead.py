@@ -145,6 +145,7 @@ def main() -> int:
         "MLLOOP_DATA_ROOT": str(state / "data"),
         "MLLOOP_AIRFLOW_PORT": str(_free_port()),
         "MLLOOP_MLFLOW_PORT": str(_free_port()),
+        "MLLOOP_SERVING_PORT": str(_free_port()),
     }
     days = [FIRST_DAY + timedelta(days=i) for i in range(args.days)]
     end_day = days[-1].isoformat()

@@ -55,10 +55,28 @@ def _monitor_lines(stdout: str) -> list[tuple[str, str]]:
     return re.findall(r"^(\d{4}-\d{2}-\d{2})\s+\S+\s+(quiet|trigger|suppressed|dry_run)\b", section, re.M)
 
 
-def _wait(predicate, what: str, timeout_s: float = 600.0):
+def _diagnosis(state: Path, api: AirflowAPI | None = None, run: tuple[str, str] | None = None) -> str:
+    """What to look at when a wait times out: task states, dead services, the tail of each service log."""
+    lines = []
+    if api is not None and run is not None:
+        try:
+            lines.append(f"task states of {run}: {api.task_states(*run)}")
+        except Exception as exc:  # the API itself may be what died
+            lines.append(f"task states of {run}: unavailable ({exc})")
+    for pid_file in sorted((state / ".airflow" / "run").glob("*.pid")):
+        pid = pid_file.read_text().strip()
+        alive = pid.isdigit() and Path(f"/proc/{pid}").exists()
+        lines.append(f"{pid_file.stem}: pid {pid} {'alive' if alive else 'DEAD'}")
+    for out in sorted((state / ".airflow" / "logs").glob("*.out")):
+        tail = out.read_text(errors="replace").splitlines()[-25:]
+        lines.append(f"--- {out.name} (last {len(tail)} lines)\n" + "\n".join(tail))
+    return "\n".join(lines)
+
+
+def _wait(predicate, what: str, timeout_s: float = 600.0, diagnose=lambda: ""):
     deadline = time.monotonic() + timeout_s
     while (value := predicate()) is None:
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{diagnose()}"
         time.sleep(3)
     return value
 
@@ -77,7 +95,8 @@ def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowCli
         assert "failed" not in states.values(), states
         return states if states.get("review") == "awaiting_input" else None
 
-    _wait(review_state, "the review task to wait for input")
+    diagnose = lambda: _diagnosis(state, api, ("train_model", run_id))  # noqa: E731
+    _wait(review_state, "the review task to wait for input", diagnose=diagnose)
     api.respond("train_model", run_id, "review", ["Reject"])
     _wait(
         lambda: (
@@ -86,6 +105,7 @@ def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowCli
             else None
         ),
         "the run",
+        diagnose=diagnose,
     )
     states = api.task_states("train_model", run_id)
     assert api.run_state("train_model", run_id) == "success", states
@@ -119,6 +139,7 @@ def stack(tmp_path_factory, free_port):
             "MLLOOP_DATA_ROOT": str(state / "data"),
             "MLLOOP_AIRFLOW_PORT": str(free_port()),
             "MLLOOP_MLFLOW_PORT": str(free_port()),
+            "MLLOOP_SERVING_PORT": str(free_port()),
         }
     )
 
@@ -205,6 +226,6 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
     down = run("mlloop.ops.services", "down", timeout=300)
     assert down.returncode == 0, down.stderr[-2000:]
     assert _processes_mentioning(str(state)) == []
-    for port in (env["MLLOOP_AIRFLOW_PORT"], env["MLLOOP_MLFLOW_PORT"]):
+    for port in (env["MLLOOP_AIRFLOW_PORT"], env["MLLOOP_MLFLOW_PORT"], env["MLLOOP_SERVING_PORT"]):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", int(port))) != 0, f"port {port} still answers after down"

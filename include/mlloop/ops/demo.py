@@ -276,6 +276,56 @@ def summarise_training(outcomes: list[tuple[str, str, str]], champion: list[str]
     return "\n".join(lines)
 
 
+def score_through_service(model_name: str, use_case: Any, rows: int = 200) -> str:
+    """Send a later day's transactions to the scoring service once it serves the champion; summarise."""
+    import json
+    import urllib.request
+
+    from mlloop.data.generator import generate_day
+    from mlloop.registry.champion import champion_version
+    from mlloop.registry.runner import registry_client_and_model
+    from mlloop.serving.client import request_rows
+
+    client, _ = registry_client_and_model()
+    champion = champion_version(client, model_name)
+    expected = str(champion.version) if champion else None
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            ready = services.http_json(f"{services.SERVING_URL}/ready")
+        except OSError:
+            ready = {}
+        if isinstance(ready, dict) and ready.get("model_version") == expected:
+            break
+        if time.monotonic() > deadline:
+            return f"UNEXPECTED: the scoring service does not serve v{expected} after 120 s: {ready}"
+        time.sleep(2)
+    day = date.today() - timedelta(days=10)
+    traffic = generate_day(day, rows=rows, seed=use_case.source.seed).transactions
+    payload = request_rows(traffic, use_case)
+    answers = []
+    for start in range(0, len(payload), 50):
+        request = urllib.request.Request(  # noqa: S310 - loopback
+            f"{services.SERVING_URL}/predict",
+            data=json.dumps(payload[start : start + 50]).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - loopback
+            answers.append(json.loads(resp.read()))
+    flagged = sum(p["flagged"] for a in answers for p in a["predictions"])
+    versions = sorted({a["model_version"] for a in answers})
+    return "\n".join(
+        [
+            "",
+            f"=== mlloop demo: scoring service {services.SERVING_URL}",
+            f"Served {len(payload)} transactions of {day} with {model_name} v{', v'.join(versions)}: "
+            f"{flagged} flagged at threshold {answers[0]['threshold']:.3f}.",
+            f"Every request and answer goes to inference/{use_case.dataset}/date={day}/ (flushed within "
+            "10 s); metrics: " + f"{services.SERVING_URL}/metrics",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo job against the running stack; exit 1 if any run ended other than expected."""
     parser = argparse.ArgumentParser(prog="python -m mlloop.ops.demo", description=__doc__.splitlines()[0])
@@ -324,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     retrains = [(r["dag_run_id"], r["state"], training_outcome(api, r)) for r in retrain_runs]
     print(summarise_monitoring(checks, retrains))
     print("\n".join(["", *summarise_champion(name)]))
+    print(score_through_service(name, use_case))
     failed += [run_id for run_id, state, _ in retrains if state != "success"]
     failed += [c["day"] for c in checks if c["state"] != "success"]
     failed += [r.day for r in later if r.state != r.expected]

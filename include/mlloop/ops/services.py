@@ -32,8 +32,10 @@ log = logging.getLogger("mlloop.ops")
 HOST = "127.0.0.1"
 AIRFLOW_PORT = int(os.environ.get("MLLOOP_AIRFLOW_PORT", "8080"))
 MLFLOW_PORT = int(os.environ.get("MLLOOP_MLFLOW_PORT", "5000"))
+SERVING_PORT = int(os.environ.get("MLLOOP_SERVING_PORT", "8000"))
 AIRFLOW_URL = f"http://{HOST}:{AIRFLOW_PORT}"
 MLFLOW_URL = f"http://{HOST}:{MLFLOW_PORT}"
+SERVING_URL = f"http://{HOST}:{SERVING_PORT}"
 AIRFLOW_USER = "admin"
 # Where the stack keeps its state; the repository by default (tests point it elsewhere).
 STATE_DIR = Path(os.environ.get("MLLOOP_STATE_DIR", str(REPO_ROOT))).resolve()
@@ -118,6 +120,8 @@ def stack_env() -> dict[str, str]:
             "MLFLOW_TRACKING_URI": MLFLOW_URL,
             "MLLOOP_MLFLOW_TRACKING_URI": env.get("MLLOOP_MLFLOW_TRACKING_URI", MLFLOW_URL),
             "MLLOOP_DATA_ROOT": env.get("MLLOOP_DATA_ROOT", str(STATE_DIR / "data")),
+            "MLLOOP_SERVING_HOST": HOST,
+            "MLLOOP_SERVING_PORT": str(SERVING_PORT),
             "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
             "NO_PROXY": "127.0.0.1,localhost",
         }
@@ -147,6 +151,8 @@ def services() -> list[Service]:
         Service("scheduler", [airflow, "scheduler"], AIRFLOW_HOME),
         Service("dag-processor", [airflow, "dag-processor"], AIRFLOW_HOME),
         Service("triggerer", [airflow, "triggerer"], AIRFLOW_HOME),
+        # Last: it follows models:/<name>@champion on the MLflow server started first.
+        Service("scoring", [str(VENV_BIN / "python"), "-m", "mlloop.serving"], STATE_DIR / ".serving"),
     ]
 
 
@@ -249,6 +255,14 @@ def mlflow_healthy() -> bool:
         return False
 
 
+def serving_healthy() -> bool:
+    """Return whether the scoring service answers /health (it may still wait for a champion)."""
+    try:
+        return http_json(f"{SERVING_URL}/health") == {"status": "ok"}
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def wait_until(check: object, what: str, timeout_s: float = 240.0) -> None:
     """Poll ``check()`` every 2 s until it is true; raise naming ``what`` and the logs on timeout."""
     started = time.monotonic()
@@ -273,6 +287,7 @@ def up() -> None:
         start(service, env)
     wait_until(mlflow_healthy, f"MLflow ({MLFLOW_URL})")
     wait_until(airflow_healthy, f"Airflow ({AIRFLOW_URL})")
+    wait_until(serving_healthy, f"Scoring service ({SERVING_URL})")
 
 
 def _session_members(sid: int) -> list[int]:
@@ -331,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         up()
         print(f"Airflow UI: {AIRFLOW_URL} (user {AIRFLOW_USER}, password in .env as MLLOOP_AIRFLOW_PASSWORD)")
         print(f"MLflow UI:  {MLFLOW_URL}")
+        print(f"Scoring:    {SERVING_URL}/predict (health, ready, metrics, docs)")
     elif args.action == "down":
         down()
     else:
