@@ -9,7 +9,7 @@ RUNTIME_STAMP := $(VENV)/.runtime.stamp
 DEV_STAMP := $(VENV)/.dev.stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install install-dev up down status demo serve test lint format bench clean
+.PHONY: help install install-dev up down status demo serve simulate test lint format bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,6 +46,11 @@ demo: up ## Set up everything and run the main job (ingest several generated day
 
 serve: install ## Run the scoring service in the foreground (127.0.0.1:8000; `make up` also starts it)
 	$(BIN)/python -m mlloop.serving
+
+DAYS ?= 5
+DRIFT ?=
+simulate: up ## Closed loop over DAYS days (after make demo): serve, land, monitor, retrain; DRIFT="covariate_amount@2 concept@4"
+	$(BIN)/python -m mlloop.ops.simulate --days $(DAYS) $(foreach d,$(DRIFT),--drift $(d))
 
 test: install-dev ## Set up and run the test suite
 	$(BIN)/python -m pytest

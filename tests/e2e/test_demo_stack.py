@@ -163,6 +163,8 @@ def stack(tmp_path_factory, free_port):
         assert down.returncode == 0, down.stderr[-2000:]
 
 
+# Two demos and a reviewed run through a real scheduler on 2 cores; the waits inside bound each step.
+@pytest.mark.timeout(2700)
 def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
     run, env, state = stack
     first = run("mlloop.ops.demo")
@@ -202,6 +204,13 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
     later = monitor_days()
     assert [checks[day] for day, _ in later] == ["quiet", "quiet", "trigger"], first.stdout[-4000:]
     assert re.search(r"(promoted|rejected) v2", first.stdout), first.stdout[-4000:]
+    # Served traffic: each monitored day went through the scoring service (the champion, v1) before it
+    # landed; its answers joined with the delayed labels give the served PR-AUC, saved as table and plot.
+    served = first.stdout.split("=== mlloop demo: served traffic", 1)[1]
+    for day, _ in later:
+        line = next(line for line in served.splitlines() if line.startswith(day))
+        assert "served  20000 (v1: 20000)" in line and "PR-AUC 0." in line, line
+    assert len(list((state / "data" / "reports" / "simulation").glob("*/timeline.png"))) == 1
     retrained = client.get_model_version("fraud-detector", "2")
     assert "drift" in client.get_run(retrained.run_id).data.tags["mlloop.trigger_reason"]
     assert retrained.tags["mlloop.gate.verdict"] in {"passed", "failed"}

@@ -6,8 +6,11 @@ validated batch emits the ``validated_transactions`` Asset, which starts ``train
 the training window is not full, then one trains, gates and promotes the first champion. Then three
 later days are ingested and each is checked by ``monitor_drift``: the two normal ones stay quiet, the
 covariate-drift one requests a retrain (``retrain_requested`` Asset), which ``train_model`` runs through
-the same gate. The summary prints what happened, the champion's metrics, the monitoring decisions and
-the retrain's outcome, with the MLflow links.
+the same gate. Before each later day lands, its traffic goes through the scoring service (the champion
+answers it, the inference log keeps every answer); joined with the delayed labels, that gives the served
+model's PR-AUC per day, printed and saved as a table and plot under ``reports/simulation/`` and in MLflow.
+The summary prints what happened, the champion's metrics, the monitoring decisions, the retrain's
+outcome and the served traffic, with the MLflow links.
 
 The days lie 14 to 19 days back (the use case's label maturity), so most of their delayed labels are
 known when the model trains. Re-running is safe: batches and snapshots are content-addressed, so the
@@ -276,54 +279,64 @@ def summarise_training(outcomes: list[tuple[str, str, str]], champion: list[str]
     return "\n".join(lines)
 
 
-def score_through_service(model_name: str, use_case: Any, rows: int = 200) -> str:
-    """Send a later day's transactions to the scoring service once it serves the champion; summarise."""
-    import json
-    import urllib.request
-
+def replay_monitored_days(model_name: str, use_case: Any) -> None:
+    """Send each monitored day's traffic through the scoring service before the day's batch lands."""
     from mlloop.data.generator import generate_day
+    from mlloop.ops.simulate import replay_day, wait_until_serving
     from mlloop.registry.champion import champion_version
     from mlloop.registry.runner import registry_client_and_model
-    from mlloop.serving.client import request_rows
 
     client, _ = registry_client_and_model()
     champion = champion_version(client, model_name)
-    expected = str(champion.version) if champion else None
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            ready = services.http_json(f"{services.SERVING_URL}/ready")
-        except OSError:
-            ready = {}
-        if isinstance(ready, dict) and ready.get("model_version") == expected:
-            break
-        if time.monotonic() > deadline:
-            return f"UNEXPECTED: the scoring service does not serve v{expected} after 120 s: {ready}"
-        time.sleep(2)
-    day = date.today() - timedelta(days=10)
-    traffic = generate_day(day, rows=rows, seed=use_case.source.seed).transactions
-    payload = request_rows(traffic, use_case)
-    answers = []
-    for start in range(0, len(payload), 50):
-        request = urllib.request.Request(  # noqa: S310 - loopback
-            f"{services.SERVING_URL}/predict",
-            data=json.dumps(payload[start : start + 50]).encode(),
-            headers={"Content-Type": "application/json"},
+    wait_until_serving(services.SERVING_URL, str(champion.version))
+    for day, scenario in monitor_days():
+        traffic = generate_day(
+            date.fromisoformat(day),
+            rows=use_case.source.rows_per_day,
+            seed=use_case.source.seed,
+            scenario=scenario,
+        ).transactions
+        replay_day(services.SERVING_URL, traffic, use_case)
+
+
+def summarise_served(
+    storage: Storage,
+    use_case: Any,
+    checks: list[dict[str, Any]],
+    retrains: list[tuple[str, str, str]],
+    stamp: str,
+) -> str:
+    """Return the served-traffic part: per monitored day what served it, how well, what monitoring did."""
+    from mlloop.ops.simulate import save_timeline, served_performance
+
+    rows = []
+    deadline = (
+        time.monotonic() + 60
+    )  # the inference log writes its tail within MLLOOP_INFERENCE_FLUSH_SECONDS
+    for check in checks:
+        while True:
+            row = served_performance(storage, use_case, check["day"], datetime.now(UTC))
+            if row["served"] >= use_case.source.rows_per_day or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        triggered = check.get("action") == "trigger"
+        retrain = "; ".join(outcome.split(":")[0] for _, _, outcome in retrains) if triggered else ""
+        rows.append(
+            {**row, "scenario": check["scenario"], "monitor": check.get("action"), "retrain": retrain}
         )
-        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - loopback
-            answers.append(json.loads(resp.read()))
-    flagged = sum(p["flagged"] for a in answers for p in a["predictions"])
-    versions = sorted({a["model_version"] for a in answers})
-    return "\n".join(
-        [
-            "",
-            f"=== mlloop demo: scoring service {services.SERVING_URL}",
-            f"Served {len(payload)} transactions of {day} with {model_name} v{', v'.join(versions)}: "
-            f"{flagged} flagged at threshold {answers[0]['threshold']:.3f}.",
-            f"Every request and answer goes to inference/{use_case.dataset}/date={day}/ (flushed within "
-            "10 s); metrics: " + f"{services.SERVING_URL}/metrics",
-        ]
-    )
+    uris = save_timeline(storage, rows, stamp, f"mlloop demo {stamp}: served traffic of the monitored days")
+    lines = [
+        "",
+        f"=== mlloop demo: served traffic ({services.SERVING_URL}, answers joined with the labels so far)",
+    ]
+    for row in rows:
+        lines.append(
+            f"{row['day']}  {row['scenario']:<18} served {row['served']:>6} ({row['versions']}), "
+            f"labelled {row['labelled']:>6}, PR-AUC {row['pr_auc']}, monitoring: {row['monitor']}"
+            + (f", retrain: {row['retrain']}" if row["retrain"] else "")
+        )
+    lines.append(f"Table and plot: {uris['table']}, {uris['plot']} (also MLflow run {uris['mlflow_run']})")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Monitoring: normal days leave the champion alone, a drifted day requests a retrain (guarded).
     stamp = time.strftime("%Y%m%dT%H%M%S")
+    replay_monitored_days(name, use_case)  # production traffic first: the champion answers each day
     since = datetime.now(UTC).isoformat()
     later = trigger_days(api, monitor_days(), stamp=stamp)
     wait_for_runs(api, later)
@@ -374,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     retrains = [(r["dag_run_id"], r["state"], training_outcome(api, r)) for r in retrain_runs]
     print(summarise_monitoring(checks, retrains))
     print("\n".join(["", *summarise_champion(name)]))
-    print(score_through_service(name, use_case))
+    print(summarise_served(Storage.from_settings(settings), use_case, checks, retrains, stamp))
     failed += [run_id for run_id, state, _ in retrains if state != "success"]
     failed += [c["day"] for c in checks if c["state"] != "success"]
     failed += [r.day for r in later if r.state != r.expected]

@@ -1,0 +1,344 @@
+"""Closed-loop pieces: replay a day's traffic through the scoring service, then judge what was served.
+
+``replay_day`` sends a generated day's transactions to ``/predict`` in time order (what production
+traffic would do before the day's batch lands), so the inference log holds every answer with the
+version that gave it. ``served_performance`` joins that log with the delayed labels known by a time and
+scores the *served* answers per day: PR-AUC, recall and precision of the flag at the champion's
+threshold. ``timeline`` renders the per-day rows (with the monitoring decision of each day) as a table
+and a PNG, saved under ``reports/simulation/`` and logged to MLflow.
+
+``make demo`` runs them over its monitored days. ``make simulate DAYS=n`` (``main``) loops day by day
+through the running stack: serve the day, land it (``ingest_transactions``), check it (``monitor_drift``),
+let a triggered ``train_model`` gate and promote, wait until the service serves the champion, next day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import time
+import urllib.request
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlloop.storage import Storage
+    from mlloop.usecase import UseCase
+
+log = logging.getLogger(__name__)
+REPORTS_AREA = "reports/simulation"
+EXPERIMENT = "mlloop-simulation"
+
+
+def replay_day(
+    serving_url: str, transactions: pd.DataFrame, use_case: UseCase, batch_rows: int = 500
+) -> dict[str, int]:
+    """POST a day's transactions in time order in batches; return how many rows each version answered.
+
+    Raises:
+        RuntimeError: naming the status and the service's message when a request is refused.
+    """
+    from mlloop.serving.client import request_rows
+
+    ordered = transactions.sort_values(use_case.time_column, kind="stable")
+    payload = request_rows(ordered, use_case)
+    versions: dict[str, int] = {}
+    started = time.perf_counter()
+    for start in range(0, len(payload), batch_rows):
+        body = json.dumps(payload[start : start + batch_rows]).encode()
+        request = urllib.request.Request(  # noqa: S310 - the configured service URL
+            f"{serving_url}/predict", data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
+                answer = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(
+                f"the scoring service refused rows {start}..{start + batch_rows} with {exc.code}: "
+                f"{exc.read()[:300]!r}"
+            ) from exc
+        version = str(answer["model_version"])
+        versions[version] = versions.get(version, 0) + len(answer["predictions"])
+    log.info(
+        "Replayed %d transactions through %s in %.1fs (versions %s)",
+        len(payload),
+        serving_url,
+        time.perf_counter() - started,
+        versions,
+    )
+    return versions
+
+
+def wait_until_serving(serving_url: str, version: str, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Wait until ``/ready`` names ``version``; return its body.
+
+    Raises:
+        TimeoutError: naming what the service reported last.
+    """
+    deadline = time.monotonic() + timeout_s
+    ready: Any = None
+    while True:
+        try:
+            with urllib.request.urlopen(f"{serving_url}/ready", timeout=5) as resp:  # noqa: S310
+                ready = json.loads(resp.read())
+        except (OSError, ValueError) as exc:
+            ready = f"{type(exc).__name__}: {exc}"
+        if isinstance(ready, dict) and str(ready.get("model_version")) == str(version):
+            return ready
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the scoring service at {serving_url} does not serve v{version} after {timeout_s:.0f}s "
+                f"(last /ready: {ready}); see its log (.airflow/logs/scoring.out under make up)"
+            )
+        time.sleep(1)
+
+
+def served_performance(
+    storage: Storage, use_case: UseCase, day: str, as_of: dt.datetime, precision: float = 0.2
+) -> dict[str, Any]:
+    """Score the answers served for ``day`` against the labels known by ``as_of``.
+
+    A transaction answered twice (a replay) counts once, with its latest answer.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from mlloop.data.generator import labels_known_by
+    from mlloop.promotion.metrics import pr_auc, recall_at_precision
+    from mlloop.serving.inference_log import AREA
+    from mlloop.storage.store import partition_key
+
+    key = use_case.key_column
+    logged_keys = [
+        k for k in storage.list(partition_key(AREA, use_case.dataset, day)) if k.endswith(".parquet")
+    ]
+    row: dict[str, Any] = {"day": day, "served": 0, "versions": "", "labelled": 0, "pr_auc": None}
+    if not logged_keys:
+        return row
+    served = pd.concat([storage.read_frame(k) for k in logged_keys], ignore_index=True)
+    served = served.sort_values("served_at", kind="stable").drop_duplicates(key, keep="last")
+    label_keys = [
+        k for k in storage.list(partition_key("labels", use_case.dataset, day)) if k.endswith(".parquet")
+    ]
+    labels = (
+        labels_known_by(pd.concat([storage.read_frame(k) for k in label_keys], ignore_index=True), as_of)
+        if label_keys
+        else pd.DataFrame(columns=[key, use_case.target_column])
+    )
+    joined = served.merge(labels[[key, use_case.target_column]].drop_duplicates(key), on=key, how="inner")
+    counts = served["model_version"].astype(str).value_counts().sort_index()
+    row.update(
+        served=len(served),
+        versions=", ".join(f"v{v}: {n}" for v, n in counts.items()),
+        labelled=len(joined),
+    )
+    y = joined[use_case.target_column].to_numpy(dtype=np.int8)
+    if 0 < int(y.sum()) < len(y):
+        scores = joined["score"].to_numpy(dtype=np.float64)
+        flagged = joined["flagged"].to_numpy(dtype=bool)
+        row.update(
+            pr_auc=round(float(pr_auc(y, scores)), 4),
+            recall_at_precision=round(float(recall_at_precision(y, scores, precision)), 4),
+            flag_precision=round(float(y[flagged].mean()), 4) if flagged.any() else None,
+            flag_recall=round(float(flagged[y == 1].mean()), 4),
+        )
+    return row
+
+
+def timeline(rows: Sequence[dict[str, Any]], title: str) -> tuple[str, bytes]:
+    """Return the per-day rows as a Markdown table and a PNG plot of served PR-AUC with the events."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [
+        "day",
+        "scenario",
+        "versions",
+        "served",
+        "labelled",
+        "pr_auc",
+        "flag_recall",
+        "monitor",
+        "retrain",
+    ]
+    table = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        table.append("| " + " | ".join("" if row.get(c) is None else str(row.get(c)) for c in columns) + " |")
+    figure, ax = plt.subplots(figsize=(8, 3.5))
+    days = [row["day"][5:] for row in rows]
+    values = [row.get("pr_auc") if row.get("pr_auc") is not None else float("nan") for row in rows]
+    ax.plot(days, values, marker="o", label="PR-AUC of the served answers")
+    for x, row in zip(days, rows, strict=True):
+        if row.get("monitor") == "trigger":
+            ax.axvline(x, color="tab:red", alpha=0.4, linestyle="--")
+        if row.get("scenario") not in (None, "none"):
+            ax.annotate(row["scenario"], (x, 0), textcoords="offset points", xytext=(0, 4), fontsize=7)
+    ax.set_ylim(0, max([v for v in values if v == v] + [0.5]) * 1.2)
+    ax.set_ylabel("PR-AUC (labels known so far)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper right", fontsize=7)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    return "\n".join(table), buffer.getvalue()
+
+
+def save_timeline(storage: Storage, rows: Sequence[dict[str, Any]], stamp: str, title: str) -> dict[str, str]:
+    """Write the table and plot under ``reports/simulation/<stamp>/`` and log both to MLflow."""
+    import tempfile
+    from pathlib import Path
+
+    from mlloop.registry.champion import experiment_id
+    from mlloop.registry.runner import registry_client_and_model
+
+    table, png = timeline(rows, title)
+    prefix = f"{REPORTS_AREA}/{stamp}"
+    uris = {
+        "table": storage.write_bytes(f"{prefix}/timeline.md", table.encode()),
+        "plot": storage.write_bytes(f"{prefix}/timeline.png", png),
+        "rows": storage.write_json(f"{prefix}/timeline.json", list(rows)),
+    }
+    client, _ = registry_client_and_model()
+    run = client.create_run(experiment_id(client, EXPERIMENT), run_name=f"simulation {stamp}")
+    with tempfile.TemporaryDirectory(prefix="mlloop-timeline-") as tmp:
+        for name, data in (("timeline.md", table.encode()), ("timeline.png", png)):
+            (Path(tmp) / name).write_bytes(data)
+            client.log_artifact(run.info.run_id, str(Path(tmp) / name))
+    client.log_dict(run.info.run_id, list(rows), "timeline.json")
+    client.set_terminated(run.info.run_id)
+    uris["mlflow_run"] = run.info.run_id
+    return uris
+
+
+# -- the closed loop through the running stack (make simulate) ------------------------------------------
+
+
+def simulation_days(
+    days: int, end_back: int, drifts: Sequence[str], today: dt.date | None = None
+) -> list[tuple[str, str]]:
+    """Return (day, scenario) for ``days`` consecutive days ending ``end_back`` days before today.
+
+    ``drifts`` are ``scenario@n`` (n: 1-based day of the simulation), e.g. ``covariate_amount@5``.
+
+    Raises:
+        ValueError: naming a malformed drift, an unknown scenario or a day outside the simulation.
+    """
+    from mlloop.data.scenarios import DRIFT_SCENARIOS
+
+    today = today or dt.datetime.now(dt.UTC).date()
+    first = today - dt.timedelta(days=end_back + days - 1)
+    plan = {i: "none" for i in range(1, days + 1)}
+    for drift in drifts:
+        scenario, _, at = drift.partition("@")
+        if scenario not in DRIFT_SCENARIOS or not at.isdigit() or not 1 <= int(at) <= days:
+            raise ValueError(
+                f"drift {drift!r}: write <scenario>@<day 1..{days}>, the scenario one of "
+                f"{sorted(DRIFT_SCENARIOS)}"
+            )
+        plan[int(at)] = scenario
+    return [((first + dt.timedelta(days=i - 1)).isoformat(), plan[i]) for i in range(1, days + 1)]
+
+
+# A simulated day lasts minutes, so the monitor's guards (counted in real hours) would silence every
+# trigger after the first; the simulation measures detection and recovery, and says so in its output.
+SIMULATION_GUARD_OVERRIDES = {"cooldown_hours": 0, "max_triggers_per_week": 1000}
+
+
+def run_simulation(days: list[tuple[str, str]], stamp: str) -> list[dict[str, Any]]:
+    """Day by day: serve the day's traffic, land it, monitor it, let a triggered retrain run; return rows."""
+    from mlloop.config import get_settings
+    from mlloop.data.generator import generate_day
+    from mlloop.ops import demo, services
+    from mlloop.ops.airflow_api import AirflowAPI
+    from mlloop.registry.champion import champion_version
+    from mlloop.registry.runner import registry_client_and_model
+    from mlloop.storage import Storage
+    from mlloop.usecase import load_use_case
+
+    env = services.stack_env()
+    settings = get_settings()
+    use_case = load_use_case(settings.use_case)
+    storage = Storage.from_settings(settings)
+    client, name = registry_client_and_model()
+    api = AirflowAPI(services.AIRFLOW_URL, services.AIRFLOW_USER, env["MLLOOP_AIRFLOW_PASSWORD"])
+    for dag_id in (demo.INGEST_DAG, demo.TRAIN_DAG, demo.MONITOR_DAG):
+        api.wait_for_dag(dag_id)
+        api.set_paused(dag_id, False)
+    rows = []
+    for number, (day, scenario) in enumerate(days, start=1):
+        champion = champion_version(client, name)
+        if champion is None:
+            raise RuntimeError(f"{name} has no champion to serve: run `make demo` first (it trains one)")
+        wait_until_serving(services.SERVING_URL, str(champion.version))
+        traffic = generate_day(
+            dt.date.fromisoformat(day),
+            rows=use_case.source.rows_per_day,
+            seed=use_case.source.seed,
+            scenario=scenario,
+        ).transactions
+        replay_day(services.SERVING_URL, traffic, use_case)
+        since = dt.datetime.now(dt.UTC).isoformat()
+        ingest = demo.trigger_days(api, ((day, scenario),), stamp=f"sim{stamp}")
+        demo.wait_for_runs(api, ingest)
+        demo.wait_for_training(api, since, allow_none=True)  # Asset runs skip: nothing new for the window
+        run_id = f"sim__monitor__{day}__{stamp}"
+        api.trigger(
+            demo.MONITOR_DAG,
+            run_id,
+            {"end_day": day, "window_days": 1, "dry_run": False, "overrides": SIMULATION_GUARD_OVERRIDES},
+        )
+        since = dt.datetime.now(dt.UTC).isoformat()
+        state = demo.wait_for_run(api, demo.MONITOR_DAG, run_id)
+        check = api.task_result(demo.MONITOR_DAG, run_id, "check") or {}
+        retrain = ""
+        if check.get("action") == "trigger":
+            runs = demo.wait_for_training(api, since, allow_none=True)
+            retrain = "; ".join(demo.training_outcome(api, r).split(":")[0] for r in runs)
+        row = served_performance(storage, use_case, day, dt.datetime.now(dt.UTC))
+        row.update(scenario=scenario, monitor=check.get("action", state), retrain=retrain)
+        rows.append(row)
+        log.info("Simulated day %d/%d %s (%s): %s", number, len(days), day, scenario, row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``make simulate DAYS=n``: the closed loop over n days through the running stack; print the timeline."""
+    import argparse
+    import os
+
+    from mlloop.config import get_settings
+    from mlloop.ops import services
+    from mlloop.storage import Storage
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mlloop.ops.simulate", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--days", type=int, default=5, help="simulated days (each: serve, land, monitor)")
+    parser.add_argument(
+        "--end-back", type=int, default=21, help="the last simulated day is this many days before today"
+    )
+    parser.add_argument("--drift", action="append", default=[], help="scenario@day, e.g. covariate_amount@3")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    os.environ.update({k: v for k, v in services.stack_env().items() if k.startswith("MLLOOP_")})
+    get_settings.cache_clear()
+    days = simulation_days(args.days, args.end_back, args.drift)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    rows = run_simulation(days, stamp)
+    title = f"mlloop simulation {stamp}: {args.days} days, drifts {', '.join(args.drift) or 'none'}"
+    uris = save_timeline(Storage.from_settings(get_settings()), rows, stamp, title)
+    print(timeline(rows, title)[0])
+    print(f"\nTable and plot: {uris['table']}, {uris['plot']} (MLflow run {uris['mlflow_run']})")
+    print("Guards: cooldown and weekly budget are off in a simulation (a simulated day lasts minutes).")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""Judging served answers: the inference log joined with the labels known by a time, and the timeline."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlloop.data.generator import generate_day
+from mlloop.ops.simulate import served_performance, timeline
+from mlloop.promotion.metrics import pr_auc
+from mlloop.storage import Storage, partition_key
+from mlloop.usecase import load_use_case
+
+USE_CASE = load_use_case("card_fraud")
+DAY = dt.date(2026, 8, 3)
+
+
+def test_served_answers_are_scored_against_known_labels_once_per_transaction(tmp_path: Path) -> None:
+    storage = Storage(str(tmp_path))
+    generated = generate_day(DAY, rows=4000, seed=3)
+    labels = generated.labels
+    rng = np.random.default_rng(0)
+    scores = np.clip(labels["is_fraud"].to_numpy() * 0.3 + rng.random(len(labels)) * 0.7, 0, 1)
+    served = pd.DataFrame(
+        {
+            "transaction_id": labels["transaction_id"],
+            "event_time": generated.transactions["event_time"],
+            "score": scores,
+            "flagged": scores >= 0.6,
+            "model_version": "1",
+            "served_at": pd.Timestamp("2026-08-03T12:00:00Z"),
+        }
+    )
+    # a replay answered the first 100 again, later, with another version and other scores
+    replay = served.iloc[:100].assign(
+        model_version="2", score=0.0, served_at=pd.Timestamp("2026-08-04T00:00:00Z")
+    )
+    storage.write_frame(f"{partition_key('inference', 'transactions', DAY)}/a.parquet", served)
+    storage.write_frame(f"{partition_key('inference', 'transactions', DAY)}/b.parquet", replay)
+    storage.write_frame(f"{partition_key('labels', 'transactions', DAY)}/l.parquet", labels)
+
+    as_of = dt.datetime(2026, 8, 10, tzinfo=dt.UTC)  # a week later: some chargebacks still to come
+    row = served_performance(storage, USE_CASE, DAY.isoformat(), as_of)
+    known = labels[labels["label_time"] <= pd.Timestamp(as_of)]
+    final = np.where(np.arange(len(scores)) < 100, 0.0, scores)
+    expected = pr_auc(known["is_fraud"].to_numpy(), final[known.index.to_numpy()])
+    assert row["served"] == 4000 and row["labelled"] == len(known) < 4000
+    assert row["versions"] == "v1: 3900, v2: 100"
+    assert row["pr_auc"] == round(expected, 4)
+
+    empty = served_performance(storage, USE_CASE, "2026-08-05", as_of)
+    assert empty["served"] == 0 and empty["pr_auc"] is None
+
+
+def test_timeline_renders_a_table_and_a_png() -> None:
+    rows = [
+        {
+            "day": "2026-08-03",
+            "scenario": "none",
+            "versions": "v1: 10",
+            "served": 10,
+            "pr_auc": 0.3,
+            "monitor": "quiet",
+        },
+        {
+            "day": "2026-08-04",
+            "scenario": "covariate_amount",
+            "served": 10,
+            "pr_auc": None,
+            "monitor": "trigger",
+        },
+    ]
+    table, png = timeline(rows, "test")
+    assert table.splitlines()[0].startswith("| day | scenario")
+    assert "| 2026-08-04 | covariate_amount |" in table
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulation_days_place_drifts_and_refuse_bad_ones() -> None:
+    import pytest
+
+    from mlloop.ops.simulate import simulation_days
+
+    days = simulation_days(4, 21, ["covariate_amount@2", "concept@4"], today=dt.date(2026, 11, 27))
+    assert days == [
+        ("2026-11-03", "none"),
+        ("2026-11-04", "covariate_amount"),
+        ("2026-11-05", "none"),
+        ("2026-11-06", "concept"),
+    ]
+    for bad in ("covariate_amount@5", "nonsense@1", "concept"):
+        with pytest.raises(ValueError, match="scenario"):
+            simulation_days(4, 21, [bad])
