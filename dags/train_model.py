@@ -44,7 +44,7 @@ from airflow.sdk import Param, dag, task
 from mlloop.config import get_settings
 from mlloop.orchestration.assets import CHAMPION_MODEL, RETRAIN_REQUESTED, VALIDATED_TRANSACTIONS
 from mlloop.orchestration.links import GateReportLink, MlflowRunLink, ModelVersionLink, with_links
-from mlloop.orchestration.params import DEFAULT_ARGS, window_params
+from mlloop.orchestration.params import DEFAULT_ARGS, TRAIN_WINDOW_DAYS, window_params
 
 DEFAULT_BACKEND = get_settings().training_backend
 BACKENDS = ["local", "kubernetes"] if DEFAULT_BACKEND == "kubernetes" else ["local"]
@@ -61,7 +61,7 @@ BACKENDS = ["local", "kubernetes"] if DEFAULT_BACKEND == "kubernetes" else ["loc
     default_args=DEFAULT_ARGS,
     params={
         **window_params(
-            days=4,
+            days=TRAIN_WINDOW_DAYS,
             maximum=365,
             days_help="Validated days in the training snapshot (the latest ones).",
             end_day_help="Empty: the latest validated day whose labels have matured (the use case's "
