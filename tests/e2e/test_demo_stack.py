@@ -81,6 +81,11 @@ def _wait(predicate, what: str, timeout_s: float = 600.0, diagnose=lambda: ""):
     return value
 
 
+def _review_try(api: AirflowAPI, run_id: str) -> int:
+    """Return the review task's current try number."""
+    return int(api.get(f"/dags/train_model/dagRuns/{run_id}/taskInstances/review")["try_number"])
+
+
 def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowClient, end_day: str) -> None:
     """A manual run on the champion's window (an equal model) passes the gate, waits, the reviewer rejects."""
     password = (state / ".env").read_text().split("MLLOOP_AIRFLOW_PASSWORD=")[1].split()[0]
@@ -97,16 +102,27 @@ def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowCli
 
     diagnose = lambda: _diagnosis(state, api, ("train_model", run_id))  # noqa: E731
     _wait(review_state, "the review task to wait for input", diagnose=diagnose)
+    # Answer like a person, not within a second: an answer that lands before the scheduler has handled
+    # the task's own exit into awaiting_input makes Airflow 3.3 read that exit as an external kill and
+    # retry the task, which asks again (seen here and on CI: try 2 waited for an answer nobody gave).
+    time.sleep(10)
     api.respond("train_model", run_id, "review", ["Reject"])
-    _wait(
-        lambda: (
-            api.run_state("train_model", run_id)
-            if api.run_state("train_model", run_id) in {"success", "failed"}
-            else None
-        ),
-        "the run",
-        diagnose=diagnose,
-    )
+    answered = {_review_try(api, run_id)}
+
+    def finished() -> str | None:
+        run_state = api.run_state("train_model", run_id)
+        if run_state in {"success", "failed"}:
+            return run_state
+        attempt = _review_try(api, run_id)
+        if (
+            attempt not in answered
+            and api.task_states("train_model", run_id).get("review") == "awaiting_input"
+        ):
+            api.respond("train_model", run_id, "review", ["Reject"])  # the retry asks again; answer it
+            answered.add(attempt)
+        return None
+
+    _wait(finished, "the run", diagnose=diagnose)
     states = api.task_states("train_model", run_id)
     assert api.run_state("train_model", run_id) == "success", states
     assert states["reject"] == "success" and states["promote"] == "skipped", states
