@@ -67,16 +67,18 @@ def _mask(secret: str) -> None:
     mask_secret(secret)
 
 
+def token(value: object, key: bytes) -> str | None:
+    """Return the hex HMAC-SHA256 of one value (None for a null); same key and value, same token."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return hmac.new(key, str(value).encode(), hashlib.sha256).hexdigest()
+
+
 def tokenise_column(values: pd.Series, key: bytes) -> pd.Series:
     """Return the hex HMAC-SHA256 of each value (nulls stay null); same key and value, same token."""
     import pandas as pd
 
-    def _token(value: object) -> str | None:
-        if value is None or (isinstance(value, float) and value != value):
-            return None
-        return hmac.new(key, str(value).encode(), hashlib.sha256).hexdigest()
-
-    return pd.Series([_token(v) for v in values], index=values.index, dtype="object", name=values.name)
+    return pd.Series([token(v, key) for v in values], index=values.index, dtype="object", name=values.name)
 
 
 def tokenise_frame(frame: pd.DataFrame, pii_columns: list[str], key: bytes) -> pd.DataFrame:

@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import gc
-import hashlib
-import hmac
 import logging
 import threading
 import time
@@ -38,6 +36,7 @@ from prometheus_client import (
 from pydantic import ValidationError
 
 from mlloop.config import Settings
+from mlloop.ingestion.pii import token
 from mlloop.serving.inference_log import InferenceLog
 from mlloop.serving.schema import RequestAdapters
 from mlloop.serving.scorer import (
@@ -198,12 +197,7 @@ class Service:
         """Return the inference-log row of one answer: the input (PII tokenised) and what was answered."""
         row = dict(record)
         for column in self.use_case.pii_columns:
-            value = row.get(column)
-            row[column] = (
-                None
-                if value is None or self.pii_key is None
-                else hmac.new(self.pii_key, str(value).encode(), hashlib.sha256).hexdigest()
-            )
+            row[column] = None if self.pii_key is None else token(row.get(column), self.pii_key)
         row.update(
             score=score,
             flagged=flagged,
