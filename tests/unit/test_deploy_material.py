@@ -373,6 +373,38 @@ def test_configuration_alone_switches_every_part(monkeypatch: pytest.MonkeyPatch
     assert services["scoring"]["command"] == ["python", "-m", "mlloop.serving"]
 
 
+def test_airflow_and_mlflow_accept_the_commands_and_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import airflow
+    from airflow.cli.cli_parser import get_parser
+    from mlflow.cli import server
+    from mlflow.server.auth.config import read_auth_config
+
+    services = _interpolated_compose()["services"]
+    template = yaml.safe_load((Path(airflow.__file__).parent / "config_templates" / "config.yml").read_text())
+    parser = get_parser()
+    for name, service in services.items():
+        if name.startswith("airflow-") and service["command"] != "celery worker":  # celery: provider only
+            parser.parse_args(service["command"].split())
+        for key in service.get("environment") or {}:
+            if key.startswith("AIRFLOW__"):
+                section, option = key.removeprefix("AIRFLOW__").lower().split("__", 1)
+                if section != "celery":  # the Celery provider's section (in the image, not installed here)
+                    assert option in template[section]["options"], f"{name}: {key} is no Airflow option"
+    mlflow = services["mlflow"]
+    assert mlflow["command"][:2] == ["mlflow", "server"]
+    context = server.make_context("server", list(mlflow["command"][2:]))
+    assert context.params["app_name"] == "basic-auth"
+    envvars = {param.envvar for param in server.params if param.envvar}
+    assert {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION"} <= envvars & set(
+        mlflow["environment"]
+    )
+    for key, value in mlflow["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(DOCKER / "mlflow" / "basic_auth.ini"))
+    auth = read_auth_config()
+    assert auth.database_uri.startswith("postgresql://") and auth.admin_password == "change-me"
+
+
 # -- monitoring ----------------------------------------------------------------------------------------
 def _serving_metric_names() -> set[str]:
     from mlloop.serving.app import Metrics
