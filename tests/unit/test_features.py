@@ -322,3 +322,47 @@ def test_small_and_large_frames_map_categories_and_calendar_the_same() -> None:
     built = _toy_features(frame)
     assert built["hour_of_day"].tolist() == times.dt.hour.tolist()
     assert built["day_of_week"].tolist() == times.dt.dayofweek.tolist()
+
+
+def test_short_prefix_sums_have_the_bits_of_pandas_groupby_cumsum() -> None:
+    """The loop used for few events (scoring requests) repeats pandas' compensated sums exactly."""
+    from mlloop.features.build import _entity_cumsum
+
+    rng = np.random.default_rng(3)
+    naive_differs = False
+    for _ in range(200):
+        n = int(rng.integers(1, 300))
+        codes = np.sort(rng.integers(0, 5, n))
+        values = rng.lognormal(3, 2.5, n) * rng.choice([1e-3, 1.0, 1e4], n)
+        ours = _entity_cumsum(codes, values)
+        pandas = pd.Series(values).groupby(codes, sort=False).cumsum().to_numpy()
+        assert ours.view(np.int64).tolist() == pandas.view(np.int64).tolist()
+        naive = pd.Series(values).groupby(codes, sort=False).transform(lambda s: np.cumsum(s.to_numpy()))
+        naive_differs |= not np.array_equal(naive.to_numpy(), pandas)
+    assert naive_differs, "the data never told compensated from plain sums apart; the check proves nothing"
+
+
+def test_feature_arrays_on_plain_arrays_equal_build_features() -> None:
+    """The scoring service's route (numpy arrays, context as events) gives build_features' frame."""
+    from mlloop.features import HistoryEvents, feature_arrays, feature_frame
+
+    frame = _generated(2, 3000, customers=200)
+    earlier, later = frame.iloc[:5000], frame.iloc[5000:5040]
+    spec, history = USE_CASE.features, USE_CASE.features.history
+    expected = build_use_case_features(pd.concat([earlier, later]), USE_CASE).iloc[5000:]
+    inputs = {
+        c: later[c].to_numpy(dtype=np.float64)
+        if c in {*spec.numeric, *spec.log1p, history.value_column}
+        else later[c].to_numpy(dtype=object)
+        for c in spec.input_columns()
+    }
+    times = pd.DatetimeIndex(later["event_time"]).as_unit("ns").asi8
+    context = HistoryEvents(
+        entities=earlier[history.entity_column].to_numpy(dtype=object),
+        times_ns=pd.DatetimeIndex(earlier["event_time"]).as_unit("ns").asi8,
+        values=earlier[history.value_column].to_numpy(dtype=np.float64),
+    )
+    arrays = feature_arrays(spec, inputs, times, history=history, context=context)
+    assert list(arrays) == feature_columns(spec)
+    served = feature_frame(arrays, spec).set_axis(later.index)
+    pd.testing.assert_frame_equal(served, expected[feature_columns(spec)])

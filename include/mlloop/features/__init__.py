@@ -9,17 +9,28 @@ from typing import Any
 
 from mlloop.features.spec import UNKNOWN_CATEGORY, FeatureSpec, HistorySpec, feature_columns, window_length
 
-_BUILD_EXPORTS = ("build_features", "build_use_case_features", "categorical_column", "categorical_dtype")
+_BUILD_EXPORTS = (
+    "HistoryEvents",
+    "build_features",
+    "build_use_case_features",
+    "categorical_column",
+    "categorical_dtype",
+    "feature_arrays",
+    "feature_frame",
+)
 
 __all__ = [
     "UNKNOWN_CATEGORY",
     "FeatureSpec",
+    "HistoryEvents",
     "HistorySpec",
     "build_features",
     "build_use_case_features",
     "categorical_column",
     "categorical_dtype",
+    "feature_arrays",
     "feature_columns",
+    "feature_frame",
     "window_length",
 ]
 

@@ -20,6 +20,10 @@ the entity's mean over it (missing when there is no such event).
 
 Calendar features are taken in UTC. Categoricals become pandas ``category`` columns over the spec's
 declared vocabulary plus ``UNKNOWN_CATEGORY``: an unseen value maps to it, a null stays null.
+
+``build_features`` (frames: training, monitoring) and the scoring service share one core,
+``feature_arrays``, over plain numpy arrays; the service calls it directly because for a request of a
+few rows pandas' set-up would cost more than the features themselves.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +46,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _NS_PER_S = 1_000_000_000
 _SMALL_FRAME = 256  # rows up to which categoricals are mapped by a dict lookup (same codes, less set-up)
+_LOOP_ROWS = 2048  # events up to which per-entity prefix sums run in a Python loop (same bits as pandas)
+
+
+@dataclass(frozen=True)
+class HistoryEvents:
+    """Earlier events that count as history but are not output: entity, time (int64 ns UTC) and value."""
+
+    entities: np.ndarray
+    times_ns: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        """Return the number of events."""
+        return len(self.times_ns)
+
+
 SUM_DECIMALS = 6  # window sums are rounded to strip float noise of the prefix sums
 
 
@@ -84,29 +106,28 @@ def build_features(
             "use case, or fix the spec's column names."
         )
     event_ns = _utc_nanoseconds(frame[time_column], time_column)
-
-    built: dict[str, object] = {}
-    for column in spec.numeric:
-        built[column] = _numeric(frame, column)
-    for column in spec.log1p:
-        built[f"log1p_{column}"] = np.log1p(_numeric(frame, column))
-    if spec.calendar:  # UTC, from the epoch nanoseconds (1970-01-01 was a Thursday, day_of_week 3)
-        parts = {
-            "hour_of_day": (event_ns // (3600 * _NS_PER_S)) % 24,
-            "day_of_week": (event_ns // (86_400 * _NS_PER_S) + 3) % 7,
-        }
-        for part in spec.calendar:
-            built[part] = parts[part].astype(np.int64)
+    inputs: dict[str, Any] = {}
+    for column in dict.fromkeys([*spec.numeric, *spec.log1p]):
+        inputs[column] = _numeric(frame, column)
+    for column in spec.categorical:
+        inputs[column] = frame[column]  # a Series: one already mapped onto the vocabulary is kept
+    events = None
     if history is not None:
-        built.update(_history_features(frame, history, event_ns, context, time_column))
-    for column, vocabulary in spec.categorical.items():
-        built[column] = categorical_column(frame[column], vocabulary).array
+        inputs[history.value_column] = _numeric(frame, history.value_column)
+        inputs[history.entity_column] = frame[history.entity_column].to_numpy(dtype=object)
+        if context is not None and len(context):
+            events = HistoryEvents(
+                entities=context[history.entity_column].to_numpy(dtype=object),
+                times_ns=_utc_nanoseconds(context[time_column], time_column),
+                values=_numeric(context, history.value_column),
+            )
+    arrays = feature_arrays(spec, inputs, event_ns, history=history, context=events)
 
     # One construction, already in output order (arrays, so nothing is aligned on the index again).
     out: dict[str, object] = {key_column: frame[key_column].array, time_column: frame[time_column].array}
     if target_column is not None and target_column in frame.columns:
         out[target_column] = frame[target_column].array
-    out.update((column, built[column]) for column in feature_columns(spec))
+    out.update(_frame_columns(arrays, spec))
     result = pd.DataFrame(out, index=frame.index)
     log.info(
         "Built %d features (spec version %s) for %d rows in %.2fs",
@@ -116,6 +137,68 @@ def build_features(
         time.perf_counter() - started,
     )
     return result
+
+
+def feature_arrays(
+    spec: FeatureSpec,
+    inputs: Mapping[str, Any],
+    event_ns: np.ndarray,
+    *,
+    history: HistorySpec | None,
+    context: HistoryEvents | None = None,
+) -> dict[str, np.ndarray]:
+    """Return every feature of ``spec`` as a numpy array, in output order (the core of ``build_features``).
+
+    Args:
+        spec: the feature spec.
+        inputs: ``spec.input_columns()`` as arrays: numeric ones float64 (NaN for missing), categorical
+            and entity ones any sequence pandas can read (object arrays, Series).
+        event_ns: event times as int64 nanoseconds since the epoch (UTC).
+        history: the history spec to use (``spec.history``, or a copy with another entity column).
+        context: earlier events that count as history but are not output.
+
+    Categorical features are returned as codes of ``categorical_dtype(vocabulary)`` (-1: null).
+    """
+    built: dict[str, np.ndarray] = {}
+    for column in spec.numeric:
+        built[column] = np.asarray(inputs[column], dtype=np.float64)
+    for column in spec.log1p:
+        built[f"log1p_{column}"] = np.log1p(np.asarray(inputs[column], dtype=np.float64))
+    if spec.calendar:  # UTC, from the epoch nanoseconds (1970-01-01 was a Thursday, day_of_week 3)
+        parts = {
+            "hour_of_day": (event_ns // (3600 * _NS_PER_S)) % 24,
+            "day_of_week": (event_ns // (86_400 * _NS_PER_S) + 3) % 7,
+        }
+        for part in spec.calendar:
+            built[part] = parts[part].astype(np.int64)
+    if history is not None:
+        built.update(
+            _history_features(
+                inputs[history.entity_column],
+                np.asarray(inputs[history.value_column], dtype=np.float64),
+                event_ns,
+                history,
+                context,
+            )
+        )
+    for column, vocabulary in spec.categorical.items():
+        built[column] = categorical_codes(inputs[column], vocabulary)
+    return {column: built[column] for column in feature_columns(spec)}
+
+
+def feature_frame(arrays: Mapping[str, np.ndarray], spec: FeatureSpec) -> pd.DataFrame:
+    """Return ``feature_arrays``' output as the frame ``build_features`` would hold (categoricals typed)."""
+    return pd.DataFrame(_frame_columns(arrays, spec))
+
+
+def _frame_columns(arrays: Mapping[str, np.ndarray], spec: FeatureSpec) -> dict[str, Any]:
+    """Return the feature columns with categorical codes turned into pandas categoricals."""
+    return {
+        column: pd.Categorical.from_codes(arrays[column], dtype=categorical_dtype(spec.categorical[column]))
+        if column in spec.categorical
+        else arrays[column]
+        for column in feature_columns(spec)
+    }
 
 
 def build_use_case_features(frame: pd.DataFrame, use_case: UseCase) -> pd.DataFrame:
@@ -145,17 +228,27 @@ def categorical_column(values: pd.Series, vocabulary: list[str]) -> pd.Series:
     dtype = categorical_dtype(vocabulary)
     if isinstance(values.dtype, pd.CategoricalDtype) and values.dtype.categories.equals(dtype.categories):
         return values  # already mapped, in the vocabulary's order (model_matrix over built features)
+    codes = categorical_codes(values, vocabulary)
+    return pd.Series(pd.Categorical.from_codes(codes, dtype=dtype), index=values.index, name=values.name)
+
+
+def categorical_codes(values: Any, vocabulary: list[str]) -> np.ndarray:
+    """Return the codes of ``values`` in ``categorical_dtype(vocabulary)``: unseen -> unknown, null -> -1."""
+    dtype = categorical_dtype(vocabulary)
+    mapped = isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype)
+    if mapped and values.dtype.categories.equals(dtype.categories):
+        return values.cat.codes.to_numpy()
     if len(values) <= _SMALL_FRAME:  # a scoring request: a dict lookup beats pandas' set-up cost
         index, unknown = _vocabulary_index(tuple(vocabulary)), len(vocabulary)
-        codes = np.fromiter(
-            (-1 if _is_null(v) else index.get(v, unknown) for v in values.to_numpy(dtype=object)),
+        cells = values.to_numpy(dtype=object) if isinstance(values, pd.Series) else values
+        return np.fromiter(
+            (-1 if _is_null(v) else index.get(v, unknown) for v in cells),
             dtype=np.int8 if unknown < 127 else np.int32,
             count=len(values),
         )
-    else:
-        codes = pd.Categorical(values, categories=dtype.categories).codes.copy()
-        codes[(codes < 0) & values.notna().to_numpy()] = len(vocabulary)  # seen nowhere in the vocabulary
-    return pd.Series(pd.Categorical.from_codes(codes, dtype=dtype), index=values.index, name=values.name)
+    codes = pd.Categorical(values, categories=dtype.categories).codes.copy()
+    codes[(codes < 0) & pd.notna(np.asarray(values, dtype=object))] = len(vocabulary)  # seen nowhere
+    return codes
 
 
 @functools.lru_cache(maxsize=256)
@@ -195,7 +288,30 @@ def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
     return series.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _entity_codes(entities: pd.Series) -> np.ndarray:
+def _entity_cumsum(code_s: np.ndarray, v_s: np.ndarray) -> np.ndarray:
+    """Return each entity's running sum over rows sorted by entity (pandas' Kahan-compensated cumsum).
+
+    Few events (a scoring request with its entities' history) take a Python loop that performs the very
+    same float operations as pandas' ``groupby().cumsum()``, without its set-up cost.
+    """
+    if len(v_s) > _LOOP_ROWS:
+        return pd.Series(v_s).groupby(code_s, sort=False).cumsum().to_numpy()
+    out = np.empty(len(v_s), dtype=np.float64)
+    accum = compensation = 0.0
+    previous = None
+    for i, (code, value) in enumerate(zip(code_s.tolist(), v_s.tolist(), strict=True)):
+        if code != previous:
+            accum = compensation = 0.0
+            previous = code
+        y = value - compensation
+        t = accum + y
+        compensation = t - accum - y
+        accum = t
+        out[i] = t
+    return out
+
+
+def _entity_codes(entities: Any) -> np.ndarray:
     """Return int64 entity codes; each null entity gets a code of its own (it shares no history)."""
     codes, uniques = pd.factorize(entities, use_na_sentinel=True)
     codes = codes.astype(np.int64)
@@ -206,29 +322,24 @@ def _entity_codes(entities: pd.Series) -> np.ndarray:
 
 
 def _history_features(
-    frame: pd.DataFrame,
-    history: HistorySpec,
+    entities: Any,
+    values: np.ndarray,
     event_ns: np.ndarray,
-    context: pd.DataFrame | None = None,
-    time_column: str | None = None,
+    history: HistorySpec,
+    context: HistoryEvents | None = None,
 ) -> dict[str, np.ndarray]:
-    """Return the history features of every row, in the frame's row order (see the module docstring)."""
+    """Return the history features of every row, in row order (see the module docstring)."""
     if context is not None and len(context):
-        if time_column is None:
-            raise ValueError("build_features: a history context needs the time column's name")
-        both = pd.concat(
-            [
-                context[[history.entity_column, history.value_column]],
-                frame[[history.entity_column, history.value_column]],
-            ],
-            ignore_index=True,
+        features = _history_features(
+            np.concatenate([np.asarray(context.entities, dtype=object), np.asarray(entities, dtype=object)]),
+            np.concatenate([np.asarray(context.values, dtype=np.float64), values]),
+            np.concatenate([np.asarray(context.times_ns, dtype=np.int64), event_ns]),
+            history,
         )
-        context_ns = _utc_nanoseconds(context[time_column], time_column)
-        features = _history_features(both, history, np.concatenate([context_ns, event_ns]))
-        return {name: values[len(context) :] for name, values in features.items()}
-    n = len(frame)
-    codes = _entity_codes(frame[history.entity_column])
-    values = np.nan_to_num(_numeric(frame, history.value_column), nan=0.0)
+        return {name: column[len(context) :] for name, column in features.items()}
+    n = len(event_ns)
+    codes = _entity_codes(entities)
+    values = np.nan_to_num(values, nan=0.0)
     rel_ns = event_ns - (event_ns.min() if n else 0)  # small non-negative times: doubling cannot overflow
 
     order = np.lexsort((rel_ns, codes))  # stable: ties keep frame order
@@ -241,7 +352,7 @@ def _history_features(
     group_start = np.maximum.accumulate(np.where(new_group, position, 0)) if n else position
     run_start = np.maximum.accumulate(np.where(new_run, position, 0)) if n else position
     # The entity's value sum before each sorted position (its own prefix sums, reset per entity).
-    inclusive = pd.Series(v_s).groupby(code_s, sort=False).cumsum().to_numpy()
+    inclusive = _entity_cumsum(code_s, v_s)
     before = np.zeros(n, dtype=np.float64)
     before[1:] = inclusive[:-1]
     before[new_group] = 0.0

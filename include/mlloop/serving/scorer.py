@@ -2,9 +2,10 @@
 
 A ``ServedModel`` is immutable: the model, the feature spec and columns it was trained on (from its
 snapshot manifest) and its decision threshold (the gate's threshold at the fixed precision, from its
-run). Requests are scored with the *same* ``build_features`` as training: the service keeps each
-entity's recent events (``OnlineHistory``) and prepends them to a batch, so history features of a
-request see exactly the events before it that the service has seen or was seeded with.
+run). Requests are scored with the *same* feature code as training (``feature_arrays``, the core of
+``build_features``, called on numpy arrays): the service keeps each entity's recent events
+(``OnlineHistory``) and passes them as context, so history features of a request see exactly the
+events before it that the service has seen or was seeded with.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from mlloop.features.build import build_features, categorical_dtype
-from mlloop.features.spec import FeatureSpec
+from mlloop.features.build import HistoryEvents, categorical_dtype, feature_arrays, feature_frame
+from mlloop.features.spec import FeatureSpec, feature_columns
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -53,24 +54,29 @@ class ServedModel:
     columns: tuple[str, ...]
     threshold: float
     model_type: str
-    predict: Callable[[pd.DataFrame], np.ndarray]
+    predict: Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
 
-def predictor(model: Any, spec: FeatureSpec, columns: Sequence[str]) -> Callable[[pd.DataFrame], np.ndarray]:
+Features = Mapping[str, np.ndarray]
+
+
+def predictor(model: Any, spec: FeatureSpec, columns: Sequence[str]) -> Callable[[Features], np.ndarray]:
     """Return ``features -> positive-class scores`` for a model loaded by ``load_model``.
 
-    ``features`` is what ``build_features`` returns. The general path is the training one:
-    ``model_matrix`` then ``predict_proba``. For XGBoost, a fast path reads the columns straight into a
-    float32 array (categoricals as their codes in the spec's vocabulary) and scores it with one thread:
-    for the small batches a service sees, the pandas conversion and OpenMP start-up cost far more than
-    the trees. It is used only if it reproduces the general path on a probe covering every category.
+    ``features`` is what ``feature_arrays`` returns. The general path is the training one: the
+    ``build_features`` frame, ``model_matrix``, then ``predict_proba``. For XGBoost, a fast path reads
+    the arrays straight into a float32 matrix (categoricals as their codes in the spec's vocabulary)
+    and scores it with one thread: for the small batches a service sees, the pandas conversion and
+    OpenMP start-up cost far more than the trees. It is used only if it reproduces the general path on
+    a probe covering every category.
     """
     columns = list(columns)
 
-    def general(features: pd.DataFrame) -> np.ndarray:
+    def general(features: Features) -> np.ndarray:
         from mlloop.training.train import model_matrix
 
-        return np.asarray(model.predict_proba(model_matrix(features, spec, columns)))[:, 1]
+        frame = model_matrix(feature_frame(features, spec), spec, columns)
+        return np.asarray(model.predict_proba(frame))[:, 1]
 
     get_booster = getattr(model, "get_booster", None)
     booster = get_booster().copy() if get_booster is not None else None
@@ -81,47 +87,40 @@ def predictor(model: Any, spec: FeatureSpec, columns: Sequence[str]) -> Callable
         trees = (0, int(model.best_iteration) + 1)
     except (AttributeError, ValueError, TypeError):
         trees = (0, 0)
-    categorical = {c: categorical_dtype(spec.categorical[c]) for c in columns if c in spec.categorical}
+    categorical = {c for c in columns if c in spec.categorical}
 
-    def fast(features: pd.DataFrame) -> np.ndarray:
-        matrix = np.empty((len(features), len(columns)), dtype=np.float32)
+    def fast(features: Features) -> np.ndarray:
+        matrix = np.empty((len(features[columns[0]]), len(columns)), dtype=np.float32)
         for i, column in enumerate(columns):
             values = features[column]
-            if column in categorical:
-                if not (
-                    isinstance(values.dtype, pd.CategoricalDtype)
-                    and values.dtype.categories.equals(categorical[column].categories)
-                ):
-                    return general(features)  # not built by build_features: take the general path
-                codes = values.cat.codes.to_numpy()
-                matrix[:, i] = np.where(codes < 0, np.nan, codes)
-            else:
-                matrix[:, i] = values.to_numpy(dtype=np.float32, na_value=np.nan)
+            matrix[:, i] = np.where(values < 0, np.nan, values) if column in categorical else values
         return np.asarray(booster.inplace_predict(matrix, iteration_range=trees, validate_features=False))
 
-    probe = _probe_matrix(spec, columns)
+    probe = _probe_features(spec)
     if not np.allclose(fast(probe), general(probe), rtol=0, atol=1e-6):
         log.warning("The model's category codes differ from the spec's vocabulary; scoring through pandas")
         return general
     return fast
 
 
-def _probe_matrix(spec: FeatureSpec, columns: Sequence[str], rows: int = 64) -> pd.DataFrame:
-    """Return a model matrix whose rows cycle through every category (and null) and spread the numerics."""
+def _probe_features(spec: FeatureSpec, rows: int = 64) -> dict[str, np.ndarray]:
+    """Return features whose rows cycle through every category (and null) and spread the numerics."""
     rng = np.random.default_rng(0)
-    data: dict[str, Any] = {}
-    for column in columns:
+    data: dict[str, np.ndarray] = {}
+    for column in feature_columns(spec):
         if column in spec.categorical:
-            dtype = categorical_dtype(spec.categorical[column])
-            codes = np.arange(rows) % (len(dtype.categories) + 1) - 1  # -1: null
-            data[column] = pd.Categorical.from_codes(codes, dtype=dtype)
-        else:
-            data[column] = rng.lognormal(1.0, 1.5, rows).astype(np.float32)
-    return pd.DataFrame(data)
+            data[column] = (
+                np.arange(rows) % (len(categorical_dtype(spec.categorical[column]).categories) + 1) - 1
+            )
+        else:  # float32-exact values: both paths see the same numbers
+            data[column] = rng.lognormal(1.0, 1.5, rows).astype(np.float32).astype(np.float64)
+    return data
 
 
-def load_served_model(client: MlflowClient, name: str, alias: str) -> ServedModel:
+def load_served_model(client: MlflowClient, name: str, alias: str, version: Any = None) -> ServedModel:
     """Load ``models:/<name>@<alias>`` with its feature spec (snapshot manifest) and threshold.
+
+    ``version`` (a ModelVersion the caller just resolved from the alias) saves asking the registry again.
 
     Raises:
         NoChampionError: when no version carries the alias.
@@ -132,7 +131,7 @@ def load_served_model(client: MlflowClient, name: str, alias: str) -> ServedMode
     from mlloop.training.snapshot import SnapshotManifest
     from mlloop.training.train import MODEL_TYPE_KEY, load_model
 
-    version = champion_version(client, name, alias)
+    version = version or champion_version(client, name, alias)
     if version is None:
         raise NoChampionError(
             f"registered model {name!r} has no version with alias {alias!r} yet; train and promote one "
@@ -207,14 +206,20 @@ class OnlineHistory:
             and history.lookback.total_seconds() * _NS_PER_S <= self.lookback_ns
         )
 
-    def context(self, entities: Sequence[Any]) -> list[tuple[str, int, float]]:
-        """Return (entity, time ns, value) of the held events of ``entities``."""
-        out: list[tuple[str, int, float]] = []
+    def events(self, entities: Sequence[Any]) -> HistoryEvents | None:
+        """Return the held events of ``entities`` (None when there are none)."""
+        held: list[tuple[Any, int, float]] = []
         with self._lock:
             for entity in set(entities):
-                for when, value, _ in self._events.get(entity, ()):
-                    out.append((entity, when, value))
-        return out
+                held.extend((entity, when, value) for when, value, _ in self._events.get(entity, ()))
+        if not held:
+            return None
+        owners, times, values = zip(*held, strict=True)
+        return HistoryEvents(
+            entities=np.array(owners, dtype=object),
+            times_ns=np.array(times, dtype=np.int64),
+            values=np.array(values, dtype=np.float64),
+        )
 
     def add(
         self, entities: Sequence[Any], times_ns: Sequence[int], values: Sequence[float], keys: Sequence[str]
@@ -276,59 +281,45 @@ class OnlineHistory:
         return len(self)
 
 
-def request_frame(rows: Sequence[Any], use_case: UseCase) -> pd.DataFrame:
-    """Return validated request rows (pydantic models) as a frame with the use case's column dtypes."""
-    columns = [c for c in use_case.schema_ if c != use_case.target_column]
+def request_inputs(
+    rows: Sequence[Any], use_case: UseCase, spec: FeatureSpec
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Return validated request rows (pydantic models) as ``feature_arrays`` inputs and event times (ns)."""
     dicts = [row.__dict__ for row in rows]
-    data: dict[str, Any] = {}
-    for column in columns:
+    numeric = {*spec.numeric, *spec.log1p}
+    if spec.history is not None:
+        numeric.add(spec.history.value_column)
+    inputs: dict[str, np.ndarray] = {}
+    for column in spec.input_columns():
         values = [d[column] for d in dicts]
-        kind = use_case.schema_[column]
-        if kind == "datetime":
-            ns = [(v - _EPOCH) // _MICROSECOND * 1000 for v in values]
-            data[column] = pd.DatetimeIndex(np.array(ns, dtype="datetime64[ns]")).tz_localize("UTC")
-        elif kind == "float":
-            data[column] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        elif kind == "integer" and None not in values:
-            data[column] = np.array(values, dtype=np.int64)
+        if column in numeric:
+            inputs[column] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
         else:
-            data[column] = np.array(values, dtype=object)
-    return pd.DataFrame(data)
+            inputs[column] = np.array(values, dtype=object)
+    times = [d[use_case.time_column] for d in dicts]
+    event_ns = np.array([(t - _EPOCH) // _MICROSECOND * 1000 for t in times], dtype=np.int64)
+    return inputs, event_ns
 
 
-def score_frame(
-    served: ServedModel, frame: pd.DataFrame, use_case: UseCase, history: OnlineHistory | None
+def score_rows(
+    served: ServedModel, rows: Sequence[Any], use_case: UseCase, history: OnlineHistory | None
 ) -> np.ndarray:
-    """Score request rows: features by ``build_features`` over history + rows, then the model.
+    """Score validated request rows: the training feature code over history + rows, then the model.
 
     The rows are added to ``history`` afterwards, so later requests see them.
     """
     spec = served.spec
     hist_spec = spec.history
+    inputs, event_ns = request_inputs(rows, use_case, spec)
     use_history = hist_spec is not None and history is not None
-    context = None
-    if use_history:
-        past = history.context(frame[hist_spec.entity_column].tolist())
-        if past:
-            entities, times, values = zip(*past, strict=True)
-            context = pd.DataFrame(
-                {
-                    hist_spec.entity_column: np.array(entities, dtype=object),
-                    use_case.time_column: pd.DatetimeIndex(
-                        np.array(times, dtype="datetime64[ns]")
-                    ).tz_localize("UTC"),
-                    hist_spec.value_column: np.array(values, dtype=np.float64),
-                }
-            )
-    features = build_features(
-        frame, spec, key_column=use_case.key_column, time_column=use_case.time_column, context=context
-    )
+    context = history.events(inputs[hist_spec.entity_column].tolist()) if use_history else None
+    features = feature_arrays(spec, inputs, event_ns, history=hist_spec, context=context)
     scores = served.predict(features)
     if use_history:
         history.add(
-            frame[hist_spec.entity_column].tolist(),
-            pd.DatetimeIndex(frame[use_case.time_column]).as_unit("ns").asi8.tolist(),
-            frame[hist_spec.value_column].to_numpy(dtype=np.float64).tolist(),
-            frame[use_case.key_column].astype(str).tolist(),
+            inputs[hist_spec.entity_column].tolist(),
+            event_ns.tolist(),
+            inputs[hist_spec.value_column].tolist(),
+            [str(row.__dict__[use_case.key_column]) for row in rows],
         )
     return np.asarray(scores, dtype=np.float64)
