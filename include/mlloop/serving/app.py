@@ -39,13 +39,7 @@ from mlloop.config import Settings
 from mlloop.ingestion.pii import token
 from mlloop.serving.inference_log import InferenceLog
 from mlloop.serving.schema import RequestAdapters
-from mlloop.serving.scorer import (
-    OnlineHistory,
-    ServedModel,
-    load_served_model,
-    request_frame,
-    score_frame,
-)
+from mlloop.serving.scorer import OnlineHistory, ServedModel, load_served_model, score_rows
 from mlloop.usecase import UseCase
 
 log = logging.getLogger("mlloop.serving")
@@ -122,7 +116,7 @@ class Service:
             return False
         if self.current is not None and str(aliased.version) == self.current.version:
             return False
-        served = load_served_model(client, self.model_name, self.settings.serving_alias)
+        served = load_served_model(client, self.model_name, self.settings.serving_alias, version=aliased)
         if self.history is None or not self.history.matches(served.spec):
             self.history = OnlineHistory.for_spec(served.spec)
             if self.history is not None and self.seed_history:
@@ -143,14 +137,28 @@ class Service:
         return True
 
     def follow(self, client: Any) -> None:
-        """Poll the alias until stopped (runs in a thread); a failed check keeps the served model."""
-        while not self.stop.wait(self.settings.serving_poll_seconds):
+        """Load the champion, then poll the alias until stopped (a thread); a failed check keeps the model.
+
+        The first load happens here too, not before the server starts: with the registry down, the
+        service still answers /health at once and /ready says why it is not ready, instead of hanging
+        in the MLflow client's retries.
+        """
+        wait = 0.0
+        while not self.stop.wait(wait):
+            wait = self.settings.serving_poll_seconds
             try:
-                self.refresh(client)
+                if self.refresh(client):
+                    # What the swap loaded lives until the next swap: keep it out of the collector's
+                    # full passes, which otherwise stall requests for tens of milliseconds (unfreeze
+                    # first, so that the replaced model's cycles are collected, not kept forever).
+                    gc.unfreeze()
+                    gc.collect()
+                    gc.freeze()
             except Exception as exc:
                 self.metrics.errors.labels(kind="model_refresh").inc()
                 self.last_check_error = f"{type(exc).__name__}: {exc}"
-                log.warning("Checking the champion failed (%s); still serving the loaded version", exc)
+                served = "still serving the loaded version" if self.current else "/ready answers 503"
+                log.warning("Checking the champion failed (%s); %s", exc, served)
 
     # -- scoring --------------------------------------------------------------------------------------
     def score_batch(self, batch: list[_Pending]) -> list[dict[str, Any]]:
@@ -159,8 +167,7 @@ class Service:
         if served is None:
             raise ApiError(503, "no model loaded yet: the registry has no champion; train and promote one")
         rows = [row for pending in batch for row in pending.rows]
-        frame = request_frame(rows, self.use_case)
-        scores = score_frame(served, frame, self.use_case, self.history)
+        scores = score_rows(served, rows, self.use_case, self.history)
         self.metrics.batch_rows.observe(len(rows))
         answers, logged, offset = [], [], 0
         key = self.use_case.key_column
@@ -304,15 +311,6 @@ def create_app(
             if not settings.data_root.startswith("s3://")
             else None,
         )
-        try:
-            service.refresh(client)
-        except Exception as exc:
-            service.last_check_error = f"{type(exc).__name__}: {exc}"
-            log.warning("No model at startup (%s); /ready answers 503 until one is loaded", exc)
-        # Everything loaded so far (libraries, the model) lives as long as the process: keep it out of
-        # the garbage collector's full passes, which otherwise stall requests for tens of milliseconds.
-        gc.collect()
-        gc.freeze()
         service.queue = asyncio.Queue()
         worker = asyncio.create_task(service.worker())
         follower = threading.Thread(
