@@ -10,7 +10,9 @@ Lands one day's batch of the use case's dataset, enforces its data contract, and
    failed expectations and those paths, and nothing goes downstream. The full GX result is kept under
    `reports/validation/`.
 3. **publish** — tokenise PII with a keyed HMAC, write `validated/<dataset>/date=<day>/<batch_id>.parquet`,
-   and emit the `validated_transactions` Asset that `train_model` schedules on.
+   and emit the `validated_transactions` Asset that `train_model` schedules on (with **start_training**
+   off, the train_model run it starts skips: for backfills, and for simulations where monitoring alone
+   decides when to retrain).
 
 Scheduled daily (the day is the data interval's start). Trigger it manually with **day** and **scenario**
 to replay a day or inject a drift or data-quality fault. Re-running a day writes the same objects.
@@ -61,6 +63,13 @@ from mlloop.orchestration.params import DEFAULT_ARGS
             title="Rows (generator source only)",
             description="Rows to generate. Empty: the use case's rows_per_day.",
         ),
+        "start_training": Param(
+            True,
+            type="boolean",
+            title="Start training on this batch",
+            description="Off: the batch is published, but the train_model run it starts skips (a backfill, "
+            "or a closed-loop simulation where only monitoring decides when to retrain).",
+        ),
     },
 )
 def ingest_transactions() -> None:
@@ -93,7 +102,9 @@ def ingest_transactions() -> None:
             raise AirflowFailException(str(exc)) from exc
 
     @task(outlets=[VALIDATED_TRANSACTIONS])
-    def publish(batch: dict[str, Any], validation: dict[str, Any], outlet_events=None) -> dict[str, Any]:
+    def publish(
+        batch: dict[str, Any], validation: dict[str, Any], params: dict[str, Any], outlet_events=None
+    ) -> dict[str, Any]:
         """Tokenise PII, write validated/, and emit the validated-transactions Asset."""
         from mlloop.ingestion.runner import publish_day
 
@@ -104,6 +115,7 @@ def ingest_transactions() -> None:
             "uri": result["validated_uri"],
             "rows": result["rows"],
             "validation_report": validation["report_uri"],
+            "start_training": bool(params.get("start_training", True)),
         }
         return result
 

@@ -8,8 +8,9 @@ manually with the form below.
    the run, so most labels are in), with the labels known at the start of the run's day, become one
    content-addressed snapshot (`snapshots/<sha256>/`); the feature contract
    (`expectations/transactions_features.json`) must hold or nothing is written. A run started by a new
-   batch skips (and says why) while the window is not full yet or when a version was already
-   trained on this snapshot; a manual run fails instead, or retrains.
+   batch skips (and says why) when the batch was ingested with *start_training* off, while the window
+   is not full yet, or when a version was already trained on this snapshot; a manual run fails
+   instead, or retrains.
 2. **train** — the training CLI (`python -m mlloop.training.train`), XGBoost or a PyTorch tabular network:
    - `local`: a subprocess on the worker;
    - `kubernetes` (when the deployment sets `MLLOOP_TRAINING_BACKEND=kubernetes`): the same CLI with the
@@ -108,11 +109,19 @@ def train_model() -> None:
         """Materialise the training window as a content-addressed snapshot."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from mlloop.training.pipeline import NothingToTrain, assemble_snapshot, retrain_trigger
-
-        request = retrain_trigger(
-            [event.extra for event in (triggering_asset_events or {}).get(RETRAIN_REQUESTED, [])]
+        from mlloop.training.pipeline import (
+            NothingToTrain,
+            assemble_snapshot,
+            retrain_trigger,
+            training_declined,
         )
+
+        events = triggering_asset_events or {}
+        request = retrain_trigger([event.extra for event in events.get(RETRAIN_REQUESTED, [])])
+        declined = training_declined([event.extra for event in events.get(VALIDATED_TRANSACTIONS, [])])
+        if dag_run.run_type == "asset_triggered" and declined and not request:
+            ti.xcom_push(key="skip_reason", value=declined)
+            raise AirflowSkipException(f"Nothing to train: {declined}")
         try:
             snap = assemble_snapshot(
                 params["window_days"],

@@ -84,12 +84,15 @@ class DemoRun:
         return "failed" if self.scenario.startswith("fault_") else "success"
 
 
-def trigger_days(api: AirflowAPI, days: tuple[tuple[str, str], ...], stamp: str) -> list[DemoRun]:
-    """Trigger one ingestion run per (day, scenario)."""
+def trigger_days(
+    api: AirflowAPI, days: tuple[tuple[str, str], ...], stamp: str, *, start_training: bool = True
+) -> list[DemoRun]:
+    """Trigger one ingestion run per (day, scenario); ``start_training`` is the ingest Param of that name."""
     runs = []
     for day, scenario in days:
         run = DemoRun(day, scenario, f"demo__{day}__{scenario}__{stamp}")
-        api.trigger(INGEST_DAG, run.run_id, {"day": day, "scenario": scenario})
+        conf = {"day": day, "scenario": scenario, "start_training": start_training}
+        api.trigger(INGEST_DAG, run.run_id, conf)
         log.info("Triggered %s for %s (scenario %s)", INGEST_DAG, day, scenario)
         runs.append(run)
     return runs
@@ -281,8 +284,7 @@ def summarise_training(outcomes: list[tuple[str, str, str]], champion: list[str]
 
 def replay_monitored_days(model_name: str, use_case: Any) -> None:
     """Send each monitored day's traffic through the scoring service before the day's batch lands."""
-    from mlloop.data.generator import generate_day
-    from mlloop.ops.simulate import replay_day, wait_until_serving
+    from mlloop.ops.simulate import serve_day, wait_until_serving
     from mlloop.registry.champion import champion_version
     from mlloop.registry.runner import registry_client_and_model
 
@@ -290,13 +292,7 @@ def replay_monitored_days(model_name: str, use_case: Any) -> None:
     champion = champion_version(client, model_name)
     wait_until_serving(services.SERVING_URL, str(champion.version))
     for day, scenario in monitor_days():
-        traffic = generate_day(
-            date.fromisoformat(day),
-            rows=use_case.source.rows_per_day,
-            seed=use_case.source.seed,
-            scenario=scenario,
-        ).transactions
-        replay_day(services.SERVING_URL, traffic, use_case)
+        serve_day(services.SERVING_URL, use_case, day, scenario)
 
 
 def summarise_served(
@@ -307,18 +303,11 @@ def summarise_served(
     stamp: str,
 ) -> str:
     """Return the served-traffic part: per monitored day what served it, how well, what monitoring did."""
-    from mlloop.ops.simulate import save_timeline, served_performance
+    from mlloop.ops.simulate import save_timeline, served_day
 
     rows = []
-    deadline = (
-        time.monotonic() + 60
-    )  # the inference log writes its tail within MLLOOP_INFERENCE_FLUSH_SECONDS
     for check in checks:
-        while True:
-            row = served_performance(storage, use_case, check["day"], datetime.now(UTC))
-            if row["served"] >= use_case.source.rows_per_day or time.monotonic() > deadline:
-                break
-            time.sleep(2)
+        row = served_day(storage, use_case, check["day"])
         triggered = check.get("action") == "trigger"
         retrain = "; ".join(outcome.split(":")[0] for _, _, outcome in retrains) if triggered else ""
         rows.append(

@@ -73,6 +73,33 @@ def replay_day(
     return versions
 
 
+def serve_day(serving_url: str, use_case: UseCase, day: str, scenario: str) -> dict[str, int]:
+    """Generate ``day``'s traffic (as its batch will land) and replay it through the service."""
+    from mlloop.data.generator import generate_day
+
+    traffic = generate_day(
+        dt.date.fromisoformat(day),
+        rows=use_case.source.rows_per_day,
+        seed=use_case.source.seed,
+        scenario=scenario,
+    ).transactions
+    return replay_day(serving_url, traffic, use_case)
+
+
+def served_day(storage: Storage, use_case: UseCase, day: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Return ``served_performance`` of ``day`` once the inference log holds its whole traffic.
+
+    The service writes its tail within MLLOOP_INFERENCE_FLUSH_SECONDS; after ``timeout_s`` the row is
+    returned with what was written.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = served_performance(storage, use_case, day, dt.datetime.now(dt.UTC))
+        if row["served"] >= use_case.source.rows_per_day or time.monotonic() > deadline:
+            return row
+        time.sleep(2)
+
+
 def wait_until_serving(serving_url: str, version: str, timeout_s: float = 120.0) -> dict[str, Any]:
     """Wait until ``/ready`` names ``version``; return its body.
 
@@ -268,7 +295,6 @@ SIMULATION_GUARD_OVERRIDES = {"cooldown_hours": 0, "max_triggers_per_week": 1000
 def run_simulation(days: list[tuple[str, str]], stamp: str) -> list[dict[str, Any]]:
     """Day by day: serve the day's traffic, land it, monitor it, let a triggered retrain run; return rows."""
     from mlloop.config import get_settings
-    from mlloop.data.generator import generate_day
     from mlloop.ops import demo, services
     from mlloop.ops.airflow_api import AirflowAPI
     from mlloop.registry.champion import champion_version
@@ -297,17 +323,12 @@ def run_simulation(days: list[tuple[str, str]], stamp: str) -> list[dict[str, An
         if champion is None:
             raise RuntimeError(f"{name} has no champion to serve: run `make demo` first (it trains one)")
         wait_until_serving(services.SERVING_URL, str(champion.version))
-        traffic = generate_day(
-            dt.date.fromisoformat(day),
-            rows=use_case.source.rows_per_day,
-            seed=use_case.source.seed,
-            scenario=scenario,
-        ).transactions
-        replay_day(services.SERVING_URL, traffic, use_case)
+        serve_day(services.SERVING_URL, use_case, day, scenario)
         since = dt.datetime.now(dt.UTC).isoformat()
-        ingest = demo.trigger_days(api, ((day, scenario),), stamp=f"sim{stamp}")
+        # Monitoring alone decides when to retrain: the batch lands without starting train_model.
+        ingest = demo.trigger_days(api, ((day, scenario),), stamp=f"sim{stamp}", start_training=False)
         demo.wait_for_runs(api, ingest)
-        # The validated_transactions Asset starts train_model on its default window too; say what it did.
+        # The validated_transactions Asset still starts train_model, which skips; say so if it trained.
         landed = [demo.training_outcome(api, r) for r in demo.wait_for_training(api, since, allow_none=True)]
         landed = [outcome.split(":")[0] for outcome in landed if not outcome.startswith("skipped")]
         run_id = f"sim__monitor__{day}__{stamp}"
@@ -323,7 +344,7 @@ def run_simulation(days: list[tuple[str, str]], stamp: str) -> list[dict[str, An
         if check.get("action") == "trigger":
             runs = demo.wait_for_training(api, since, allow_none=True)
             retrain = "; ".join(demo.training_outcome(api, r).split(":")[0] for r in runs)
-        row = served_performance(storage, use_case, day, dt.datetime.now(dt.UTC))
+        row = served_day(storage, use_case, day)
         retrain = "; ".join([*(f"on landing: {o}" for o in landed), *([retrain] if retrain else [])])
         row.update(scenario=scenario, monitor=check.get("action", state), retrain=retrain)
         rows.append(row)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -134,6 +135,21 @@ def train_cli_args(
     ]
 
 
+# Airflow 3 sets this unparseable metadata-DB URL in a task's environment to block DB access; a fresh
+# `import airflow` (the CLI's S3Hook for an s3:// data root) then fails to start.
+_BLOCKED_DB_URL = "airflow-db-not-allowed:///"
+_DB_URL_VARS = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN")
+
+
+def _cli_env() -> dict[str, str]:
+    """Return this process's environment for the CLI, the DB block kept as an empty in-memory SQLite."""
+    env = dict(os.environ)
+    for name in _DB_URL_VARS:
+        if env.get(name) == _BLOCKED_DB_URL:
+            env[name] = "sqlite://"
+    return env
+
+
 def train_local(digest: str, *, model: str, seed: int, dag_run_id: str) -> dict[str, Any]:
     """Run the training CLI in a subprocess on this worker (streaming its log) and return its result."""
     with tempfile.TemporaryDirectory(prefix="mlloop-train-") as tmp:
@@ -152,7 +168,9 @@ def train_local(digest: str, *, model: str, seed: int, dag_run_id: str) -> dict[
             ),
         ]
         log.info("Running %s", " ".join(argv[1:]))
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_cli_env()
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             log.info("[train] %s", line.rstrip())
@@ -180,6 +198,22 @@ def retrain_trigger(requests: list[dict[str, Any]]) -> dict[str, Any]:
         request.get("monitor_record"),
     )
     return request
+
+
+def training_declined(batches: list[dict[str, Any]]) -> str | None:
+    """Return why an Asset-started run should skip when every batch that started it declined training.
+
+    ``batches`` are the extras of the run's ``validated_transactions`` events; ingest_transactions sets
+    ``start_training`` from its Param of that name. None (train) when any batch asks for training or
+    when there is no batch (the run was started by something else).
+    """
+    if not batches or any(batch.get("start_training", True) for batch in batches):
+        return None
+    days = ", ".join(sorted(str(batch.get("day")) for batch in batches))
+    return (
+        f"the batch(es) that started this run ({days}) were ingested with start_training off; "
+        "trigger train_model by hand (or let monitor_drift request a retrain) to train on them"
+    )
 
 
 def gate_challenger(
