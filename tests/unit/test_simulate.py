@@ -91,6 +91,8 @@ def test_simulation_days_place_drifts_and_refuse_bad_ones() -> None:
         ("2026-11-05", "none"),
         ("2026-11-06", "concept"),
     ]
-    for bad in ("covariate_amount@5", "nonsense@1", "concept"):
+    lasting = simulation_days(4, 21, ["concept@2-3"], today=dt.date(2026, 11, 27))
+    assert [scenario for _, scenario in lasting] == ["none", "concept", "concept", "none"]
+    for bad in ("covariate_amount@5", "nonsense@1", "concept", "concept@3-2", "concept@2-5", "concept@x-2"):
         with pytest.raises(ValueError, match="scenario"):
             simulation_days(4, 21, [bad])

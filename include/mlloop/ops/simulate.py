@@ -253,7 +253,8 @@ def simulation_days(
 ) -> list[tuple[str, str]]:
     """Return (day, scenario) for ``days`` consecutive days ending ``end_back`` days before today.
 
-    ``drifts`` are ``scenario@n`` (n: 1-based day of the simulation), e.g. ``covariate_amount@5``.
+    ``drifts`` are ``scenario@n`` (n: 1-based day of the simulation) for one drifted day, or
+    ``scenario@n-m`` for days n to m (a drift that persists), e.g. ``covariate_amount@5-9``.
 
     Raises:
         ValueError: naming a malformed drift, an unknown scenario or a day outside the simulation.
@@ -265,12 +266,19 @@ def simulation_days(
     plan = {i: "none" for i in range(1, days + 1)}
     for drift in drifts:
         scenario, _, at = drift.partition("@")
-        if scenario not in DRIFT_SCENARIOS or not at.isdigit() or not 1 <= int(at) <= days:
+        start, _, end = at.partition("-")
+        end = end or start
+        if (
+            scenario not in DRIFT_SCENARIOS
+            or not (start.isdigit() and end.isdigit())
+            or not 1 <= int(start) <= int(end) <= days
+        ):
             raise ValueError(
-                f"drift {drift!r}: write <scenario>@<day 1..{days}>, the scenario one of "
-                f"{sorted(DRIFT_SCENARIOS)}"
+                f"drift {drift!r}: write <scenario>@<day> or <scenario>@<first>-<last> with days in "
+                f"1..{days}, the scenario one of {sorted(DRIFT_SCENARIOS)}"
             )
-        plan[int(at)] = scenario
+        for i in range(int(start), int(end) + 1):
+            plan[i] = scenario
     return [((first + dt.timedelta(days=i - 1)).isoformat(), plan[i]) for i in range(1, days + 1)]
 
 
@@ -368,7 +376,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--end-back", type=int, default=21, help="the last simulated day is this many days before today"
     )
-    parser.add_argument("--drift", action="append", default=[], help="scenario@day, e.g. covariate_amount@3")
+    parser.add_argument(
+        "--drift",
+        action="append",
+        default=[],
+        help="scenario@day or scenario@first-last (a lasting drift), e.g. concept@20-30",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     os.environ.update({k: v for k, v in services.stack_env().items() if k.startswith("MLLOOP_")})
