@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import canary
 import pytest
@@ -65,14 +66,6 @@ def new_pg_database() -> Iterator[Callable[[str], str]]:
                 (name,),
             )
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _tail(path: Path, chars: int = 4000) -> str:
@@ -133,6 +126,20 @@ def stop_server(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
         return
 
 
+@pytest.fixture
+def background_process() -> Iterator[Callable[..., subprocess.Popen]]:
+    """Return :func:`start_server` for one test; every process it started is stopped at teardown."""
+    started: list[subprocess.Popen] = []
+
+    def _start(*args: Any, **kwargs: Any) -> subprocess.Popen:
+        started.append(start_server(*args, **kwargs))
+        return started[-1]
+
+    yield _start
+    for proc in started:
+        stop_server(proc)
+
+
 @dataclass(frozen=True)
 class S3Server:
     """An S3-compatible endpoint (moto server mode) and the credentials clients use for it."""
@@ -172,10 +179,10 @@ class S3Server:
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory) -> Iterator[S3Server]:
+def s3_server(tmp_path_factory, free_port) -> Iterator[S3Server]:
     """Run moto's S3 server as a separate process on a free 127.0.0.1 port for the whole session."""
     home = tmp_path_factory.mktemp("moto")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     proc = start_server(
         [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
@@ -218,10 +225,12 @@ class MlflowServer:
 
 
 @pytest.fixture(scope="session")
-def mlflow_auth_server(tmp_path_factory, new_pg_database, s3_server: S3Server) -> Iterator[MlflowServer]:
+def mlflow_auth_server(
+    tmp_path_factory, free_port, new_pg_database, s3_server: S3Server
+) -> Iterator[MlflowServer]:
     """Run ``mlflow server --app-name basic-auth``: Postgres backend and auth DB, artifacts proxied to S3."""
     home = tmp_path_factory.mktemp("mlflow-auth")
-    port = _free_port()
+    port = free_port()
     bucket = s3_server.create_bucket(f"mlflow-{uuid.uuid4().hex[:12]}")
     backend_url = new_pg_database("mlflow_backend")
     auth_config = home / "basic_auth.ini"
@@ -241,6 +250,8 @@ def mlflow_auth_server(tmp_path_factory, new_pg_database, s3_server: S3Server) -
             "MLFLOW_AUTH_CONFIG_PATH": str(auth_config),
             "MLFLOW_AUTH_ADMIN_PASSWORD": canary.MLFLOW_PASSWORD,
             "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32),
+            # MLflow's GenAI job runner (7 huey consumer processes) serves nothing this platform uses.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "NO_PROXY": "127.0.0.1,localhost",
         }
     )
