@@ -1,4 +1,7 @@
-"""DAG integrity: every DAG file imports cleanly, is documented and retried, and is cheap to parse."""
+"""DAG integrity: every DAG file imports cleanly, is documented and retried, and imports nothing heavy.
+
+What a parse costs against a trivial TaskFlow DAG is measured by bench/dag_parse.py (timings are noisy).
+"""
 
 from __future__ import annotations
 
@@ -26,21 +29,6 @@ HEAVY_MODULES = (
     "boto3",
 )
 EXPECTED_DAG_IDS = {"ingest_transactions", "rollback_model", "train_model"}
-
-TRIVIAL_DAG = textwrap.dedent("""
-    import pendulum
-    from airflow.sdk import dag, task
-
-    @dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), tags=["trivial"])
-    def trivial():
-        @task
-        def hello() -> int:
-            return 1
-
-        hello()
-
-    trivial()
-""")
 
 PROBE = textwrap.dedent("""
     import runpy, sys, time, json
@@ -100,31 +88,10 @@ def _run_probe(path: Path, tmp_path: Path) -> dict:
     return json.loads(_python(str(probe), str(path), ",".join(HEAVY_MODULES)))
 
 
-def _fresh_import_seconds(path: Path) -> float:
-    """Seconds for a fresh interpreter to import Airflow's SDK and run the DAG file (what a parse costs)."""
-    script = (
-        "import time, runpy, sys; t = time.perf_counter(); import airflow.sdk; "
-        "runpy.run_path(sys.argv[1]); print(time.perf_counter() - t)"
-    )
-    return float(_python("-c", script, str(path)))
-
-
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
 def test_dag_file_imports_no_heavy_library(path: Path, tmp_path: Path) -> None:
     result = _run_probe(path, tmp_path)
     assert result["heavy"] == [], f"{path.name} imports {result['heavy']} at parse time; import inside tasks"
-
-
-@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
-def test_dag_file_import_cost_close_to_trivial_taskflow_dag(path: Path, tmp_path: Path) -> None:
-    trivial = tmp_path / "trivial_dag.py"
-    trivial.write_text(TRIVIAL_DAG)
-    ours, baseline = [], []
-    for _ in range(4):  # interleaved; the minimum is the run least disturbed by other load
-        baseline.append(_fresh_import_seconds(trivial))
-        ours.append(_fresh_import_seconds(path))
-    ratio = min(ours) / min(baseline)
-    assert ratio <= 1.2, f"{path.name} import costs {ratio:.2f}x a trivial TaskFlow DAG (limit 1.2x)"
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
