@@ -198,7 +198,12 @@ def production(tmp_path_factory, free_port, new_pg_database, s3_server, mlflow_a
     )
     stack = AirflowStack(state_dir=state, url=f"http://127.0.0.1:{port}", env=env)
     flush = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-    flush.flushdb()
+    try:
+        flush.flushdb()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.fail(
+            f"Redis on 127.0.0.1:6379 is the Celery broker here and does not answer ({exc}); start it"
+        )
     started = time.monotonic()
     try:
         airflow_stack.start_airflow(stack, broker_url)
