@@ -224,20 +224,25 @@ class OnlineHistory:
     def add(
         self, entities: Sequence[Any], times_ns: Sequence[int], values: Sequence[float], keys: Sequence[str]
     ) -> None:
-        """Record events; drop what fell out of the lookback now and then."""
+        """Record events; drop what fell out of the lookback now and then.
+
+        "Now" is the newest event of the latest call, not of all calls: traffic replayed from the past
+        (a backfill, a simulation) after newer events were seeded must keep its own recent history.
+        """
         with self._lock:
             for entity, when, value, key in zip(entities, times_ns, values, keys, strict=True):
                 if entity is None or key in self._keys:
                     continue
                 self._events.setdefault(entity, []).append((int(when), float(value), key))
                 self._keys.add(key)
-                self._latest_ns = max(self._latest_ns, int(when))
+            if len(times_ns):
+                self._latest_ns = int(max(times_ns))
             self._since_prune += len(keys)
             if self._since_prune >= 10_000:
                 self._prune()
 
     def _prune(self) -> None:
-        """Forget events older than the lookback before the newest event seen (lock held)."""
+        """Forget events older than the lookback before the latest traffic (lock held); newer ones stay."""
         horizon = self._latest_ns - self.lookback_ns
         for entity in list(self._events):
             kept = [e for e in self._events[entity] if e[0] >= horizon]
