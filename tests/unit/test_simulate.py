@@ -96,3 +96,33 @@ def test_simulation_days_place_drifts_and_refuse_bad_ones() -> None:
     for bad in ("covariate_amount@5", "nonsense@1", "concept", "concept@3-2", "concept@2-5", "concept@x-2"):
         with pytest.raises(ValueError, match="scenario"):
             simulation_days(4, 21, [bad])
+
+
+def test_loop_outcome_reports_detection_recovery_and_false_alarms() -> None:
+    from mlloop.ops.simulate import loop_outcome, outcome_lines
+
+    def day(i: int, scenario: str, pr_auc: float, monitor: str = "quiet") -> dict:
+        return {"day": f"2026-10-{i:02d}", "scenario": scenario, "pr_auc": pr_auc, "monitor": monitor}
+
+    rows = [
+        day(1, "none", 0.40),
+        day(2, "none", 0.38, "trigger"),  # a false alarm
+        day(3, "concept", 0.05),  # not detected on its first day
+        day(4, "concept", 0.04, "trigger"),
+        day(5, "concept", 0.30),
+        day(6, "concept", 0.375),  # back within 0.02 of 0.39
+        day(7, "covariate_amount", 0.36, "trigger"),
+        day(8, "covariate_amount", 0.35),
+    ]
+    outcome = loop_outcome(rows)
+    assert outcome["baseline_pr_auc"] == 0.39
+    assert outcome["false_alarms"] == ["2026-10-02"]
+    concept, covariate = outcome["events"]
+    assert concept["days"] == "2026-10-03..2026-10-06"
+    assert (concept["detected_after_days"], concept["recovered_after_days"]) == (1, 3)
+    assert concept["lowest_pr_auc"] == 0.04
+    assert covariate["detected_after_days"] == 0 and covariate["recovered_after_days"] is None
+    lines = outcome_lines(outcome)
+    assert "retrains fired on clean days: 1 (2026-10-02)" in lines[0]
+    assert "detected on day 2 of the drift" in lines[1] and "on day 4 (0.375)" in lines[1]
+    assert "not back within 0.02" in lines[2]

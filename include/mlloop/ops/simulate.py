@@ -176,6 +176,86 @@ def served_performance(
     return row
 
 
+def loop_outcome(rows: Sequence[dict[str, Any]], tolerance: float = 0.02) -> dict[str, Any]:
+    """Judge the loop on a simulation's rows: detection, recovery and false alarms per drift event.
+
+    Baseline: mean served PR-AUC of the clean days before the first drift. An event is a run of days
+    with one drift scenario; it is detected on its first day with a monitoring trigger (lag 0: the
+    drifted day itself) and recovered on its first day, after detection, whose served PR-AUC is within
+    ``tolerance`` of the baseline (lag counted from the event's first day). ``false_alarms`` are the
+    clean days whose monitoring triggered a retrain.
+    """
+    clean_before = []
+    for row in rows:
+        if row.get("scenario", "none") != "none":
+            break
+        if row.get("pr_auc") is not None:
+            clean_before.append(row["pr_auc"])
+    baseline = round(sum(clean_before) / len(clean_before), 4) if clean_before else None
+    events: list[dict[str, Any]] = []
+    for i, row in enumerate(rows):
+        scenario = row.get("scenario", "none")
+        if scenario == "none" or (i and rows[i - 1].get("scenario") == scenario):
+            continue
+        end = i
+        while end + 1 < len(rows) and rows[end + 1].get("scenario") == scenario:
+            end += 1
+        detected = next((j for j in range(i, end + 1) if rows[j].get("monitor") == "trigger"), None)
+        recovered = None
+        if detected is not None and baseline is not None:
+            recovered = next(
+                (
+                    j
+                    for j in range(detected + 1, end + 1)
+                    if rows[j].get("pr_auc") is not None and rows[j]["pr_auc"] >= baseline - tolerance
+                ),
+                None,
+            )
+        events.append(
+            {
+                "scenario": scenario,
+                "days": f"{row['day']}..{rows[end]['day']}",
+                "detected_after_days": None if detected is None else detected - i,
+                "recovered_after_days": None if recovered is None else recovered - i,
+                "pr_auc_at_recovery": None if recovered is None else rows[recovered]["pr_auc"],
+                "lowest_pr_auc": min((r["pr_auc"] for r in rows[i : end + 1] if r.get("pr_auc") is not None),
+                                     default=None),
+            }
+        )  # fmt: skip
+    clean = [row for row in rows if row.get("scenario", "none") == "none"]
+    false_alarms = [row["day"] for row in clean if row.get("monitor") == "trigger"]
+    return {
+        "baseline_pr_auc": baseline,
+        "tolerance": tolerance,
+        "events": events,
+        "false_alarms": false_alarms,
+    }
+
+
+def outcome_lines(outcome: dict[str, Any]) -> list[str]:
+    """Return ``loop_outcome`` as lines a person reads."""
+    alarms = outcome["false_alarms"]
+    lines = [
+        f"Baseline (clean days before the first drift): served PR-AUC {outcome['baseline_pr_auc']}; "
+        f"retrains fired on clean days: {len(alarms)}" + (f" ({', '.join(alarms)})" if alarms else "")
+    ]
+    for event in outcome["events"]:
+        detected = event["detected_after_days"]
+        recovered = event["recovered_after_days"]
+        lines.append(
+            f"{event['scenario']} {event['days']}: "
+            + ("not detected" if detected is None else f"detected on day {detected + 1} of the drift")
+            + (
+                f", served PR-AUC back within {outcome['tolerance']} of the baseline on day {recovered + 1}"
+                f" ({event['pr_auc_at_recovery']})"
+                if recovered is not None
+                else f", not back within {outcome['tolerance']} of the baseline during the event"
+            )
+            + f"; lowest {event['lowest_pr_auc']}"
+        )
+    return lines
+
+
 def timeline(rows: Sequence[dict[str, Any]], title: str) -> tuple[str, bytes]:
     """Return the per-day rows as a Markdown table and a PNG plot of served PR-AUC with the events."""
     import matplotlib
@@ -227,6 +307,7 @@ def save_timeline(storage: Storage, rows: Sequence[dict[str, Any]], stamp: str, 
     from mlloop.registry.runner import registry_client_and_model
 
     table, png = timeline(rows, title)
+    table += "\n\n" + "\n".join(f"- {line}" for line in outcome_lines(loop_outcome(rows))) + "\n"
     prefix = f"{REPORTS_AREA}/{stamp}"
     uris = {
         "table": storage.write_bytes(f"{prefix}/timeline.md", table.encode()),
@@ -392,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     title = f"mlloop simulation {stamp}: {args.days} days, drifts {', '.join(args.drift) or 'none'}"
     uris = save_timeline(Storage.from_settings(get_settings()), rows, stamp, title)
     print(timeline(rows, title)[0])
+    print("\n".join(["", *outcome_lines(loop_outcome(rows))]))
     print(f"\nTable and plot: {uris['table']}, {uris['plot']} (MLflow run {uris['mlflow_run']})")
     print("Guards: cooldown and weekly budget are off in a simulation (a simulated day lasts minutes).")
     return 0
