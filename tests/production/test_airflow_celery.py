@@ -271,17 +271,25 @@ def test_runs_are_in_postgres_and_ran_on_both_celery_workers(production: Product
 
     # Every task that ran went through Celery: its Celery task id is in the result backend (same
     # Postgres), which names the worker that ran it.
-    rows = _query(
-        db,
+    sql = (
         "SELECT ti.dag_id, ti.task_id, ti.state, ti.queue, c.status, c.worker FROM task_instance ti "
         "LEFT JOIN celery_taskmeta c ON c.task_id = ti.external_executor_id "
-        "WHERE ti.state IN ('success', 'failed') AND ti.run_id = ANY(%s)",
-        ([*production.ingest_runs, *production.train_runs, production.monitor_run],),
+        "WHERE ti.state IN ('success', 'failed') AND ti.run_id = ANY(%s)"
     )
+    run_ids = [*production.ingest_runs, *production.train_runs, production.monitor_run]
+    # A task's own process reports its state to the api-server before the Celery task that ran it
+    # returns; Celery records SUCCESS a moment later (STARTED until then, as Airflow tracks starts).
+    deadline = time.monotonic() + 60
+    while True:
+        rows = _query(db, sql, (run_ids,))
+        if all(row[4] in ("SUCCESS", "FAILURE") for row in rows) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     assert rows
     not_celery = [row for row in rows if row[4] is None]
     assert not not_celery, f"task instances without a Celery result: {not_celery}"
-    assert all(row[4] == "SUCCESS" for row in rows), rows
+    not_success = [row for row in rows if row[4] != "SUCCESS"]
+    assert not not_success, f"Celery results other than SUCCESS: {not_success}"
     workers = {row[5].split("@")[0] for row in rows}
     assert workers == set(airflow_stack.WORKERS), rows
     tasks = {(dag_id, task_id) for dag_id, task_id, *_ in rows}
