@@ -280,13 +280,19 @@ def timeline(rows: Sequence[dict[str, Any]], title: str) -> tuple[str, bytes]:
     figure, ax = plt.subplots(figsize=(8, 3.5))
     xs = list(range(len(rows)))
     values = [row.get("pr_auc") if row.get("pr_auc") is not None else float("nan") for row in rows]
-    ax.plot(xs, values, marker="o", label="PR-AUC of the served answers")
+    ax.plot(xs, values, marker="o", label="PR-AUC of the served answers (dashed: monitoring triggered)")
     ax.set_xticks(xs, [row["day"][5:] for row in rows], fontsize=7, rotation=45 if len(rows) > 10 else 0)
     for x, row in zip(xs, rows, strict=True):
         if row.get("monitor") == "trigger":
             ax.axvline(x, color="tab:red", alpha=0.4, linestyle="--")
-        if row.get("scenario") not in (None, "none"):
-            ax.annotate(row["scenario"], (x, 0), textcoords="offset points", xytext=(0, 4), fontsize=7)
+        scenario = row.get("scenario")
+        if scenario in (None, "none") or (x and rows[x - 1].get("scenario") == scenario):
+            continue  # one shaded span and one label per drift event
+        end = x
+        while end + 1 < len(rows) and rows[end + 1].get("scenario") == scenario:
+            end += 1
+        ax.axvspan(x - 0.5, end + 0.5, color="tab:orange", alpha=0.12)
+        ax.annotate(scenario, (x - 0.4, 0), textcoords="offset points", xytext=(0, 4), fontsize=7)
     ax.set_ylim(0, max([v for v in values if v == v] + [0.5]) * 1.2)
     ax.set_ylabel("PR-AUC (labels known so far)")
     ax.set_title(title, fontsize=9)
