@@ -111,3 +111,27 @@ def test_inference_log_keeps_rows_when_storage_fails_and_spools_them(tmp_path: P
     log.close(attempts=1)
     spooled = pd.concat([pd.read_parquet(p) for p in spool.glob("*.parquet")])
     assert sorted(spooled["request_id"].astype(int)) == list(range(7))
+
+
+def test_inference_log_frame_holds_the_same_instants_in_utc_and_the_right_days(tmp_path: Path) -> None:
+    """Aware datetimes become datetime64 UTC by arithmetic: same instants as pandas, any offset."""
+    from mlloop.serving.inference_log import _frame
+
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    rows = [
+        {"id": "a", "event_time": dt.datetime(2026, 3, 2, 1, 30, 0, 123456, tzinfo=plus_two), "score": 0.1},
+        {"id": "b", "event_time": dt.datetime(2026, 3, 2, 23, 59, 59, tzinfo=dt.UTC), "score": 0.2},
+        {"id": "c", "event_time": dt.datetime(1969, 12, 31, 23, 0, tzinfo=dt.UTC), "score": 0.3},
+    ]
+    frame = _frame(rows)
+    expected = pd.to_datetime([r["event_time"] for r in rows], utc=True)
+    assert frame["event_time"].tolist() == list(expected)
+    assert str(frame["event_time"].dtype) == "datetime64[ns, UTC]"
+    assert frame["id"].tolist() == ["a", "b", "c"] and frame["score"].tolist() == [0.1, 0.2, 0.3]
+
+    log = InferenceLog(Storage(str(tmp_path)), "tx", "event_time", flush_rows=10_000, flush_seconds=3600)
+    log.append(rows)
+    log.close()
+    days = sorted(p.parent.name for p in tmp_path.rglob("*.parquet"))
+    # a's instant is 23:30 UTC on 03-01; c lies before the epoch
+    assert days == ["date=1969-12-31", "date=2026-03-01", "date=2026-03-02"]

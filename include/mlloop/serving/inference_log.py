@@ -8,6 +8,7 @@ attempt; close retries and then spools what it still holds to a local folder, na
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -16,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from mlloop.storage.store import partition_key
@@ -25,6 +27,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 AREA = "inference"
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_EPOCH_DAY = _EPOCH.date()
+_MICROSECOND = dt.timedelta(microseconds=1)
+_NS_PER_DAY = 86_400 * 1_000_000_000
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Return rows as a frame; timezone-aware datetime columns are converted by arithmetic, in UTC.
+
+    pandas infers such columns value by value (most of a flush's time, with the GIL held, while the
+    service answers requests); the arithmetic gives the same datetime64[ns, UTC] column.
+    """
+    columns: dict[str, Any] = {}
+    for name in rows[0]:
+        values = [row.get(name) for row in rows]
+        if all(isinstance(v, dt.datetime) and v.tzinfo is not None for v in values):
+            ns = np.array([(v - _EPOCH) // _MICROSECOND for v in values], dtype=np.int64) * 1000
+            columns[name] = pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize(dt.UTC)
+        else:
+            columns[name] = values
+    return pd.DataFrame(columns)
 
 
 class InferenceLog:
@@ -96,15 +119,17 @@ class InferenceLog:
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         """Write rows as one parquet file per event day."""
-        frame = pd.DataFrame.from_records(rows)
-        days = pd.DatetimeIndex(frame[self.time_column]).tz_convert("UTC").strftime("%Y-%m-%d")
+        frame = _frame(rows)
+        day_numbers = pd.DatetimeIndex(frame[self.time_column]).as_unit("ns").asi8 // _NS_PER_DAY
+        names = {n: (_EPOCH_DAY + dt.timedelta(days=int(n))).isoformat() for n in set(day_numbers.tolist())}
+        days = pd.Series(day_numbers).map(names).to_numpy()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         for day, part in frame.groupby(days, sort=True):
             key = (
                 f"{partition_key(AREA, self.dataset, str(day))}/part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
             )
             self.storage.write_frame(key, part.reset_index(drop=True))
-        log.info("Inference log: wrote %d rows over %d day(s)", len(frame), days.nunique())
+        log.info("Inference log: wrote %d rows over %d day(s)", len(frame), len(names))
 
     def _run(self) -> None:
         """Flush on size or age until closed."""
