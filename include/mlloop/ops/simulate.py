@@ -106,13 +106,14 @@ def wait_until_serving(serving_url: str, version: str, timeout_s: float = 120.0)
     Raises:
         TimeoutError: naming what the service reported last.
     """
+    from mlloop.ops.services import http_json
+
     deadline = time.monotonic() + timeout_s
     ready: Any = None
     while True:
         try:
-            with urllib.request.urlopen(f"{serving_url}/ready", timeout=5) as resp:  # noqa: S310
-                ready = json.loads(resp.read())
-        except (OSError, ValueError) as exc:
+            ready = http_json(f"{serving_url}/ready")
+        except OSError as exc:
             ready = f"{type(exc).__name__}: {exc}"
         if isinstance(ready, dict) and str(ready.get("model_version")) == str(version):
             return ready

@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
+from mlloop.features.build import epoch_nanoseconds
 from mlloop.storage.store import partition_key
 
 if TYPE_CHECKING:
@@ -27,9 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 AREA = "inference"
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_EPOCH_DAY = _EPOCH.date()
-_MICROSECOND = dt.timedelta(microseconds=1)
+_EPOCH_DAY = dt.date(1970, 1, 1)
 _NS_PER_DAY = 86_400 * 1_000_000_000
 
 
@@ -43,7 +41,7 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for name in rows[0]:
         values = [row.get(name) for row in rows]
         if all(isinstance(v, dt.datetime) and v.tzinfo is not None for v in values):
-            ns = np.array([(v - _EPOCH) // _MICROSECOND for v in values], dtype=np.int64) * 1000
+            ns = epoch_nanoseconds(values)
             columns[name] = pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize(dt.UTC)
         else:
             columns[name] = values

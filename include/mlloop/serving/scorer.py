@@ -10,7 +10,6 @@ events before it that the service has seen or was seeded with.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
 import threading
@@ -22,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mlloop.features.build import HistoryEvents, categorical_dtype, feature_arrays, feature_frame
+from mlloop.features.build import (
+    HistoryEvents,
+    categorical_dtype,
+    epoch_nanoseconds,
+    feature_arrays,
+    feature_frame,
+)
 from mlloop.features.spec import FeatureSpec, feature_columns
 
 if TYPE_CHECKING:
@@ -34,8 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 THRESHOLD_METRIC = "holdout_threshold_at_precision"
 _NS_PER_S = 1_000_000_000
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MICROSECOND = dt.timedelta(microseconds=1)
 
 
 class NoChampionError(RuntimeError):
@@ -301,9 +304,7 @@ def request_inputs(
             inputs[column] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
         else:
             inputs[column] = np.array(values, dtype=object)
-    times = [d[use_case.time_column] for d in dicts]
-    event_ns = np.array([(t - _EPOCH) // _MICROSECOND * 1000 for t in times], dtype=np.int64)
-    return inputs, event_ns
+    return inputs, epoch_nanoseconds([d[use_case.time_column] for d in dicts])
 
 
 def score_rows(
