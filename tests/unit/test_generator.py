@@ -228,6 +228,35 @@ def test_pattern_is_learnable_and_concept_drift_breaks_it() -> None:
     assert 0.008 <= concept.fraud_rate <= 0.03, "concept drift should move the pattern, not the rate"
 
 
+def _learned_pr_auc(scenario: str, start: dt.date, train_days: int) -> float:
+    """PR-AUC on the next day of an XGBoost model trained by mlloop's trainer on ``train_days`` days."""
+    from sklearn.metrics import average_precision_score
+
+    from mlloop.features import build_use_case_features, feature_columns
+    from mlloop.training.train import TrainConfig, model_matrix, train_xgboost
+
+    use_case = load_use_case("card_fraud")
+    days = [_day(scenario, day=start + dt.timedelta(days=i), rows=20_000) for i in range(train_days + 1)]
+    frame = pd.concat([d.transactions for d in days], ignore_index=True)
+    labels = pd.concat([d.labels for d in days], ignore_index=True)["is_fraud"].to_numpy()
+    x = model_matrix(
+        build_use_case_features(frame, use_case), use_case.features, feature_columns(use_case.features)
+    )
+    test = (frame["event_time"].dt.date == days[-1].day).to_numpy()
+    cut = int((~test).sum() * 0.85)  # time-ordered: train, then validation for early stopping
+    model = train_xgboost(x[:cut], labels[:cut], x[cut:][~test[cut:]], labels[cut:][~test[cut:]],
+                          TrainConfig(snapshot="unused"), "cpu")  # fmt: skip
+    return float(average_precision_score(labels[test], model.predict_proba(x[test])[:, 1]))
+
+
+def test_concept_pattern_is_as_learnable_as_the_base_one() -> None:
+    """A concept event must test recovery, not a harder world: as many days teach it as well."""
+    start = dt.date(2026, 9, 1)
+    base, concept = (_learned_pr_auc(s, start, train_days=4) for s in ("none", "concept"))
+    assert base > 0.3
+    assert concept >= base - 0.04, f"concept {concept:.3f} vs base {base:.3f}"
+
+
 # --- drift scenarios ---------------------------------------------------------------------------
 
 
