@@ -237,7 +237,7 @@ def test_use_case_features_must_use_declared_non_pii_columns(tmp_path) -> None:
 
 def test_spec_version_and_fingerprint() -> None:
     spec = USE_CASE.features
-    assert spec.version == "1"
+    assert spec.version == "2"
     assert spec.fingerprint() == FeatureSpec.model_validate(spec.model_dump(mode="json")).fingerprint()
     assert spec.model_copy(update={"log1p": []}).fingerprint() != spec.fingerprint()
 
