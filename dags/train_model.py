@@ -27,7 +27,9 @@ manually with the form below.
    the reason. Both are audited in the `mlloop-audit` experiment.
 
 A run started by `monitor_drift` (the `retrain_requested` Asset) trains on the window ending at the
-monitored day, logs the monitoring reason, and tags it on the MLflow run (`mlloop.trigger_reason`).
+monitored day, logs the monitoring reason, and tags it on the MLflow run (`mlloop.trigger_reason`). After a
+performance decay the request carries `train_from`, the day the relationship changed: the window starts
+there (fewer days than *window_days* until monitoring's `window_catch_up` has retrained up to a full one).
 
 One run at a time, so two promotions never interleave. Extra links on train, gate and promote open the
 MLflow run, the gate report and the model version.
@@ -128,6 +130,7 @@ def train_model() -> None:
                 params.get("end_day") or request.get("end_day"),
                 as_of=dag_run.run_after,
                 scheduled=dag_run.run_type == "asset_triggered",
+                train_from=request.get("train_from"),
             )
         except NothingToTrain as reason:
             ti.xcom_push(key="skip_reason", value=str(reason))

@@ -47,7 +47,9 @@ def test_quiet_window_fires_nothing_and_says_why() -> None:
         "top_feature_drift",
         "prediction_drift",
         "performance_decay",
+        "window_catch_up",
     }
+    assert decision.train_from is None
 
 
 def test_drift_share_above_threshold_fires_with_numbers() -> None:
@@ -169,3 +171,50 @@ def test_decision_serialises_with_its_config_version() -> None:
     data = _firing().to_dict()
     assert data["fire"] is True and data["config_version"] == CONFIG.version
     assert {r["rule"] for r in data["rules"]} >= {"drift_share", "performance_decay"}
+
+
+# --- after a decay: train from the change, then catch up ----------------------------------------------
+
+CHANGE = dict(monitored_days=["2026-11-20"], champion_days=["2026-11-16", "2026-11-17", "2026-11-18",
+              "2026-11-19"], full_window_days=4)  # fmt: skip
+
+
+def test_decay_trains_from_the_decayed_window_not_the_days_before() -> None:
+    decision = decide(evidence(performance=0.05, **CHANGE), CONFIG)
+    assert fired(decision) == ["performance_decay"]
+    assert decision.train_from == "2026-11-20" and decision.to_dict()["train_from"] == "2026-11-20"
+
+
+def test_drift_without_decay_keeps_the_usual_window() -> None:
+    decision = decide(evidence(drift_share=0.6, drifted_columns=["amount"], **CHANGE), CONFIG)
+    assert decision.fire and decision.train_from is None
+
+
+def test_decay_window_can_be_switched_off() -> None:
+    decision = decide(evidence(performance=0.05, **CHANGE), load_monitor_config({"window_from_decay": False}))
+    assert decision.fire and decision.train_from is None
+    assert "window_catch_up" not in {r.rule for r in decision.rules}
+
+
+def test_short_window_after_a_change_catches_up_on_each_new_day() -> None:
+    cut = dict(champion_days=["2026-11-20"], champion_train_from="2026-11-20", full_window_days=4)
+    next_day = decide(evidence(monitored_days=["2026-11-21"], **cut), CONFIG)
+    assert fired(next_day) == ["window_catch_up"] and next_day.train_from == "2026-11-20"
+    assert "1 day(s) since the change on 2026-11-20" in next_day.reason
+    # A decay while catching up is the short window's, not a new change: the change's day stays.
+    decayed = decide(evidence(performance=0.05, monitored_days=["2026-11-21"], **cut), CONFIG)
+    assert set(fired(decayed)) == {"performance_decay", "window_catch_up"}
+    assert decayed.train_from == "2026-11-20"
+    # Nothing newer than what it learned: nothing to catch up on.
+    same_day = decide(evidence(monitored_days=["2026-11-20"], **cut), CONFIG)
+    assert not same_day.fire
+
+
+def test_catch_up_stops_once_the_window_is_full_again() -> None:
+    full = dict(
+        champion_days=["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"],
+        champion_train_from="2026-11-20",
+        full_window_days=4,
+    )
+    decision = decide(evidence(monitored_days=["2026-11-24"], **full), CONFIG)
+    assert not decision.fire and decision.train_from is None

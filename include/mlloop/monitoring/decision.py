@@ -36,6 +36,10 @@ class MonitorConfig(BaseModel):
     min_labelled_positives: int = Field(ge=1, description="Fewer labelled positives: decay is not judged.")
     cooldown_hours: float = Field(ge=0, description="No trigger within this long after the last one.")
     max_triggers_per_week: int = Field(ge=0, description="At most this many triggers in any 7 days.")
+    window_from_decay: bool = Field(
+        description="A decay-triggered retrain trains only from the decayed window's first day on, and "
+        "retrains as each new day lands until its window is full again."
+    )
 
 
 def load_monitor_config(overrides: Mapping[str, Any] | None = None) -> MonitorConfig:
@@ -60,6 +64,10 @@ class MonitorEvidence:
     performance_at_promotion: float | None = None  # its holdout PR-AUC when it was promoted
     labelled_rows: int = 0
     labelled_positives: int = 0
+    monitored_days: list[str] = field(default_factory=list)  # ISO days of the monitored window
+    champion_days: list[str] = field(default_factory=list)  # ISO days the champion was trained on
+    champion_train_from: str | None = None  # set when the champion's window was cut at a change
+    full_window_days: int = 0  # train_model's usual window length
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,7 @@ class MonitorDecision:
 
     rules: list[RuleOutcome]
     config_version: str
+    train_from: str | None = None  # first day a retrain may use (None: train_model's usual window)
 
     @property
     def fire(self) -> bool:
@@ -97,6 +106,7 @@ class MonitorDecision:
             "fire": self.fire,
             "reason": self.reason,
             "config_version": self.config_version,
+            "train_from": self.train_from,
             "rules": [asdict(r) for r in self.rules],
         }
 
@@ -138,8 +148,37 @@ def decide(evidence: MonitorEvidence, config: MonitorConfig) -> MonitorDecision:
                     f"the champion's scores {'drifted' if evidence.prediction_drift else 'stayed'}{score}",
                 )
             )
-    rules.append(_performance_rule(evidence, config))
-    return MonitorDecision(rules, config.version)
+    performance = _performance_rule(evidence, config)
+    rules.append(performance)
+    train_from = None
+    if config.window_from_decay:
+        catch_up = _catch_up_rule(evidence)
+        rules.append(catch_up)
+        # While catching up, a decay is the short window's, not a new change: keep the change's day.
+        if catch_up.fired:
+            train_from = evidence.champion_train_from
+        elif performance.fired and evidence.monitored_days:
+            train_from = evidence.monitored_days[0]
+    return MonitorDecision(rules, config.version, train_from)
+
+
+def _catch_up_rule(evidence: MonitorEvidence) -> RuleOutcome:
+    """Fire while the champion's window, cut at a change, is short and a newer day has landed.
+
+    After a decay the relationship between inputs and labels changed: days before it teach the old one.
+    The retrain that answered it used only the days since; each later day is more of the new relationship,
+    so retrain on it until the window has its usual length again.
+    """
+    if not evidence.champion_train_from:
+        return RuleOutcome("window_catch_up", False, "the champion's window was not cut at a change")
+    have, full = len(evidence.champion_days), evidence.full_window_days
+    newest = evidence.monitored_days[-1] if evidence.monitored_days else ""
+    trained_to = evidence.champion_days[-1] if evidence.champion_days else ""
+    detail = (
+        f"the champion learned {have} day(s) since the change on {evidence.champion_train_from} "
+        f"(up to {trained_to or 'unknown'}; usual window {full}), monitored up to {newest or 'unknown'}"
+    )
+    return RuleOutcome("window_catch_up", have < full and bool(newest) and newest > trained_to, detail)
 
 
 def _performance_rule(evidence: MonitorEvidence, config: MonitorConfig) -> RuleOutcome:

@@ -17,7 +17,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,7 @@ def monitor_window(
     evidence, drift, prediction = _evidence(
         client, champion, reference, current, ref_manifest, numeric, categorical, use_case
     )
+    evidence = replace(evidence, monitored_days=[d.isoformat() for d in days])
     quality = _quality(reference, current, numeric, categorical, use_case, Path(drift.report_path).parent)
     decision = decide(evidence, config)
     history = load_history(storage, use_case.dataset)
@@ -172,7 +173,9 @@ def _evidence(
     import pandas as pd
 
     from mlloop.monitoring.drift import check_drift
+    from mlloop.orchestration.params import TRAIN_WINDOW_DAYS
     from mlloop.promotion import pr_auc
+    from mlloop.training.pipeline import TRAIN_FROM_TAG
     from mlloop.training.train import IMPORTANCE_ARTIFACT, load_model, model_matrix
 
     html_dir = Path(tempfile.mkdtemp(prefix="mlloop-monitor-"))
@@ -217,6 +220,9 @@ def _evidence(
         performance_at_promotion=run.data.metrics.get("holdout_pr_auc"),
         labelled_rows=int(known.sum()),
         labelled_positives=positives,
+        champion_days=list(ref_manifest.days),
+        champion_train_from=run.data.tags.get(TRAIN_FROM_TAG) or None,
+        full_window_days=TRAIN_WINDOW_DAYS,
     )
     return evidence, drift, prediction
 
@@ -320,6 +326,7 @@ def _record(
         "experiment_id": experiment_id,
         "drift_share": drift.drift_share,
         "fired_rules": [r["rule"] for r in decision["rules"] if r["fired"]],
+        "train_from": decision.get("train_from"),
         "quality_findings": quality[1],
     }
 
@@ -330,6 +337,7 @@ def retrain_request(summary: Mapping[str, Any], now: datetime) -> dict[str, Any]
         "reason": summary["reason"],
         "window": summary["window"],
         "end_day": summary["end_day"],
+        "train_from": summary.get("train_from"),
         "monitor_record": summary.get("record"),
         "report_run": summary.get("report_run"),
         "requested_at": now.astimezone(UTC).isoformat(),

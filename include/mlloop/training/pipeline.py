@@ -20,6 +20,8 @@ from mlloop.storage import Storage
 from mlloop.usecase import load_use_case
 
 log = logging.getLogger("mlloop.training")
+# Run tag: the first day a decay-triggered retrain was allowed to learn from (monitoring's window_catch_up).
+TRAIN_FROM_TAG = "mlloop.train_from"
 
 
 class NothingToTrain(Exception):
@@ -27,14 +29,21 @@ class NothingToTrain(Exception):
 
 
 def assemble_snapshot(
-    window_days: int, end_day: str | None, as_of: datetime, *, scheduled: bool = False
+    window_days: int,
+    end_day: str | None,
+    as_of: datetime,
+    *,
+    scheduled: bool = False,
+    train_from: str | None = None,
 ) -> dict[str, Any]:
     """Snapshot the last ``window_days`` validated days up to ``end_day`` with the labels known at ``as_of``.
 
     Labels count as known from the start of ``as_of``'s UTC day (``snapshot_days``). Without
     ``end_day`` the window ends ``label_maturity_days`` (use case) before ``as_of``, so that most
-    of its labels have arrived. A ``scheduled`` run (started by an Asset) stops quietly when the window
-    is not full yet or when a version was already trained on this very snapshot.
+    of its labels have arrived. ``train_from`` (a decay-triggered retrain: the day the relationship
+    changed) drops the days before it, so the window may hold fewer than ``window_days`` days but at
+    least one. A ``scheduled`` run (started by an Asset) stops quietly when the window is not full yet
+    or when a version was already trained on this very snapshot.
 
     Raises:
         ValueError: when fewer validated days exist than the window asks for (naming what exists).
@@ -46,16 +55,25 @@ def assemble_snapshot(
     storage = Storage.from_settings(settings)
     available = sorted(storage.iter_partitions("validated", use_case.dataset))
     last = end_day or (as_of.date() - timedelta(days=use_case.label_maturity_days)).isoformat()
-    eligible = [d for d in available if d <= last]
-    if len(eligible) < window_days:
+    eligible = [d for d in available if d <= last and (train_from is None or d >= train_from)]
+    needed = 1 if train_from else window_days
+    if len(eligible) < needed:
         why = "" if end_day else f" (labels mature after {use_case.label_maturity_days} days)"
+        since = f" from {train_from} (the change monitoring found)" if train_from else ""
         message = (
-            f"train_model needs {window_days} validated days up to {last}{why}, found {len(eligible)} "
+            f"train_model needs {needed} validated day(s){since} up to {last}{why}, found {len(eligible)} "
             f"({', '.join(eligible) or 'none'}; all validated days: {', '.join(available) or 'none'}); "
             "ingest more days, lower window_days or set end_day."
         )
         raise NothingToTrain(message) if scheduled else ValueError(message)
     days = [date.fromisoformat(d) for d in eligible[-window_days:]]
+    if train_from and len(days) < window_days:
+        log.info(
+            "Window cut at %s (monitoring found the relationship changed there): %d of %d days",
+            train_from,
+            len(days),
+            window_days,
+        )
     manifest = snapshot_days(storage, use_case, days, as_of=as_of)
     log.info(
         "Snapshot %s: %d rows over %s..%s, labels known %s",
@@ -249,6 +267,8 @@ def gate_challenger(
     if trigger:
         client.set_tag(result["run_id"], "mlloop.trigger_reason", str(trigger.get("reason", ""))[:4900])
         client.set_tag(result["run_id"], "mlloop.trigger_window", str(trigger.get("window", "")))
+        if trigger.get("train_from"):
+            client.set_tag(result["run_id"], TRAIN_FROM_TAG, str(trigger["train_from"]))
     client.log_dict(result["run_id"], decision.to_json(), "gate/gate_report.json")
     client.log_text(result["run_id"], decision.to_markdown(), "gate/gate_report.md")
     verdict = "passed" if decision.promote else "failed"
