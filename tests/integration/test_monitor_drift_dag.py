@@ -95,7 +95,9 @@ def test_quiet_drift_cooldown_dry_run_and_concept(configured, load_dag, client, 
     concept = _run(monitor, end_day="2026-10-07", dry_run=False, overrides=overrides)
     summary = _check(concept)
     assert summary["fired_rules"] == ["performance_decay"], summary
-    assert summary["action"] == "trigger" and len(asset_events(concept, "retrain_requested")) == 1
+    assert summary["action"] == "trigger" and "batch re-scored" in summary["reason"], summary
+    (event,) = asset_events(concept, "retrain_requested")
+    assert event["train_from"] == "2026-10-07", "a decay retrains from the day it was seen"
 
     # Every outcome, fired or not, is recorded with its reason, in storage and in MLflow.
     records = [storage.read_json(k) for k in storage.list(decisions_prefix("transactions"))]
@@ -110,3 +112,25 @@ def test_quiet_drift_cooldown_dry_run_and_concept(configured, load_dag, client, 
         "monitoring/data_quality.html",
     } <= reports
     assert all(r["quality_findings"] == [] for r in records), "no day here has new categories or gaps"
+
+    # What production saw decides when the service logged it: the clean day's answers, as the champion's
+    # logged scores, here useless ones (random), make the same day decay although its batch is clean.
+    import numpy as np
+
+    from mlloop.serving.inference_log import InferenceLog
+
+    frame = storage.read_frame(next(k for k in storage.list("validated/transactions/date=2026-10-04")))
+    scores = np.random.default_rng(0).random(len(frame))
+    served_at = datetime(2026, 10, 4, 23, tzinfo=UTC)
+    writer = InferenceLog(storage, "transactions", "event_time", flush_rows=100_000, flush_seconds=3600)
+    writer.append(
+        [
+            {"transaction_id": key, "event_time": when.to_pydatetime(), "score": float(score),
+             "flagged": bool(score > 0.9), "model_version": "1", "served_at": served_at}
+            for key, when, score in zip(frame["transaction_id"], frame["event_time"], scores, strict=True)
+        ]
+    )  # fmt: skip
+    writer.close()
+    served = _run(monitor, end_day="2026-10-04", dry_run=False, overrides=overrides)
+    summary = _check(served)
+    assert "performance_decay" in summary["fired_rules"] and "served answers" in summary["reason"], summary

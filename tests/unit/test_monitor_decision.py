@@ -9,6 +9,7 @@ import pytest
 from mlloop.monitoring.decision import (
     MonitorEvidence,
     TriggerRecord,
+    change_seen_from,
     decide,
     guard,
     load_monitor_config,
@@ -218,3 +219,18 @@ def test_catch_up_stops_once_the_window_is_full_again() -> None:
     )
     decision = decide(evidence(monitored_days=["2026-11-24"], **full), CONFIG)
     assert not decision.fire and decision.train_from is None
+
+
+def test_a_rejected_decay_retrain_keeps_the_change_day_for_the_next_one() -> None:
+    def record(hours: int, action: str, version: str, train_from: str | None) -> TriggerRecord:
+        return TriggerRecord(NOW - timedelta(hours=hours), action, "r", version, train_from)
+
+    history = [record(30, "quiet", "7", None), record(20, "trigger", "7", "2026-11-20")]
+    assert change_seen_from(history, "7") == "2026-11-20"
+    assert change_seen_from(history, "8") is None  # a new champion starts afresh
+    assert change_seen_from([*history, record(10, "dry_run", "7", None)], "7") == "2026-11-20"
+    assert change_seen_from([*history, record(10, "quiet", "7", None)], "7") is None
+    next_day = decide(
+        evidence(performance=0.05, monitored_days=["2026-11-21"], change_seen_from="2026-11-20"), CONFIG
+    )
+    assert next_day.train_from == "2026-11-20"

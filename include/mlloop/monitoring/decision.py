@@ -68,6 +68,9 @@ class MonitorEvidence:
     champion_days: list[str] = field(default_factory=list)  # ISO days the champion was trained on
     champion_train_from: str | None = None  # set when the champion's window was cut at a change
     full_window_days: int = 0  # train_model's usual window length
+    change_seen_from: str | None = None  # where an earlier decay of this same champion placed the change
+    served_rows: int = 0  # the champion's answers logged by the scoring service for the window
+    scores_source: str = "batch"  # "served": its logged answers; "batch": the window re-scored
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,8 @@ def decide(evidence: MonitorEvidence, config: MonitorConfig) -> MonitorDecision:
         if catch_up.fired:
             train_from = evidence.champion_train_from
         elif performance.fired and evidence.monitored_days:
-            train_from = evidence.monitored_days[0]
+            # The same champion decayed before (its retrain rejected or suppressed): the change began then.
+            train_from = evidence.change_seen_from or evidence.monitored_days[0]
     return MonitorDecision(rules, config.version, train_from)
 
 
@@ -199,7 +203,8 @@ def _performance_rule(evidence: MonitorEvidence, config: MonitorConfig) -> RuleO
     return RuleOutcome(
         "performance_decay",
         drop > config.performance_margin,
-        f"PR-AUC {evidence.performance:.3f} on {evidence.labelled_rows} labelled rows vs "
+        f"PR-AUC {evidence.performance:.3f} on {evidence.labelled_rows} labelled rows "
+        f"({'served answers' if evidence.scores_source == 'served' else 'batch re-scored'}) vs "
         f"{evidence.performance_at_promotion:.3f} at promotion (drop {drop:+.3f}, margin "
         f"{config.performance_margin:.3f})",
     )
@@ -212,6 +217,21 @@ class TriggerRecord:
     at: datetime
     action: Action
     reason: str
+    champion_version: str | None = None
+    train_from: str | None = None
+
+
+def change_seen_from(history: Sequence[TriggerRecord], champion_version: str) -> str | None:
+    """Return the ``train_from`` of the newest non-dry-run decision about ``champion_version``, if any.
+
+    A decay whose retrain was rejected (or suppressed) leaves the same champion decaying the next day; the
+    change began on the first day, so the next retrain must still learn from there. A quiet check in
+    between ends that memory.
+    """
+    for record in sorted(history, key=lambda r: r.at, reverse=True):
+        if record.champion_version == champion_version and record.action != "dry_run":
+            return record.train_from
+    return None
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,12 @@
 (found through its ``mlloop.snapshot_digest`` version tag, never "the latest data"); current = the
 monitored window of validated days, built by the same feature code as a content-addressed snapshot (so
 the labels known by then come along, and a retrain can use it as is). Checks: data drift per feature
-column (``check_drift``), drift of the champion's scores, the champion's PR-AUC on the labelled rows
-against its holdout value at promotion. Then ``decide`` and ``guard``; every outcome is written to
-``reports/monitoring/<dataset>/`` (JSON + Evidently's HTML) and to the ``mlloop-monitoring`` MLflow
-experiment (one run per check, tagged with the model version and the window).
+column (``check_drift``), drift of the champion's scores and its PR-AUC on the labelled rows against its
+holdout value at promotion, both on what production saw: the champion's answers in the inference log
+(joined with the labels known) when the scoring service served the window, else the window re-scored.
+Then ``decide`` and ``guard``; every outcome is written to ``reports/monitoring/<dataset>/`` (JSON +
+Evidently's HTML) and to the ``mlloop-monitoring`` MLflow experiment (one run per check, tagged with the
+model version and the window).
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, replace
 from datetime import UTC, date, datetime
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
 from mlloop.config import get_settings
 from mlloop.monitoring.decision import (
     GuardOutcome,
+    MonitorConfig,
     MonitorEvidence,
     TriggerRecord,
+    change_seen_from,
     decide,
     guard,
     load_monitor_config,
@@ -51,7 +56,13 @@ def load_history(storage: Storage, dataset: str) -> list[TriggerRecord]:
         if key.endswith(".json"):
             data = storage.read_json(key)
             records.append(
-                TriggerRecord(datetime.fromisoformat(data["checked_at"]), data["action"], data["reason"])
+                TriggerRecord(
+                    datetime.fromisoformat(data["checked_at"]),
+                    data["action"],
+                    data["reason"],
+                    champion_version=str(data.get("champion_version") or "") or None,
+                    train_from=(data.get("decision") or {}).get("train_from"),
+                )
             )
     return sorted(records, key=lambda r: r.at)
 
@@ -126,13 +137,18 @@ def monitor_window(
     columns = [c for c in feature_columns(use_case.features) if c not in use_case.drift_exclude]
     categorical = [c for c in columns if c in use_case.features.categorical]
     numeric = [c for c in columns if c not in use_case.features.categorical]
+    served = _champion_answers(storage, use_case, days, str(champion.version), now)
     evidence, drift, prediction = _evidence(
-        client, champion, reference, current, ref_manifest, numeric, categorical, use_case
+        client, champion, reference, current, ref_manifest, numeric, categorical, use_case, served, config
     )
-    evidence = replace(evidence, monitored_days=[d.isoformat() for d in days])
+    history = load_history(storage, use_case.dataset)
+    evidence = replace(
+        evidence,
+        monitored_days=[d.isoformat() for d in days],
+        change_seen_from=change_seen_from(history, str(champion.version)),
+    )
     quality = _quality(reference, current, numeric, categorical, use_case, Path(drift.report_path).parent)
     decision = decide(evidence, config)
-    history = load_history(storage, use_case.dataset)
     outcome = guard(
         decision, now=now, history=history, training_active=training_active, dry_run=dry_run, config=config
     )
@@ -167,8 +183,15 @@ def _evidence(
     numeric: list[str],
     categorical: list[str],
     use_case: UseCase,
+    served: Any,
+    config: MonitorConfig,
 ) -> tuple[MonitorEvidence, Any, Any]:
-    """Run the drift checks and the performance check; return the evidence and both drift results."""
+    """Run the drift checks and the performance check; return the evidence and both drift results.
+
+    Prediction drift and performance are judged on what production saw: the champion's answers in the
+    inference log (``served``) when it holds at least ``min_labelled_rows`` of them for the window (and
+    enough labelled ones for performance); otherwise on the window's batch re-scored by the champion.
+    """
     import numpy as np
     import pandas as pd
 
@@ -190,17 +213,35 @@ def _evidence(
     spec = ref_manifest.spec()
     ref_scores = model.predict_proba(model_matrix(reference, spec, ref_manifest.feature_columns))[:, 1]
     cur_scores = model.predict_proba(model_matrix(current, spec, ref_manifest.feature_columns))[:, 1]
+    use_served = len(served) >= config.min_labelled_rows
+    served_scores = served["score"].to_numpy(dtype=np.float64) if use_served else cur_scores
     prediction = check_drift(
         pd.DataFrame({"score": ref_scores}),
-        pd.DataFrame({"score": cur_scores}),
+        pd.DataFrame({"score": served_scores}),
         numeric=["score"],
         categorical=[],
         html_path=html_dir / "prediction_drift.html",
     )
     known = current[ref_manifest.label_known_column].astype(bool).to_numpy()
-    labels = current.loc[known, use_case.target_column].to_numpy(dtype=np.int8)
+    labels, scores = current.loc[known, use_case.target_column].to_numpy(dtype=np.int8), cur_scores[known]
+    labelled = served[served[use_case.target_column].notna()]
+    served_labels = labelled[use_case.target_column].to_numpy(dtype=np.int8)
+    if (
+        use_served
+        and len(served_labels) >= config.min_labelled_rows
+        and int(served_labels.sum()) >= config.min_labelled_positives
+    ):
+        labels, scores = served_labels, labelled["score"].to_numpy(dtype=np.float64)
+    else:
+        use_served = False
     positives = int(labels.sum())
-    performance = float(pr_auc(labels, cur_scores[known])) if positives and positives < len(labels) else None
+    performance = float(pr_auc(labels, scores)) if positives and positives < len(labels) else None
+    log.info(
+        "Scores judged: %s (%d of the champion's answers logged for the window, %d labelled)",
+        "served answers" if use_served else "batch re-scored",
+        len(served),
+        len(served_labels),
+    )
     run = client.get_run(champion.run_id)
     try:
         ranked = json.loads(Path(client.download_artifacts(champion.run_id, IMPORTANCE_ARTIFACT)).read_text())
@@ -218,13 +259,31 @@ def _evidence(
         prediction_drift_score=prediction.columns[0].score,
         performance=performance,
         performance_at_promotion=run.data.metrics.get("holdout_pr_auc"),
-        labelled_rows=int(known.sum()),
+        labelled_rows=len(labels),
         labelled_positives=positives,
+        served_rows=len(served),
+        scores_source="served" if use_served else "batch",
         champion_days=list(ref_manifest.days),
         champion_train_from=run.data.tags.get(TRAIN_FROM_TAG) or None,
         full_window_days=TRAIN_WINDOW_DAYS,
     )
     return evidence, drift, prediction
+
+
+def _champion_answers(
+    storage: Storage, use_case: UseCase, days: list[date], version: str, now: datetime
+) -> Any:
+    """Return the champion ``version``'s logged answers for ``days``, labels known at the start of now's day.
+
+    The same label cut-off as the window's snapshot (``snapshot_days``), so both judge the same labels.
+    """
+    from mlloop.serving.inference_log import labelled_answers
+
+    cutoff = datetime.combine(now.astimezone(UTC).date(), dt_time.min, tzinfo=UTC)
+    answers = labelled_answers(storage, use_case, [d.isoformat() for d in days], cutoff)
+    if answers.empty:
+        return answers
+    return answers[answers["model_version"].astype(str) == version].reset_index(drop=True)
 
 
 def _quality(

@@ -133,31 +133,15 @@ def served_performance(
     A transaction answered twice (a replay) counts once, with its latest answer.
     """
     import numpy as np
-    import pandas as pd
 
-    from mlloop.data.generator import labels_known_by
     from mlloop.promotion.metrics import pr_auc, recall_at_precision
-    from mlloop.serving.inference_log import AREA
-    from mlloop.storage.store import partition_key
+    from mlloop.serving.inference_log import labelled_answers
 
-    key = use_case.key_column
-    logged_keys = [
-        k for k in storage.list(partition_key(AREA, use_case.dataset, day)) if k.endswith(".parquet")
-    ]
     row: dict[str, Any] = {"day": day, "served": 0, "versions": "", "labelled": 0, "pr_auc": None}
-    if not logged_keys:
+    served = labelled_answers(storage, use_case, [day], as_of)
+    if served.empty:
         return row
-    served = pd.concat([storage.read_frame(k) for k in logged_keys], ignore_index=True)
-    served = served.sort_values("served_at", kind="stable").drop_duplicates(key, keep="last")
-    label_keys = [
-        k for k in storage.list(partition_key("labels", use_case.dataset, day)) if k.endswith(".parquet")
-    ]
-    labels = (
-        labels_known_by(pd.concat([storage.read_frame(k) for k in label_keys], ignore_index=True), as_of)
-        if label_keys
-        else pd.DataFrame(columns=[key, use_case.target_column])
-    )
-    joined = served.merge(labels[[key, use_case.target_column]].drop_duplicates(key), on=key, how="inner")
+    joined = served[served[use_case.target_column].notna()]
     counts = served["model_version"].astype(str).value_counts().sort_index()
     row.update(
         served=len(served),

@@ -24,6 +24,7 @@ from mlloop.storage.store import partition_key
 
 if TYPE_CHECKING:
     from mlloop.storage import Storage
+    from mlloop.usecase import UseCase
 
 log = logging.getLogger(__name__)
 AREA = "inference"
@@ -170,3 +171,35 @@ class InferenceLog:
             AREA,
             self.dataset,
         )
+
+
+def labelled_answers(
+    storage: Storage, use_case: UseCase, days: Sequence[str], as_of: dt.datetime
+) -> pd.DataFrame:
+    """Return the answers logged for ``days`` with the labels known at ``as_of`` (target NaN if unknown).
+
+    A transaction answered twice (a replay) counts once, with its latest answer. Empty (no columns
+    beyond the key and target) when nothing was logged for those days.
+    """
+    from mlloop.data.generator import labels_known_by
+
+    key, target = use_case.key_column, use_case.target_column
+
+    def read(area: str) -> pd.DataFrame | None:
+        keys = [
+            k
+            for day in days
+            for k in storage.list(partition_key(area, use_case.dataset, day))
+            if k.endswith(".parquet")
+        ]
+        return pd.concat([storage.read_frame(k) for k in keys], ignore_index=True) if keys else None
+
+    served = read(AREA)
+    if served is None:
+        return pd.DataFrame({key: pd.Series(dtype=object), target: pd.Series(dtype=float)})
+    served = served.sort_values("served_at", kind="stable").drop_duplicates(key, keep="last")
+    labels = read("labels")
+    if labels is None:
+        return served.assign(**{target: float("nan")}).reset_index(drop=True)
+    known = labels_known_by(labels, as_of)[[key, target]].drop_duplicates(key)
+    return served.merge(known, on=key, how="left").reset_index(drop=True)
