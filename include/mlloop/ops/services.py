@@ -120,10 +120,11 @@ def stack_env() -> dict[str, str]:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
-            # LocalExecutor workers start from a forkserver that imported the tasks' libraries once, so a
-            # task forks with them loaded instead of importing them again (bench/train_overhead.py).
-            "AIRFLOW__CORE__MP_START_METHOD": "forkserver",
-            "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": TASK_PRELOAD,
+            # The scheduler's LocalExecutor workers start from a forkserver that imported the tasks'
+            # libraries once, so a task forks with them loaded instead of importing them again
+            # (bench/train_overhead.py). Scheduler only: the triggerer and DAG processor run no tasks.
+            "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+            "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": TASK_PRELOAD,
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{SQLITE_ARGS}.CONNECT_ARGS",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{SQLITE_ARGS}.CONNECT_ARGS_ASYNC",
