@@ -105,7 +105,7 @@ def _warm_executor(api: Any) -> None:
     """Run monitor_drift once (no champion yet: quiet in seconds), untimed.
 
     The LocalExecutor starts its workers on the first task, from a forkserver that imports the tasks'
-    libraries then (``[core] mp_forkserver_preload``); a running deployment has paid that long before.
+    libraries then (``[scheduler] mp_forkserver_preload``); a running deployment has paid that long before.
     """
     api.wait_for_dag("monitor_drift")
     api.set_paused("monitor_drift", False)

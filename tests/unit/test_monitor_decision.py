@@ -234,3 +234,9 @@ def test_a_rejected_decay_retrain_keeps_the_change_day_for_the_next_one() -> Non
         evidence(performance=0.05, monitored_days=["2026-11-21"], change_seen_from="2026-11-20"), CONFIG
     )
     assert next_day.train_from == "2026-11-20"
+
+
+def test_reasons_name_where_the_scores_came_from() -> None:
+    reason = decide(evidence(prediction_source="served", scores_source="batch"), CONFIG).reason
+    assert "the champion's scores (served answers) stayed" in reason
+    assert "labelled rows (batch re-scored)" in reason

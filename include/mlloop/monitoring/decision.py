@@ -70,7 +70,8 @@ class MonitorEvidence:
     full_window_days: int = 0  # train_model's usual window length
     change_seen_from: str | None = None  # where an earlier decay of this same champion placed the change
     served_rows: int = 0  # the champion's answers logged by the scoring service for the window
-    scores_source: str = "batch"  # "served": its logged answers; "batch": the window re-scored
+    prediction_source: str = "batch"  # scores of the prediction-drift check: "served" answers or "batch"
+    scores_source: str = "batch"  # performance: "served": its logged answers; "batch": the window re-scored
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,8 @@ def decide(evidence: MonitorEvidence, config: MonitorConfig) -> MonitorDecision:
                 RuleOutcome(
                     "prediction_drift",
                     evidence.prediction_drift,
-                    f"the champion's scores {'drifted' if evidence.prediction_drift else 'stayed'}{score}",
+                    f"the champion's scores ({source_words(evidence.prediction_source)}) "
+                    f"{'drifted' if evidence.prediction_drift else 'stayed'}{score}",
                 )
             )
     performance = _performance_rule(evidence, config)
@@ -185,6 +187,11 @@ def _catch_up_rule(evidence: MonitorEvidence) -> RuleOutcome:
     return RuleOutcome("window_catch_up", have < full and bool(newest) and newest > trained_to, detail)
 
 
+def source_words(source: str) -> str:
+    """Return how a reason names a score source."""
+    return "served answers" if source == "served" else "batch re-scored"
+
+
 def _performance_rule(evidence: MonitorEvidence, config: MonitorConfig) -> RuleOutcome:
     """Judge decay only with enough labels and a reference value from promotion time."""
     if evidence.performance is None or evidence.performance_at_promotion is None:
@@ -204,7 +211,7 @@ def _performance_rule(evidence: MonitorEvidence, config: MonitorConfig) -> RuleO
         "performance_decay",
         drop > config.performance_margin,
         f"PR-AUC {evidence.performance:.3f} on {evidence.labelled_rows} labelled rows "
-        f"({'served answers' if evidence.scores_source == 'served' else 'batch re-scored'}) vs "
+        f"({source_words(evidence.scores_source)}) vs "
         f"{evidence.performance_at_promotion:.3f} at promotion (drop {drop:+.3f}, margin "
         f"{config.performance_margin:.3f})",
     )

@@ -21,7 +21,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, replace
 from datetime import UTC, date, datetime
-from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from mlloop.monitoring.decision import (
     decide,
     guard,
     load_monitor_config,
+    source_words,
 )
 from mlloop.storage import Storage
 from mlloop.usecase import UseCase, load_use_case
@@ -213,11 +213,10 @@ def _evidence(
     spec = ref_manifest.spec()
     ref_scores = model.predict_proba(model_matrix(reference, spec, ref_manifest.feature_columns))[:, 1]
     cur_scores = model.predict_proba(model_matrix(current, spec, ref_manifest.feature_columns))[:, 1]
-    use_served = len(served) >= config.min_labelled_rows
-    served_scores = served["score"].to_numpy(dtype=np.float64) if use_served else cur_scores
+    scores_served = len(served) >= config.min_labelled_rows
     prediction = check_drift(
         pd.DataFrame({"score": ref_scores}),
-        pd.DataFrame({"score": served_scores}),
+        pd.DataFrame({"score": served["score"].to_numpy(dtype=np.float64) if scores_served else cur_scores}),
         numeric=["score"],
         categorical=[],
         html_path=html_dir / "prediction_drift.html",
@@ -226,19 +225,19 @@ def _evidence(
     labels, scores = current.loc[known, use_case.target_column].to_numpy(dtype=np.int8), cur_scores[known]
     labelled = served[served[use_case.target_column].notna()]
     served_labels = labelled[use_case.target_column].to_numpy(dtype=np.int8)
-    if (
-        use_served
+    labels_served = (
+        scores_served
         and len(served_labels) >= config.min_labelled_rows
         and int(served_labels.sum()) >= config.min_labelled_positives
-    ):
+    )
+    if labels_served:
         labels, scores = served_labels, labelled["score"].to_numpy(dtype=np.float64)
-    else:
-        use_served = False
     positives = int(labels.sum())
     performance = float(pr_auc(labels, scores)) if positives and positives < len(labels) else None
     log.info(
-        "Scores judged: %s (%d of the champion's answers logged for the window, %d labelled)",
-        "served answers" if use_served else "batch re-scored",
+        "Prediction drift on %s, performance on %s (%d of the champion's answers logged, %d labelled)",
+        source_words("served" if scores_served else "batch"),
+        source_words("served" if labels_served else "batch"),
         len(served),
         len(served_labels),
     )
@@ -262,7 +261,8 @@ def _evidence(
         labelled_rows=len(labels),
         labelled_positives=positives,
         served_rows=len(served),
-        scores_source="served" if use_served else "batch",
+        prediction_source="served" if scores_served else "batch",
+        scores_source="served" if labels_served else "batch",
         champion_days=list(ref_manifest.days),
         champion_train_from=run.data.tags.get(TRAIN_FROM_TAG) or None,
         full_window_days=TRAIN_WINDOW_DAYS,
@@ -278,9 +278,9 @@ def _champion_answers(
     The same label cut-off as the window's snapshot (``snapshot_days``), so both judge the same labels.
     """
     from mlloop.serving.inference_log import labelled_answers
+    from mlloop.training.pipeline import labels_cutoff
 
-    cutoff = datetime.combine(now.astimezone(UTC).date(), dt_time.min, tzinfo=UTC)
-    answers = labelled_answers(storage, use_case, [d.isoformat() for d in days], cutoff)
+    answers = labelled_answers(storage, use_case, [d.isoformat() for d in days], labels_cutoff(now))
     if answers.empty:
         return answers
     return answers[answers["model_version"].astype(str) == version].reset_index(drop=True)

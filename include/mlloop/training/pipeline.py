@@ -113,8 +113,14 @@ def snapshot_days(
 
     keys = [k for d in days for k in storage.list(f"labels/{use_case.dataset}/date={d.isoformat()}")]
     labels = pd.concat([storage.read_frame(k) for k in keys], ignore_index=True) if keys else None
-    cutoff = datetime.combine(as_of.astimezone(UTC).date(), time.min, tzinfo=UTC)
-    return create_snapshot(storage, use_case, days, labels=labels, as_of=cutoff, validate=validate)
+    return create_snapshot(
+        storage, use_case, days, labels=labels, as_of=labels_cutoff(as_of), validate=validate
+    )
+
+
+def labels_cutoff(as_of: datetime) -> datetime:
+    """Return the start of ``as_of``'s UTC day: the labels known by then count, so a day's runs agree."""
+    return datetime.combine(as_of.astimezone(UTC).date(), time.min, tzinfo=UTC)
 
 
 def _version_trained_on(digest: str) -> Any:
