@@ -49,8 +49,9 @@ serve: install ## Run the scoring service in the foreground (127.0.0.1:8000; `ma
 
 DAYS ?= 5
 DRIFT ?=
-simulate: up ## Closed loop over DAYS days (after make demo): serve, land, monitor, retrain; DRIFT="covariate_amount@2 concept@4-6"
-	$(BIN)/python -m mlloop.ops.simulate --days $(DAYS) $(foreach d,$(DRIFT),--drift $(d))
+ROWS ?=
+simulate: up ## Closed loop over DAYS days (after make demo): serve, land, monitor, retrain; DRIFT="covariate_amount@2 concept@4-6" ROWS=60000
+	$(BIN)/python -m mlloop.ops.simulate --days $(DAYS) $(foreach d,$(DRIFT),--drift $(d)) $(if $(ROWS),--rows $(ROWS))
 
 test: install-dev ## Set up and run the test suite
 	$(BIN)/python -m pytest

@@ -116,6 +116,7 @@ def test_loop_outcome_reports_detection_recovery_and_false_alarms() -> None:
     ]
     outcome = loop_outcome(rows)
     assert outcome["baseline_pr_auc"] == 0.39
+    assert outcome["baseline_sd"] == 0.0141  # stdev of 0.40 and 0.38: within the tolerance, no note
     assert outcome["false_alarms"] == ["2026-10-02"]
     concept, covariate = outcome["events"]
     assert concept["days"] == "2026-10-03..2026-10-06"
@@ -126,3 +127,25 @@ def test_loop_outcome_reports_detection_recovery_and_false_alarms() -> None:
     assert "retrains fired on clean days: 1 (2026-10-02)" in lines[0]
     assert "detected on day 2 of the drift" in lines[1] and "on day 4 (0.375)" in lines[1]
     assert "not back within 0.02" in lines[2]
+    assert "(day-to-day SD 0.0141)" in lines[0] and len(lines) == 3
+
+
+def test_loop_outcome_says_when_the_tolerance_is_within_day_to_day_noise() -> None:
+    from mlloop.ops.simulate import loop_outcome, outcome_lines
+
+    rows = [{"day": f"2026-10-0{i}", "scenario": "none", "pr_auc": p, "monitor": "quiet"}
+            for i, p in enumerate((0.35, 0.44, 0.39), start=1)]  # fmt: skip
+    outcome = loop_outcome(rows)
+    assert outcome["baseline_sd"] == 0.0451
+    assert "spread more (SD 0.0451) than the recovery tolerance (0.02)" in outcome_lines(outcome)[1]
+
+
+def test_simulate_refuses_an_implausible_rows_per_day(capsys) -> None:
+    import pytest
+
+    from mlloop.ops.simulate import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--days", "3", "--rows", "10"])
+    assert exit_info.value.code == 2
+    assert "--rows 10: use 1000..1000000 transactions per day" in capsys.readouterr().err

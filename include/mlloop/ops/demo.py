@@ -85,13 +85,20 @@ class DemoRun:
 
 
 def trigger_days(
-    api: AirflowAPI, days: tuple[tuple[str, str], ...], stamp: str, *, start_training: bool = True
+    api: AirflowAPI,
+    days: tuple[tuple[str, str], ...],
+    stamp: str,
+    *,
+    start_training: bool = True,
+    rows: int | None = None,
 ) -> list[DemoRun]:
-    """Trigger one ingestion run per (day, scenario); ``start_training`` is the ingest Param of that name."""
+    """Trigger one ingestion run per (day, scenario); ``start_training`` and ``rows`` are ingest Params."""
     runs = []
     for day, scenario in days:
         run = DemoRun(day, scenario, f"demo__{day}__{scenario}__{stamp}")
-        conf = {"day": day, "scenario": scenario, "start_training": start_training}
+        conf: dict[str, Any] = {"day": day, "scenario": scenario, "start_training": start_training}
+        if rows is not None:
+            conf["rows"] = rows
         api.trigger(INGEST_DAG, run.run_id, conf)
         log.info("Triggered %s for %s (scenario %s)", INGEST_DAG, day, scenario)
         runs.append(run)

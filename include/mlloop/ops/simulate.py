@@ -18,6 +18,7 @@ import datetime as dt
 import io
 import json
 import logging
+import statistics
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -73,29 +74,38 @@ def replay_day(
     return versions
 
 
-def serve_day(serving_url: str, use_case: UseCase, day: str, scenario: str) -> dict[str, int]:
-    """Generate ``day``'s traffic (as its batch will land) and replay it through the service."""
+def serve_day(
+    serving_url: str, use_case: UseCase, day: str, scenario: str, rows: int | None = None
+) -> dict[str, int]:
+    """Generate ``day``'s traffic (as its batch will land) and replay it through the service.
+
+    ``rows``: the day's transactions (default: the use case's ``rows_per_day``); the batch must land
+    with the same number, or the two would not be the same transactions.
+    """
     from mlloop.data.generator import generate_day
 
     traffic = generate_day(
         dt.date.fromisoformat(day),
-        rows=use_case.source.rows_per_day,
+        rows=rows or use_case.source.rows_per_day,
         seed=use_case.source.seed,
         scenario=scenario,
     ).transactions
     return replay_day(serving_url, traffic, use_case)
 
 
-def served_day(storage: Storage, use_case: UseCase, day: str, timeout_s: float = 60.0) -> dict[str, Any]:
+def served_day(
+    storage: Storage, use_case: UseCase, day: str, timeout_s: float = 60.0, rows: int | None = None
+) -> dict[str, Any]:
     """Return ``served_performance`` of ``day`` once the inference log holds its whole traffic.
 
-    The service writes its tail within MLLOOP_INFERENCE_FLUSH_SECONDS; after ``timeout_s`` the row is
-    returned with what was written.
+    ``rows``: the day's traffic as served (default: the use case's ``rows_per_day``). The service
+    writes its tail within MLLOOP_INFERENCE_FLUSH_SECONDS; after ``timeout_s`` the row is returned
+    with what was written.
     """
     deadline = time.monotonic() + timeout_s
     while True:
         row = served_performance(storage, use_case, day, dt.datetime.now(dt.UTC))
-        if row["served"] >= use_case.source.rows_per_day or time.monotonic() > deadline:
+        if row["served"] >= (rows or use_case.source.rows_per_day) or time.monotonic() > deadline:
             return row
         time.sleep(2)
 
@@ -164,7 +174,9 @@ def served_performance(
 def loop_outcome(rows: Sequence[dict[str, Any]], tolerance: float = 0.02) -> dict[str, Any]:
     """Judge the loop on a simulation's rows: detection, recovery and false alarms per drift event.
 
-    Baseline: mean served PR-AUC of the clean days before the first drift. An event is a run of days
+    Baseline: mean served PR-AUC of the clean days before the first drift, with their standard
+    deviation (``baseline_sd``: the day-to-day spread one model shows; a tolerance below it is judged
+    partly by chance, and more traffic per day narrows it). An event is a run of days
     with one drift scenario; it is detected on its first day with a monitoring trigger (lag 0: the
     drifted day itself) and recovered on its first day, after detection, whose served PR-AUC is within
     ``tolerance`` of the baseline (lag counted from the event's first day). ``false_alarms`` are the
@@ -177,6 +189,7 @@ def loop_outcome(rows: Sequence[dict[str, Any]], tolerance: float = 0.02) -> dic
         if row.get("pr_auc") is not None:
             clean_before.append(row["pr_auc"])
     baseline = round(sum(clean_before) / len(clean_before), 4) if clean_before else None
+    baseline_sd = round(statistics.stdev(clean_before), 4) if len(clean_before) > 1 else None
     events: list[dict[str, Any]] = []
     for i, row in enumerate(rows):
         scenario = row.get("scenario", "none")
@@ -211,6 +224,7 @@ def loop_outcome(rows: Sequence[dict[str, Any]], tolerance: float = 0.02) -> dic
     false_alarms = [row["day"] for row in clean if row.get("monitor") == "trigger"]
     return {
         "baseline_pr_auc": baseline,
+        "baseline_sd": baseline_sd,
         "tolerance": tolerance,
         "events": events,
         "false_alarms": false_alarms,
@@ -220,10 +234,19 @@ def loop_outcome(rows: Sequence[dict[str, Any]], tolerance: float = 0.02) -> dic
 def outcome_lines(outcome: dict[str, Any]) -> list[str]:
     """Return ``loop_outcome`` as lines a person reads."""
     alarms = outcome["false_alarms"]
+    sd = outcome.get("baseline_sd")
     lines = [
-        f"Baseline (clean days before the first drift): served PR-AUC {outcome['baseline_pr_auc']}; "
-        f"retrains fired on clean days: {len(alarms)}" + (f" ({', '.join(alarms)})" if alarms else "")
+        f"Baseline (clean days before the first drift): served PR-AUC {outcome['baseline_pr_auc']}"
+        + ("" if sd is None else f" (day-to-day SD {sd})")
+        + f"; retrains fired on clean days: {len(alarms)}"
+        + (f" ({', '.join(alarms)})" if alarms else "")
     ]
+    if sd is not None and sd > outcome["tolerance"]:
+        lines.append(
+            f"Note: the clean days spread more (SD {sd}) than the recovery tolerance "
+            f"({outcome['tolerance']}), so a single day can miss it by chance; more traffic per day "
+            "(make simulate ROWS=60000) narrows the spread."
+        )
     for event in outcome["events"]:
         detected = event["detected_after_days"]
         recovered = event["recovered_after_days"]
@@ -372,8 +395,12 @@ def _warm_up_days(first_day: str, window_days: int) -> tuple[tuple[str, str], ..
 SIMULATION_GUARD_OVERRIDES = {"cooldown_hours": 0, "max_triggers_per_week": 1000}
 
 
-def run_simulation(days: list[tuple[str, str]], stamp: str) -> list[dict[str, Any]]:
-    """Day by day: serve the day's traffic, land it, monitor it, let a triggered retrain run; return rows."""
+def run_simulation(days: list[tuple[str, str]], stamp: str, rows: int | None = None) -> list[dict[str, Any]]:
+    """Day by day: serve the day's traffic, land it, monitor it, let a triggered retrain run; return rows.
+
+    ``rows``: transactions per simulated day, served and landed alike (default: the use case's
+    ``rows_per_day``).
+    """
     from mlloop.config import get_settings
     from mlloop.ops import demo, services
     from mlloop.ops.airflow_api import AirflowAPI
@@ -395,7 +422,7 @@ def run_simulation(days: list[tuple[str, str]], stamp: str) -> list[dict[str, An
     if warm_up:  # a retrain on an early simulated day needs a full training window before it
         log.info("Landing %d warm-up day(s) before the simulation: %s", len(warm_up), [d for d, _ in warm_up])
         since = dt.datetime.now(dt.UTC).isoformat()
-        demo.wait_for_runs(api, demo.trigger_days(api, warm_up, stamp=f"simwarm{stamp}"))
+        demo.wait_for_runs(api, demo.trigger_days(api, warm_up, stamp=f"simwarm{stamp}", rows=rows))
         demo.wait_for_training(api, since, allow_none=True)
     rows = []
     for number, (day, scenario) in enumerate(days, start=1):
@@ -403,10 +430,12 @@ def run_simulation(days: list[tuple[str, str]], stamp: str) -> list[dict[str, An
         if champion is None:
             raise RuntimeError(f"{name} has no champion to serve: run `make demo` first (it trains one)")
         wait_until_serving(services.SERVING_URL, str(champion.version))
-        serve_day(services.SERVING_URL, use_case, day, scenario)
+        serve_day(services.SERVING_URL, use_case, day, scenario, rows)
         since = dt.datetime.now(dt.UTC).isoformat()
         # Monitoring alone decides when to retrain: the batch lands without starting train_model.
-        ingest = demo.trigger_days(api, ((day, scenario),), stamp=f"sim{stamp}", start_training=False)
+        ingest = demo.trigger_days(
+            api, ((day, scenario),), stamp=f"sim{stamp}", start_training=False, rows=rows
+        )
         demo.wait_for_runs(api, ingest)
         # The validated_transactions Asset still starts train_model, which skips; say so if it trained.
         landed = [demo.training_outcome(api, r) for r in demo.wait_for_training(api, since, allow_none=True)]
@@ -424,7 +453,7 @@ def run_simulation(days: list[tuple[str, str]], stamp: str) -> list[dict[str, An
         if check.get("action") == "trigger":
             runs = demo.wait_for_training(api, since, allow_none=True)
             retrain = "; ".join(demo.training_outcome(api, r).split(":")[0] for r in runs)
-        row = served_day(storage, use_case, day)
+        row = served_day(storage, use_case, day, rows=rows)
         retrain = "; ".join([*(f"on landing: {o}" for o in landed), *([retrain] if retrain else [])])
         row.update(scenario=scenario, monitor=check.get("action", state), retrain=retrain)
         rows.append(row)
@@ -454,14 +483,25 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="scenario@day or scenario@first-last (a lasting drift), e.g. concept@20-30",
     )
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=None,
+        help="transactions per simulated day, served and landed (default: the use case's rows_per_day); "
+        "more rows narrow the day-to-day spread of the served PR-AUC",
+    )
     args = parser.parse_args(argv)
+    if args.rows is not None and not 1_000 <= args.rows <= 1_000_000:
+        parser.error(f"--rows {args.rows}: use 1000..1000000 transactions per day")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     os.environ.update({k: v for k, v in services.stack_env().items() if k.startswith("MLLOOP_")})
     get_settings.cache_clear()
     days = simulation_days(args.days, args.end_back, args.drift)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    rows = run_simulation(days, stamp)
+    rows = run_simulation(days, stamp, args.rows)
     title = f"mlloop simulation {stamp}: {args.days} days, drifts {', '.join(args.drift) or 'none'}"
+    if args.rows:
+        title += f", {args.rows} rows/day"
     uris = save_timeline(Storage.from_settings(get_settings()), rows, stamp, title)
     print(timeline(rows, title)[0])
     print("\n".join(["", *outcome_lines(loop_outcome(rows))]))
