@@ -395,10 +395,12 @@ def _warm_up_days(first_day: str, window_days: int) -> tuple[tuple[str, str], ..
 SIMULATION_GUARD_OVERRIDES = {"cooldown_hours": 0, "max_triggers_per_week": 1000}
 
 
-def run_simulation(days: list[tuple[str, str]], stamp: str, rows: int | None = None) -> list[dict[str, Any]]:
+def run_simulation(
+    days: list[tuple[str, str]], stamp: str, rows_per_day: int | None = None
+) -> list[dict[str, Any]]:
     """Day by day: serve the day's traffic, land it, monitor it, let a triggered retrain run; return rows.
 
-    ``rows``: transactions per simulated day, served and landed alike (default: the use case's
+    ``rows_per_day``: transactions per simulated day, served and landed alike (default: the use case's
     ``rows_per_day``).
     """
     from mlloop.config import get_settings
@@ -422,7 +424,7 @@ def run_simulation(days: list[tuple[str, str]], stamp: str, rows: int | None = N
     if warm_up:  # a retrain on an early simulated day needs a full training window before it
         log.info("Landing %d warm-up day(s) before the simulation: %s", len(warm_up), [d for d, _ in warm_up])
         since = dt.datetime.now(dt.UTC).isoformat()
-        demo.wait_for_runs(api, demo.trigger_days(api, warm_up, stamp=f"simwarm{stamp}", rows=rows))
+        demo.wait_for_runs(api, demo.trigger_days(api, warm_up, stamp=f"simwarm{stamp}", rows=rows_per_day))
         demo.wait_for_training(api, since, allow_none=True)
     rows = []
     for number, (day, scenario) in enumerate(days, start=1):
@@ -430,11 +432,11 @@ def run_simulation(days: list[tuple[str, str]], stamp: str, rows: int | None = N
         if champion is None:
             raise RuntimeError(f"{name} has no champion to serve: run `make demo` first (it trains one)")
         wait_until_serving(services.SERVING_URL, str(champion.version))
-        serve_day(services.SERVING_URL, use_case, day, scenario, rows)
+        serve_day(services.SERVING_URL, use_case, day, scenario, rows_per_day)
         since = dt.datetime.now(dt.UTC).isoformat()
         # Monitoring alone decides when to retrain: the batch lands without starting train_model.
         ingest = demo.trigger_days(
-            api, ((day, scenario),), stamp=f"sim{stamp}", start_training=False, rows=rows
+            api, ((day, scenario),), stamp=f"sim{stamp}", start_training=False, rows=rows_per_day
         )
         demo.wait_for_runs(api, ingest)
         # The validated_transactions Asset still starts train_model, which skips; say so if it trained.
@@ -453,7 +455,7 @@ def run_simulation(days: list[tuple[str, str]], stamp: str, rows: int | None = N
         if check.get("action") == "trigger":
             runs = demo.wait_for_training(api, since, allow_none=True)
             retrain = "; ".join(demo.training_outcome(api, r).split(":")[0] for r in runs)
-        row = served_day(storage, use_case, day, rows=rows)
+        row = served_day(storage, use_case, day, rows=rows_per_day)
         retrain = "; ".join([*(f"on landing: {o}" for o in landed), *([retrain] if retrain else [])])
         row.update(scenario=scenario, monitor=check.get("action", state), retrain=retrain)
         rows.append(row)
