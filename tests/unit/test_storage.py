@@ -68,6 +68,19 @@ def test_listing_and_partitions(storage: Storage) -> None:
     assert storage.read_bytes("quarantine/t/date=2026-11-20/x/batch.parquet") == b"1"
 
 
+def test_read_days_concatenates_the_parquet_objects_of_those_days_only(storage: Storage) -> None:
+    objects = (("2026-11-20", "a", [1, 2]), ("2026-11-20", "b", [3]), ("2026-11-21", "a", [4]))
+    for day, part, values in objects:
+        key = f"{partition_key('labels', 't', day)}/{part}.parquet"
+        storage.write_frame(key, pd.DataFrame({"x": values}))
+    storage.write_json(f"{partition_key('labels', 't', '2026-11-20')}/meta.json", {"not": "a frame"})
+    storage.write_frame(f"{partition_key('labels', 't', '2026-11-22')}/a.parquet", pd.DataFrame({"x": [9]}))
+
+    frame = storage.read_days("labels", "t", ["2026-11-20", "2026-11-21"])
+    assert frame is not None and sorted(frame["x"]) == [1, 2, 3, 4]
+    assert storage.read_days("labels", "t", ["2026-11-23"]) is None
+
+
 def test_missing_object_names_the_uri(storage: Storage) -> None:
     with pytest.raises(StorageError, match="does not exist"):
         storage.read_bytes("raw/none.parquet")

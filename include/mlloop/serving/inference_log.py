@@ -184,21 +184,11 @@ def labelled_answers(
     from mlloop.data.generator import labels_known_by
 
     key, target = use_case.key_column, use_case.target_column
-
-    def read(area: str) -> pd.DataFrame | None:
-        keys = [
-            k
-            for day in days
-            for k in storage.list(partition_key(area, use_case.dataset, day))
-            if k.endswith(".parquet")
-        ]
-        return pd.concat([storage.read_frame(k) for k in keys], ignore_index=True) if keys else None
-
-    served = read(AREA)
+    served = storage.read_days(AREA, use_case.dataset, days)
     if served is None:
         return pd.DataFrame({key: pd.Series(dtype=object), target: pd.Series(dtype=float)})
     served = served.sort_values("served_at", kind="stable").drop_duplicates(key, keep="last")
-    labels = read("labels")
+    labels = storage.read_days("labels", use_case.dataset, days)
     if labels is None:
         return served.assign(**{target: float("nan")}).reset_index(drop=True)
     known = labels_known_by(labels, as_of)[[key, target]].drop_duplicates(key)

@@ -12,7 +12,7 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -232,6 +232,21 @@ class Storage:
             if part and part not in seen:
                 seen.add(part)
                 yield part.removeprefix("date=")
+
+    def read_days(self, area: str, dataset: str, days: Iterable[date | str]) -> pd.DataFrame | None:
+        """Return every Parquet object in the ``days`` partitions of ``area/dataset`` as one frame.
+
+        None when those partitions hold no Parquet object.
+        """
+        import pandas as pd
+
+        keys = [
+            key
+            for day in days
+            for key in self.list(partition_key(area, dataset, day))
+            if key.endswith(".parquet")
+        ]
+        return pd.concat([self.read_frame(k) for k in keys], ignore_index=True) if keys else None
 
     def copy(self, src: str, dst: str) -> str:
         """Copy one object to another key atomically and return the destination URI."""

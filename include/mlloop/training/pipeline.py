@@ -107,12 +107,9 @@ def snapshot_days(
     Labels trickle in all the time; counting them per day makes every run of one day (training or
     monitoring) build the same content-addressed snapshot.
     """
-    import pandas as pd
-
     from mlloop.training.snapshot import create_snapshot
 
-    keys = [k for d in days for k in storage.list(f"labels/{use_case.dataset}/date={d.isoformat()}")]
-    labels = pd.concat([storage.read_frame(k) for k in keys], ignore_index=True) if keys else None
+    labels = storage.read_days("labels", use_case.dataset, days)
     return create_snapshot(
         storage, use_case, days, labels=labels, as_of=labels_cutoff(as_of), validate=validate
     )
