@@ -107,13 +107,14 @@ def _warm_executor(api: Any) -> None:
     The LocalExecutor starts its workers on the first task, from a forkserver that imports the tasks'
     libraries then (``[scheduler] mp_forkserver_preload``); a running deployment has paid that long before.
     """
+    from mlloop.ops.demo import wait_for_run
+
     api.wait_for_dag("monitor_drift")
     api.set_paused("monitor_drift", False)
     run_id = f"bench-warm-{time.time_ns()}"
     started = time.perf_counter()
     api.trigger("monitor_drift", run_id, {"dry_run": True})
-    while (state := api.run_state("monitor_drift", run_id)) not in {"success", "failed"}:
-        time.sleep(1)
+    state = wait_for_run(api, "monitor_drift", run_id)
     log.info("executor warm-up (monitor_drift, untimed): %s in %.1fs", state, time.perf_counter() - started)
 
 
