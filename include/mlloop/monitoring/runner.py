@@ -212,17 +212,7 @@ def _evidence(
     model = load_model(f"models:/{champion.name}/{champion.version}")
     spec = ref_manifest.spec()
     ref_scores = model.predict_proba(model_matrix(reference, spec, ref_manifest.feature_columns))[:, 1]
-    cur_scores = model.predict_proba(model_matrix(current, spec, ref_manifest.feature_columns))[:, 1]
     scores_served = len(served) >= config.min_labelled_rows
-    prediction = check_drift(
-        pd.DataFrame({"score": ref_scores}),
-        pd.DataFrame({"score": served["score"].to_numpy(dtype=np.float64) if scores_served else cur_scores}),
-        numeric=["score"],
-        categorical=[],
-        html_path=html_dir / "prediction_drift.html",
-    )
-    known = current[ref_manifest.label_known_column].astype(bool).to_numpy()
-    labels, scores = current.loc[known, use_case.target_column].to_numpy(dtype=np.int8), cur_scores[known]
     labelled = served[served[use_case.target_column].notna()]
     served_labels = labelled[use_case.target_column].to_numpy(dtype=np.int8)
     labels_served = (
@@ -230,8 +220,24 @@ def _evidence(
         and len(served_labels) >= config.min_labelled_rows
         and int(served_labels.sum()) >= config.min_labelled_positives
     )
+    # The window is re-scored only when a check falls back to it (served answers too few).
+    cur_scores = (
+        None
+        if labels_served
+        else model.predict_proba(model_matrix(current, spec, ref_manifest.feature_columns))[:, 1]
+    )
+    prediction = check_drift(
+        pd.DataFrame({"score": ref_scores}),
+        pd.DataFrame({"score": served["score"].to_numpy(dtype=np.float64) if scores_served else cur_scores}),
+        numeric=["score"],
+        categorical=[],
+        html_path=html_dir / "prediction_drift.html",
+    )
     if labels_served:
         labels, scores = served_labels, labelled["score"].to_numpy(dtype=np.float64)
+    else:
+        known = current[ref_manifest.label_known_column].astype(bool).to_numpy()
+        labels, scores = current.loc[known, use_case.target_column].to_numpy(dtype=np.int8), cur_scores[known]
     positives = int(labels.sum())
     performance = float(pr_auc(labels, scores)) if positives and positives < len(labels) else None
     log.info(
