@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlloop.features.spec import FeatureSpec
 
@@ -30,6 +30,18 @@ class SourceSpec(BaseModel):
         if self.kind == "files" and not self.uri:
             raise ValueError("source.kind 'files' needs source.uri (a folder holding date=YYYY-MM-DD/)")
         return self
+
+
+class TrainingPolicy(BaseModel):
+    """How much data one training window takes and needs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window_days: int = Field(default=4, ge=1, le=90, description="Validated days in a default window.")
+    min_rows: int = Field(default=1, ge=1, description="Fewer labelled rows in the window: do not train.")
+    min_positives: int = Field(
+        default=1, ge=1, description="Fewer labelled positives in the window: do not train."
+    )
 
 
 class UseCase(BaseModel):
@@ -55,6 +67,11 @@ class UseCase(BaseModel):
     # Feature columns monitor_drift leaves out of the data-drift check (e.g. calendar features, which a
     # one-day window can never share with a multi-day reference).
     drift_exclude: list[str] = Field(default_factory=list)
+    # Policy: this use case's training window, and its overrides of the package-wide gate and monitoring
+    # defaults (promotion/gate_defaults.yaml, monitoring/monitor_defaults.yaml; same keys).
+    training: TrainingPolicy = Field(default_factory=TrainingPolicy)
+    gate: dict[str, Any] = Field(default_factory=dict)
+    monitor: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _columns_declared(self) -> UseCase:
@@ -98,6 +115,7 @@ def load_use_case(name_or_path: str) -> UseCase:
 
     Raises:
         FileNotFoundError: naming the file looked for and the declarations that exist.
+        ValueError: naming the file, each invalid key and what is wrong with it.
     """
     path = Path(name_or_path)
     if path.suffix not in {".yaml", ".yml"}:
@@ -108,4 +126,10 @@ def load_use_case(name_or_path: str) -> UseCase:
             f"use case {name_or_path!r}: {path} does not exist. Set MLLOOP_USE_CASE to one of {known} "
             "or to the path of a YAML declaration."
         )
-    return UseCase.model_validate(yaml.safe_load(path.read_text()))
+    try:
+        return UseCase.model_validate(yaml.safe_load(path.read_text()))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or '(top level)'}: {error['msg']}" for error in exc.errors()
+        )
+        raise ValueError(f"use case declaration {path} is invalid: {problems}") from exc

@@ -59,7 +59,19 @@ def test_use_case_with_undeclared_pii_column_is_rejected(tmp_path: Path) -> None
         .read_text()
         .replace("pii_columns: [card_number]", "pii_columns: [iban]")
     )
-    with pytest.raises(ValidationError, match="pii_columns"):
+    with pytest.raises(ValueError, match=r"bad\.yaml is invalid: .*pii_columns") as error:
+        load_use_case(str(bad))
+    assert str(bad) in str(error.value)
+
+
+def test_use_case_policy_defaults_and_bad_policy(tmp_path: Path) -> None:
+    use_case = load_use_case("card_fraud")
+    assert use_case.training.window_days >= 1
+    bad = tmp_path / "bad_policy.yaml"
+    bad.write_text(
+        (REPO_ROOT / "include/mlloop/usecases/card_fraud.yaml").read_text() + "training:\n  window_dayz: 3\n"
+    )
+    with pytest.raises(ValueError, match=r"training\.window_dayz: Extra inputs are not permitted"):
         load_use_case(str(bad))
 
 
