@@ -78,12 +78,13 @@ def ingest_transactions() -> None:
     @task
     def land(params: dict[str, Any], data_interval_start=None, dag_run=None) -> dict[str, Any]:
         """Write the day's delivery to raw/ (immutable)."""
+        from mlloop.clock import platform_time
         from mlloop.ingestion.runner import land_day
 
         return land_day(
             params.get("day"),
-            data_interval_start,
-            dag_run.run_after if dag_run else None,
+            platform_time(data_interval_start) if data_interval_start else None,
+            platform_time(dag_run.run_after) if dag_run else None,
             scenario=params.get("scenario") or "none",
             rows=params.get("rows"),
         )

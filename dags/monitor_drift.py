@@ -69,13 +69,14 @@ def monitor_drift() -> None:
     @task
     def check(params: dict[str, Any], dag_run=None, ti=None) -> dict[str, Any]:
         """Run the drift and decay checks against the champion's training data; decide and guard."""
+        from mlloop.clock import platform_time
         from mlloop.monitoring.runner import monitor_window
 
         active = ti.get_dr_count(dag_id="train_model", states=["queued", "running"]) > 0
         return monitor_window(
             end_day=params.get("end_day"),
             window_days=params["window_days"],
-            now=dag_run.run_after,
+            now=platform_time(dag_run.run_after),
             training_active=active,
             dry_run=bool(params.get("dry_run")),
             overrides=params.get("overrides"),
@@ -86,11 +87,12 @@ def monitor_drift() -> None:
         """Emit retrain_requested with the reason and the window, or skip saying why not."""
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from mlloop.clock import platform_time
         from mlloop.monitoring.runner import retrain_request
 
         if summary["action"] != "trigger":
             raise AirflowSkipException(f"No retrain ({summary['action']}): {summary['reason']}")
-        extra = retrain_request(summary, dag_run.run_after)
+        extra = retrain_request(summary, platform_time(dag_run.run_after))
         outlet_events[RETRAIN_REQUESTED].extra = extra
         return extra
 

@@ -111,6 +111,7 @@ def train_model() -> None:
         """Materialise the training window as a content-addressed snapshot."""
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from mlloop.clock import platform_time
         from mlloop.training.pipeline import (
             NothingToTrain,
             assemble_snapshot,
@@ -128,7 +129,7 @@ def train_model() -> None:
             snap = assemble_snapshot(
                 params["window_days"],
                 params.get("end_day") or request.get("end_day"),
-                as_of=dag_run.run_after,
+                as_of=platform_time(dag_run.run_after),
                 scheduled=dag_run.run_type == "asset_triggered",
                 train_from=request.get("train_from"),
             )

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     min_rows_per_batch: int | None = Field(
         default=None, description="Override of the use case's lower row-count bound for one batch."
     )
+    clock_shift_days: int = Field(
+        default=0,
+        description="Whole days added to wall time wherever the platform asks what time it is "
+        "(mlloop.clock): pins demos, tests and replays to a calendar day. 0 in production.",
+    )
     # Monitoring thresholds and guards are versioned in include/mlloop/monitoring/monitor_defaults.yaml.
     monitor_schedule: str = Field(
         default="@daily",

@@ -4,7 +4,9 @@ The demo ingests six days (two quarantined), the validated_transactions Asset st
 the first model becomes champion; the second demo changes nothing (same objects, no new version).
 
 This is what `make demo` / `make down` do, on free ports and a throwaway state folder so it never
-touches a developer's running stack.
+touches a developer's running stack. The stack's clock is pinned to ``TODAY`` (MLLOOP_CLOCK_SHIFT_DAYS), so
+the demo generates and judges the same days whatever the calendar says: the outcome does not depend on the
+date the suite runs.
 """
 
 from __future__ import annotations
@@ -16,21 +18,24 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import date
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
+from mlloop.clock import shift_days_to
 from mlloop.ops.airflow_api import AirflowAPI
 from mlloop.ops.demo import demo_days, monitor_days
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]
+TODAY = date(2026, 4, 15)  # the stack's "today", months away from any day this suite runs on
 
 
 def _demo_objects(state: Path, area: str) -> list[str]:
     """Parquet objects of the demo's days in an area (a scheduled run for yesterday may add others)."""
-    days = {f"date={day}" for day, _ in demo_days()}
+    days = {f"date={day}" for day, _ in demo_days(TODAY)}
     return sorted(
         str(p.relative_to(state)) for p in (state / "data" / area).rglob("*.parquet") if p.parent.name in days
     )
@@ -156,6 +161,7 @@ def stack(tmp_path_factory, free_port):
             "MLLOOP_AIRFLOW_PORT": str(free_port()),
             "MLLOOP_MLFLOW_PORT": str(free_port()),
             "MLLOOP_SERVING_PORT": str(free_port()),
+            "MLLOOP_CLOCK_SHIFT_DAYS": str(shift_days_to(TODAY)),
         }
     )
 
@@ -185,7 +191,7 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
     run, env, state = stack
     first = run("mlloop.ops.demo")
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
-    days = demo_days()
+    days = demo_days(TODAY)
     for day, scenario in days:
         assert day in first.stdout and scenario in first.stdout
     assert "quarantined: expect_column_values_to_not_be_null(amount)" in first.stdout
@@ -217,7 +223,7 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
     # Monitoring: the normal days stay quiet, the covariate-drift day requests one retrain, which
     # train_model runs through the scheduler (retrain_requested Asset) and the gate judges.
     checks = dict(_monitor_lines(first.stdout))
-    later = monitor_days()
+    later = monitor_days(TODAY)
     assert [checks[day] for day, _ in later] == ["quiet", "quiet", "trigger"], first.stdout[-4000:]
     assert re.search(r"(promoted|rejected) v2", first.stdout), first.stdout[-4000:]
     # Served traffic: each monitored day went through the scoring service (the champion, v1) before it

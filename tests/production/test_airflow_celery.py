@@ -33,13 +33,17 @@ import canary
 import pytest
 from airflow_stack import AirflowStack, wait_for
 
+from mlloop.clock import shift_days_to
+
 # The module fixture runs the whole pipeline (~4 min here); its waits are bounded well inside this.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 INGEST, TRAIN, MONITOR = "ingest_transactions", "train_model", "monitor_drift"
 TERMINAL = {"success", "failed"}
 # train_model's default window (4 days) ending label_maturity_days (14) before today: what an
-# Asset-started run trains on.
+# Asset-started run trains on. "Today" is the stack's pinned clock (MLLOOP_CLOCK_SHIFT_DAYS), so the same
+# days are generated and judged whatever the calendar says.
+TODAY = date(2026, 4, 15)
 DAYS_BACK = (17, 16, 15, 14)
 ROWS_PER_DAY = 12_000  # enough for the default gate floors (tests/integration trains on 3 x 12k)
 REDIS_DB = 11  # not 0: a developer's own Redis use stays untouched; flushed before and after
@@ -173,6 +177,7 @@ def production(tmp_path_factory, free_port, new_pg_database, s3_server, mlflow_a
     broker_url = f"redis://127.0.0.1:6379/{REDIS_DB}"
     model_name = f"fraud-detector-celery-{uuid.uuid4().hex[:6]}"
     settings = {
+        "MLLOOP_CLOCK_SHIFT_DAYS": str(shift_days_to(TODAY)),
         "MLLOOP_DATA_ROOT": f"s3://{bucket}/prod",
         "MLLOOP_STORAGE_CONN_ID": S3_CONN_ID,
         **airflow_stack.connection_env(
@@ -210,8 +215,7 @@ def production(tmp_path_factory, free_port, new_pg_database, s3_server, mlflow_a
         api = stack.api()
         for dag_id in (INGEST, TRAIN, MONITOR):
             api.wait_for_dag(dag_id, timeout_s=120)
-        today = datetime.now(UTC).date()
-        days = tuple((today - timedelta(days=back)).isoformat() for back in DAYS_BACK)
+        days = tuple((TODAY - timedelta(days=back)).isoformat() for back in DAYS_BACK)
         since = datetime.now(UTC).isoformat()
         api.set_paused(TRAIN, False)  # first, so the ingestion's Asset events start training runs
         api.set_paused(INGEST, False)

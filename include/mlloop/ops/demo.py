@@ -13,8 +13,10 @@ The summary prints what happened, the champion's metrics, the monitoring decisio
 outcome and the served traffic, with the MLflow links.
 
 The days lie 14 to 19 days back (the use case's label maturity), so most of their delayed labels are
-known when the model trains. Re-running is safe: batches and snapshots are content-addressed, so the
-same days write the same objects, and an Asset-started retrain on an already trained snapshot is skipped.
+known when the model trains. "Back" counts from the platform's today (``mlloop.clock``), which
+``MLLOOP_CLOCK_SHIFT_DAYS`` pins to a calendar day (the tests do), set alike for ``make up`` and the demo.
+Re-running is safe: batches and snapshots are content-addressed, so the same days write the same objects,
+and an Asset-started retrain on an already trained snapshot is skipped.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from mlloop import clock
 from mlloop.config import get_settings
 from mlloop.ops import services
 from mlloop.ops.airflow_api import AirflowAPI
@@ -59,8 +62,8 @@ MONITOR_DAG = "monitor_drift"
 def demo_days(
     today: date | None = None, schedule: tuple[tuple[int, str], ...] = _DEMO_SCHEDULE
 ) -> tuple[tuple[str, str], ...]:
-    """Return the demo's (day, scenario) pairs, counted back from ``today`` (UTC today by default)."""
-    today = today or datetime.now(UTC).date()
+    """Return the demo's (day, scenario) pairs, counted back from ``today`` (the platform's by default)."""
+    today = today or clock.today()
     return tuple(((today - timedelta(days=back)).isoformat(), scenario) for back, scenario in schedule)
 
 

@@ -24,6 +24,8 @@ import urllib.request
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from mlloop import clock
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -104,7 +106,7 @@ def served_day(
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        row = served_performance(storage, use_case, day, dt.datetime.now(dt.UTC))
+        row = served_performance(storage, use_case, day, clock.now())
         if row["served"] >= (rows or use_case.source.rows_per_day) or time.monotonic() > deadline:
             return row
         time.sleep(2)
@@ -346,7 +348,7 @@ def save_timeline(storage: Storage, rows: Sequence[dict[str, Any]], stamp: str, 
 def simulation_days(
     days: int, end_back: int, drifts: Sequence[str], today: dt.date | None = None
 ) -> list[tuple[str, str]]:
-    """Return (day, scenario) for ``days`` consecutive days ending ``end_back`` days before today.
+    """Return (day, scenario) for ``days`` consecutive days ending ``end_back`` days before (platform) today.
 
     ``drifts`` are ``scenario@n`` (n: 1-based day of the simulation) for one drifted day, or
     ``scenario@n-m`` for days n to m (a drift that persists), e.g. ``covariate_amount@5-9``.
@@ -356,7 +358,7 @@ def simulation_days(
     """
     from mlloop.data.scenarios import DRIFT_SCENARIOS
 
-    today = today or dt.datetime.now(dt.UTC).date()
+    today = today or clock.today()
     first = today - dt.timedelta(days=end_back + days - 1)
     plan = {i: "none" for i in range(1, days + 1)}
     for drift in drifts:
