@@ -47,9 +47,11 @@ from airflow.sdk import Param, dag, task
 from mlloop.config import get_settings
 from mlloop.orchestration.assets import CHAMPION_MODEL, RETRAIN_REQUESTED, VALIDATED_TRANSACTIONS
 from mlloop.orchestration.links import GateReportLink, MlflowRunLink, ModelVersionLink, with_links
-from mlloop.orchestration.params import DEFAULT_ARGS, TRAIN_WINDOW_DAYS, window_params
+from mlloop.orchestration.params import DEFAULT_ARGS, window_params
+from mlloop.usecase import load_use_case
 
 DEFAULT_BACKEND = get_settings().training_backend
+USE_CASE = load_use_case(get_settings().use_case)
 BACKENDS = ["local", "kubernetes"] if DEFAULT_BACKEND == "kubernetes" else ["local"]
 
 
@@ -64,7 +66,7 @@ BACKENDS = ["local", "kubernetes"] if DEFAULT_BACKEND == "kubernetes" else ["loc
     default_args=DEFAULT_ARGS,
     params={
         **window_params(
-            days=TRAIN_WINDOW_DAYS,
+            days=USE_CASE.training.window_days,
             maximum=365,
             days_help="Validated days in the training snapshot (the latest ones).",
             end_day_help="Empty: the latest validated day whose labels have matured (the use case's "

@@ -38,9 +38,11 @@ class TrainingPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     window_days: int = Field(default=4, ge=1, le=90, description="Validated days in a default window.")
-    min_rows: int = Field(default=1, ge=1, description="Fewer labelled rows in the window: do not train.")
+    # A window with fewer labels waits (a scheduled run skips saying so) instead of training a model the
+    # gate cannot judge: the holdout is the window's last fifth, so 100 positives leave it ~20.
+    min_rows: int = Field(default=1000, ge=1, description="Fewer labelled rows in the window: do not train.")
     min_positives: int = Field(
-        default=1, ge=1, description="Fewer labelled positives in the window: do not train."
+        default=100, ge=1, description="Fewer labelled positives in the window: do not train."
     )
 
 

@@ -381,9 +381,10 @@ def simulation_days(
 
 def settings_window_days() -> int:
     """Return train_model's default window length in days (its Param default)."""
-    from mlloop.orchestration.params import TRAIN_WINDOW_DAYS
+    from mlloop.config import get_settings
+    from mlloop.usecase import load_use_case
 
-    return TRAIN_WINDOW_DAYS
+    return load_use_case(get_settings().use_case).training.window_days
 
 
 def _warm_up_days(first_day: str, window_days: int) -> tuple[tuple[str, str], ...]:

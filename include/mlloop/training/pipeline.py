@@ -83,6 +83,10 @@ def assemble_snapshot(
         days[-1],
         manifest.labels.model_dump(),
     )
+    shortfall = labels_shortfall(manifest.labels, use_case)
+    if shortfall:
+        message = f"waiting: the window {days[0]}..{days[-1]} {shortfall}"
+        raise NothingToTrain(message) if scheduled else ValueError(message)
     if scheduled:
         earlier = _version_trained_on(manifest.digest)
         if earlier is not None:
@@ -97,6 +101,19 @@ def assemble_snapshot(
         "days": [d.isoformat() for d in days],
         "uri": storage.uri(manifest.manifest_key),
     }
+
+
+def labels_shortfall(labels: Any, use_case: Any) -> str | None:
+    """Return why a window's known labels are too few to train on (``use_case.training``), or None."""
+    policy = use_case.training
+    positives = round(labels.known * (labels.target_mean or 0.0))
+    if labels.known >= policy.min_rows and positives >= policy.min_positives:
+        return None
+    return (
+        f"holds {labels.known} labelled rows / {positives} labelled positives; training needs "
+        f"{policy.min_rows} / {policy.min_positives} (training.min_rows / training.min_positives of use "
+        f"case {use_case.name}). Wait for more labels, or widen window_days."
+    )
 
 
 def snapshot_days(
