@@ -7,9 +7,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mlloop.features.spec import FeatureSpec
+from mlloop.promotion.gate_config import check_gate_section
 
 USECASE_DIR = Path(__file__).resolve().parent / "usecases"
 ColumnKind = Literal["string", "datetime", "float", "integer", "boolean"]
@@ -74,6 +83,12 @@ class UseCase(BaseModel):
     training: TrainingPolicy = Field(default_factory=TrainingPolicy)
     gate: dict[str, Any] = Field(default_factory=dict)
     monitor: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("gate")
+    @classmethod
+    def _gate_section_valid(cls, gate: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        check_gate_section(gate, info.data.get("features"))
+        return gate
 
     @model_validator(mode="after")
     def _columns_declared(self) -> UseCase:

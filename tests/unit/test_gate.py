@@ -29,16 +29,19 @@ from mlloop.promotion.metrics import resample_counts
 
 ROWS = 6000
 TARGET = "is_fraud"
-# Floors suited to the synthetic holdout (10% positives); slices judged from 300 rows and 20 positives.
+SLICES = ["channel", "merchant_category", "country"]
+# The synthetic holdout's slices (10% positives), judged from 300 rows and 20 positives.
 CONFIG = load_gate_config(
-    {
-        "min_pr_auc": 0.4,
-        "fixed_precision": 0.6,
-        "min_recall_at_precision": 0.3,
-        "min_slice_rows": 300,
-        "min_slice_positives": 20,
-    }
+    {"fixed_precision": 0.6, "slice_columns": SLICES, "min_slice_rows": 300, "min_slice_positives": 20}
 )
+# The challenger's floors against no-skill scores, in rule order; the three a random model fails here.
+FLOORS = [
+    "skill_roc_auc",
+    "skill_pr_auc_lift",
+    "precision_target_above_base_rate",
+    "recall_at_precision_vs_no_skill",
+]
+NO_SKILL_FAILS = ["skill_roc_auc", "skill_pr_auc_lift", "recall_at_precision_vs_no_skill"]
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +168,7 @@ def test_good_challenger_without_champion_is_promoted(holdout: pd.DataFrame) -> 
 
     assert decision.promote, decision.summary()
     names = [item.name for item in decision.rules]
-    assert names == ["floor_pr_auc", "floor_recall_at_precision", "latency_budget", "model_size_budget"]
+    assert names == [*FLOORS, "latency_budget", "model_size_budget"]
     assert decision.champion is None and decision.slices == []
     assert decision.config_version == CONFIG.version
     report = decision.to_markdown()
@@ -179,10 +182,10 @@ def test_challenger_below_floors_is_rejected(holdout: pd.DataFrame) -> None:
     decision = decide(holdout, model("fraud-detector/1", scores(y, 0.0, 1)), None)  # no signal
 
     assert not decision.promote
-    assert decision.failed_rules == ["floor_pr_auc", "floor_recall_at_precision"]
-    assert rule(decision, "floor_pr_auc").observed < CONFIG.min_pr_auc
-    assert "floor_pr_auc" in decision.summary()
-    assert "| floor_pr_auc | **FAIL** |" in decision.to_markdown()
+    assert decision.failed_rules == NO_SKILL_FAILS
+    assert rule(decision, "skill_pr_auc_lift").observed <= CONFIG.min_pr_auc_lift
+    assert "skill_roc_auc" in decision.summary()
+    assert "| skill_pr_auc_lift | **FAIL** |" in decision.to_markdown()
 
 
 def test_clearly_worse_challenger_fails_non_inferiority(holdout: pd.DataFrame) -> None:
@@ -193,7 +196,7 @@ def test_clearly_worse_challenger_fails_non_inferiority(holdout: pd.DataFrame) -
 
     assert not decision.promote
     assert "non_inferiority" in decision.failed_rules
-    assert not {"floor_pr_auc", "floor_recall_at_precision"} & set(decision.failed_rules)
+    assert not set(FLOORS) & set(decision.failed_rules)
     evidence = rule(decision, "non_inferiority").evidence
     assert evidence["upper"] < -CONFIG.non_inferiority_margin  # the whole interval excludes -margin
     assert evidence["lower"] <= evidence["delta"] <= evidence["upper"]
@@ -279,8 +282,8 @@ def test_budget_violations_are_rejected(
 
 def test_overrides_replace_defaults() -> None:
     defaults = load_gate_config()
-    custom = load_gate_config({"min_pr_auc": 0.5, "slice_columns": ["channel"]})
-    assert custom.min_pr_auc == 0.5 and custom.slice_columns == ("channel",)
+    custom = load_gate_config({"min_roc_auc": 0.6, "slice_columns": ["channel"]})
+    assert custom.min_roc_auc == 0.6 and custom.slice_columns == ("channel",)
     assert custom.version == defaults.version
     assert custom.fixed_precision == defaults.fixed_precision
 
@@ -288,7 +291,7 @@ def test_overrides_replace_defaults() -> None:
 def test_unknown_override_names_the_valid_keys() -> None:
     with pytest.raises(ValueError, match="min_pr_acu") as raised:
         load_gate_config({"min_pr_acu": 0.5})
-    assert "min_pr_auc" in str(raised.value) and "slice_margin" in str(raised.value)
+    assert "min_pr_auc_lift" in str(raised.value) and "slice_margin" in str(raised.value)
 
 
 def test_invalid_override_names_the_setting() -> None:

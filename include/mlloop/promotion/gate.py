@@ -1,53 +1,40 @@
-"""The champion/challenger promotion gate: versioned thresholds, the rules, and the decision.
+"""The champion/challenger promotion gate: the rules and the decision.
 
 Pure functions on a holdout frame and the models' scores on its rows: no MLflow, no Airflow. The
 caller scores both models on the same holdout rows (in holdout order) and measures the challenger's
-batch-scoring latency and serialised size.
+batch-scoring latency and serialised size. The thresholds are a ``GateConfig`` from
+``load_gate_config`` (``gate_config.py``: defaults, the use case's ``gate:`` section, run overrides).
+
+Every floor is relative to no-skill scores on the same holdout, judged with its own sampling spread, so
+no base rate can make a random model look good: the lower end of the challenger's ROC-AUC interval must
+beat 0.5, the lower end of its PR-AUC lift interval (PR-AUC over the PR-AUC random scores reach on these
+rows) must beat 1, the precision target must lie above the base rate, and recall at that target must
+beat what random rankings of the same labels reach there. Each of those rules lets a no-skill model
+through with probability about (1 - confidence) / 2.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Real
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
-from pydantic import BaseModel, ConfigDict, Field
 
-from mlloop.promotion.metrics import Metric, ModelMetrics, metric_value, model_metrics, paired_bootstrap
+from mlloop.promotion.gate_config import GateConfig
+from mlloop.promotion.metrics import (
+    MetricInterval,
+    ModelMetrics,
+    metric_value,
+    model_metrics,
+    no_skill_recall_at_precision,
+    paired_bootstrap,
+    skill_intervals,
+)
 from mlloop.promotion.report import GateDecision, RuleResult, SliceResult, SliceStatus
-from mlloop.versioned_config import load_versioned_config
-
-GATE_DEFAULTS_PATH = Path(__file__).with_name("gate_defaults.yaml")
-
-
-class GateConfig(BaseModel):
-    """The gate's thresholds. Defaults live in ``gate_defaults.yaml``; decisions record ``version``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    version: str = Field(min_length=1, description="Version of these thresholds, recorded in decisions.")
-    metric: Metric = Field(description="Metric of the champion comparisons: pr_auc or roc_auc.")
-    min_pr_auc: float = Field(ge=0, le=1, description="Floor on the challenger's PR-AUC.")
-    fixed_precision: float = Field(gt=0, le=1, description="Precision of the operating point.")
-    min_recall_at_precision: float = Field(ge=0, le=1, description="Floor on recall at fixed_precision.")
-    non_inferiority_margin: float = Field(ge=0, le=1, description="Tolerated loss against the champion.")
-    bootstrap_resamples: int = Field(ge=100, le=100_000, description="Paired bootstrap resamples.")
-    confidence: float = Field(gt=0.5, lt=1, description="Two-sided confidence of the bootstrap interval.")
-    seed: int = Field(ge=0, description="Seed of the bootstrap resampling.")
-    slice_columns: tuple[str, ...] = Field(description="Holdout columns whose values are checked slices.")
-    min_slice_rows: int = Field(ge=1, description="Smaller slices are skipped as too noisy.")
-    min_slice_positives: int = Field(ge=1, description="Slices with fewer positives are skipped.")
-    slice_margin: float = Field(ge=0, le=1, description="Tolerated loss on any one slice.")
-    max_batch_latency_ms_per_1k_rows: float = Field(gt=0, description="Batch-scoring latency budget.")
-    max_model_size_mb: float = Field(gt=0, description="Serialised model size budget.")
-    cost_false_negative: float = Field(ge=0, description="Cost of a missed positive (reported only).")
-    cost_false_positive: float = Field(ge=0, description="Cost of a false alarm (reported only).")
 
 
 @dataclass(frozen=True)
@@ -73,16 +60,6 @@ class ScoredModel:
         object.__setattr__(self, "scores", scores)
 
 
-def load_gate_config(overrides: Mapping[str, Any] | None = None) -> GateConfig:
-    """Return the default thresholds of ``gate_defaults.yaml`` with per-run ``overrides`` applied.
-
-    Raises:
-        ValueError: for an override key that is not a gate setting (naming the valid ones), or a value
-            the setting does not accept (naming the setting, the value and the bound).
-    """
-    return load_versioned_config(GateConfig, GATE_DEFAULTS_PATH, overrides, what="gate")
-
-
 def evaluate_gate(
     challenger: ScoredModel,
     champion: ScoredModel | None,
@@ -93,8 +70,8 @@ def evaluate_gate(
 ) -> GateDecision:
     """Decide whether ``challenger`` may replace ``champion``: every rule must pass.
 
-    With no champion, the floors and budgets alone decide. Raises ValueError on unusable inputs (see
-    ``holdout_labels``) rather than deciding on them.
+    With no champion, the skill floors and budgets alone decide. Raises ValueError on unusable inputs
+    (see ``holdout_labels``) rather than deciding on them.
     """
     labels = holdout_labels(holdout, target_column, challenger, champion)
     roles = {"challenger": challenger, "champion": champion}
@@ -103,7 +80,10 @@ def evaluate_gate(
         for role, model in roles.items()
         if model is not None
     }
-    rules = floor_rules(metrics["challenger"], config) + budget_rules(challenger, config)
+    rules = skill_rules(labels, challenger, config) + operating_point_rules(
+        labels, metrics["challenger"], config
+    )
+    rules += budget_rules(challenger, config)
     slices: list[SliceResult] = []
     if champion is not None:
         slices = slice_results(challenger, champion, holdout, labels, config)
@@ -154,29 +134,91 @@ def holdout_labels(
     return labels
 
 
-def floor_rules(metrics: ModelMetrics, config: GateConfig) -> list[RuleResult]:
-    """Return the challenger's floors: PR-AUC and recall at the fixed precision."""
+def skill_rules(labels: NDArray[np.int8], challenger: ScoredModel, config: GateConfig) -> list[RuleResult]:
+    """Return the challenger's skill floors: the lower ends of its ROC-AUC and PR-AUC lift intervals.
+
+    No skill is ROC-AUC 0.5 and a lift of 1 (the PR-AUC random scores reach on these rows), whatever
+    the base rate; the floors ``min_roc_auc`` and ``min_pr_auc_lift`` cannot be set below them.
+    """
+    intervals = skill_intervals(
+        labels,
+        challenger.scores,
+        resamples=config.bootstrap_resamples,
+        confidence=config.confidence,
+        seed=config.seed,
+    )
+    roc, lift = intervals["roc_auc"], intervals["pr_auc_lift"]
+    rows, positives = labels.size, int(labels.sum())
+    no_skill = f"{rows:,} holdout rows, {positives:,} positive (base rate {positives / rows:.4f})"
+    return [
+        _interval_rule(
+            "skill_roc_auc",
+            roc,
+            config.min_roc_auc,
+            f"challenger ROC-AUC {roc.estimate:.4f} on {no_skill}; random scores reach 0.5",
+        ),
+        _interval_rule(
+            "skill_pr_auc_lift",
+            lift,
+            config.min_pr_auc_lift,
+            f"challenger PR-AUC is {lift.estimate:.2f}x what random scores reach on {no_skill}",
+        ),
+    ]
+
+
+def operating_point_rules(
+    labels: NDArray[np.int8], metrics: ModelMetrics, config: GateConfig
+) -> list[RuleResult]:
+    """Return the operating point's rules: a precision target above the base rate, recall beyond no skill.
+
+    Recall at the target must beat the ``(1 + confidence) / 2`` quantile of what random rankings of the
+    same labels reach there. A target at or below the base rate is met by flagging everything, by every
+    model: it fails with the fix rather than letting the served threshold flag every request.
+    """
+    target, base_rate = config.fixed_precision, float(labels.mean())
+    rows, positives = labels.size, int(labels.sum())
+    quantile = (1 + config.confidence) / 2
+    no_skill = no_skill_recall_at_precision(
+        labels, target, draws=config.bootstrap_resamples, quantile=quantile, seed=config.seed
+    )
     threshold = metrics.threshold_at_precision
     operating_point = (
         f"at score threshold {threshold:.4g}"
         if threshold is not None
         else "no score threshold reaches that precision, so recall counts as 0"
     )
+    separates = target > base_rate
+    detail = (
+        f"precision target {target} is above the holdout base rate {base_rate:.4f} "
+        f"({positives:,} positive of {rows:,} rows)"
+    )
+    if not separates:
+        detail = (
+            f"precision target {target} is at or below the holdout base rate {base_rate:.4f} "
+            f"({positives:,} positive of {rows:,} rows): flagging every row meets it, so any model, "
+            "random scores included, passes there and the served threshold would flag every request. "
+            f"Set {_setting_hint(config, 'fixed_precision')} above {base_rate:.4f}: the precision alerts "
+            "must have to be worth acting on"
+        )
     return [
         RuleResult(
-            name="floor_pr_auc",
-            passed=metrics.pr_auc >= config.min_pr_auc,
-            observed=metrics.pr_auc,
-            threshold=config.min_pr_auc,
-            detail=f"challenger PR-AUC {metrics.pr_auc:.4f}, floor {config.min_pr_auc}",
+            name="precision_target_above_base_rate",
+            passed=separates,
+            observed=target,
+            threshold=base_rate,
+            comparison=">",
+            detail=detail,
         ),
         RuleResult(
-            name="floor_recall_at_precision",
-            passed=metrics.recall_at_precision >= config.min_recall_at_precision,
+            name="recall_at_precision_vs_no_skill",
+            passed=metrics.recall_at_precision > no_skill,
             observed=metrics.recall_at_precision,
-            threshold=config.min_recall_at_precision,
-            detail=f"recall {metrics.recall_at_precision:.4f} at precision >= {config.fixed_precision} "
-            f"({operating_point}), floor {config.min_recall_at_precision}",
+            threshold=no_skill,
+            comparison=">",
+            detail=f"recall {metrics.recall_at_precision:.4f} at precision >= {target} ({operating_point}); "
+            f"random rankings of these labels reach {no_skill:.4f} or less there in {quantile:.1%} of "
+            f"{config.bootstrap_resamples} draws (seed {config.seed})",
+            evidence={"no_skill_recall": no_skill, "quantile": quantile, "draws": config.bootstrap_resamples},
         ),
     ]
 
@@ -250,10 +292,10 @@ def slice_results(
         ValueError: when a slice column is not a holdout column.
     """
     missing = [column for column in config.slice_columns if column not in holdout.columns]
-    if missing:
+    if missing:  # load_gate_config(use_case=...) refuses these up front; this guards other callers
         raise ValueError(
-            f"slice columns {missing} are not holdout columns {list(holdout.columns)}: add them to the "
-            "holdout or override slice_columns"
+            f"slice columns {missing} are not holdout columns {list(holdout.columns)}: set "
+            f"{_setting_hint(config, 'slice_columns')} to holdout columns"
         )
     results = []
     for column in config.slice_columns:
@@ -345,3 +387,26 @@ def operating_metrics(labels: ArrayLike, scores: ArrayLike, config: GateConfig) 
         cost_false_negative=config.cost_false_negative,
         cost_false_positive=config.cost_false_positive,
     )
+
+
+def _interval_rule(name: str, interval: MetricInterval, floor: float, estimate: str) -> RuleResult:
+    """Return a rule passing when the lower end of ``interval`` is above ``floor``."""
+    return RuleResult(
+        name=name,
+        passed=interval.lower > floor,
+        observed=interval.lower,
+        threshold=floor,
+        comparison=">",
+        detail=f"{estimate}; {interval.confidence:.0%} interval of the {interval.metric} "
+        f"[{interval.lower:.4f}, {interval.upper:.4f}] over {interval.resamples} resamples; its lower end "
+        f"must be above {floor}",
+        evidence=interval.to_dict(),
+    )
+
+
+def _setting_hint(config: GateConfig, key: str) -> str:
+    """Return where to change gate setting ``key``: the use case's declaration when one applied."""
+    use_case = config.source.use_case if config.source is not None else None
+    if use_case is None:
+        return f"gate setting {key} (a use case's gate: section, or the run's gate overrides)"
+    return f"gate.{key} in use case {use_case}'s declaration (include/mlloop/usecases/{use_case}.yaml)"

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mlloop.promotion.gate_config import GateConfigSource
 from mlloop.promotion.metrics import ModelMetrics
 
 SliceStatus = Literal["ok", "regressed", "too_small", "undefined"]
@@ -70,6 +71,13 @@ class GateDecision:
         """Return the names of the rules that failed, in rule order."""
         return [rule.name for rule in self.rules if not rule.passed]
 
+    def config_source(self) -> str:
+        """Return which layers (defaults, use case declaration, run) set the config, in one line."""
+        source = self.config.get("source")
+        if not source:
+            return "as passed by the caller (not from load_gate_config)"
+        return GateConfigSource.model_validate(source).describe()
+
     def summary(self) -> str:
         """Return a one-line verdict for task logs and error messages."""
         against = f"champion {self.champion}" if self.champion else "no champion"
@@ -107,6 +115,8 @@ class GateDecision:
             "",
             f"Challenger `{self.challenger}` vs {against}, on {self.holdout_rows:,} holdout rows "
             f"({self.holdout_positives:,} positive); gate config version {self.config_version}.",
+            "",
+            f"Effective config: {self.config_source()}.",
             "",
             f"Failed rules: {', '.join(f'`{name}`' for name in self.failed_rules)}."
             if self.failed_rules

@@ -254,45 +254,44 @@ def training_declined(batches: list[dict[str, Any]]) -> str | None:
     )
 
 
+# Model version tag of the gate's verdict (passed or failed). Run tags: the gate config's version and
+# which layers (defaults, use case declaration, run) set it.
+VERDICT_TAG = "mlloop.gate.verdict"
+GATE_CONFIG_TAG = "mlloop.gate.config_version"
+GATE_SOURCE_TAG = "mlloop.gate.config_source"
+
+
 def gate_challenger(
     result: dict[str, Any], overrides: dict[str, Any] | None, trigger: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Score challenger and champion on the challenger's holdout, decide, and log the report to MLflow.
 
-    A ``trigger`` (a monitoring retrain request) is tagged on the challenger's run; it changes nothing in
-    the decision: drift never bypasses the gate.
+    The gate applies the use case's policy (``load_gate_config``: defaults, the declaration's ``gate:``
+    section, then ``overrides``). A ``trigger`` (a monitoring retrain request) is tagged on the
+    challenger's run; it changes nothing in the decision: drift never bypasses the gate.
     """
     import mlflow
 
-    from mlloop.promotion import evaluate_gate, load_gate_config
-    from mlloop.registry import champion_version
-    from mlloop.training.train import TrainConfig, load_training_data
-
     settings = get_settings()
-    storage = Storage.from_settings(settings)
     name, version = result["model_name"], str(result["version"])
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     client = mlflow.MlflowClient()
-    data = load_training_data(storage, TrainConfig(snapshot=result["snapshot"]))
-    matrix, _ = data.parts["holdout"]
-    challenger = _scored(f"{name}/{version}", f"models:/{name}/{version}", matrix)
-    current = champion_version(client, name)
-    champion = None
-    if current is not None and current.version != version:
-        champion = _scored(f"{name}/{current.version}", f"models:/{name}/{current.version}", matrix)
-    config = load_gate_config(overrides or None)
-    decision = evaluate_gate(
-        challenger, champion, data.split.holdout, target_column=data.manifest.target_column, config=config
-    )
+    decision, current = _gate_decision(client, result, overrides)
     if trigger:
         client.set_tag(result["run_id"], "mlloop.trigger_reason", str(trigger.get("reason", ""))[:4900])
         client.set_tag(result["run_id"], "mlloop.trigger_window", str(trigger.get("window", "")))
         if trigger.get("train_from"):
             client.set_tag(result["run_id"], TRAIN_FROM_TAG, str(trigger["train_from"]))
+    # The run's operating point is the one judged (a run override of fixed_precision moves the served
+    # threshold with it); without overrides these are the values training logged.
+    for key, value in decision.metrics["challenger"].to_dict().items():
+        if value is not None:
+            client.log_metric(result["run_id"], f"holdout_{key}", value)
+    client.set_tag(result["run_id"], GATE_CONFIG_TAG, decision.config_version)
+    client.set_tag(result["run_id"], GATE_SOURCE_TAG, decision.config_source()[:4900])
     client.log_dict(result["run_id"], decision.to_json(), "gate/gate_report.json")
     client.log_text(result["run_id"], decision.to_markdown(), "gate/gate_report.md")
-    verdict = "passed" if decision.promote else "failed"
-    client.set_model_version_tag(name, version, "mlloop.gate.verdict", verdict)
+    client.set_model_version_tag(name, version, VERDICT_TAG, "passed" if decision.promote else "failed")
     client.set_model_version_tag(name, version, "mlloop.gate.summary", decision.summary()[:4900])
     log.info("Gate: %s", decision.summary())
     return {
@@ -302,9 +301,32 @@ def gate_challenger(
         "failed_rules": decision.failed_rules,
         "summary": decision.summary(),
         "champion_version": current.version if current else None,
+        "config_version": decision.config_version,
         "report": f"runs:/{result['run_id']}/gate/gate_report.md",
         "experiment_id": client.get_run(result["run_id"]).info.experiment_id,
     }
+
+
+def _gate_decision(client: Any, result: dict[str, Any], overrides: dict[str, Any] | None) -> tuple[Any, Any]:
+    """Return the gate's decision on the challenger of ``result`` and the champion version it faced."""
+    from mlloop.promotion import evaluate_gate, load_gate_config
+    from mlloop.registry import champion_version
+    from mlloop.training.train import TrainConfig, load_training_data
+
+    settings = get_settings()
+    config = load_gate_config(overrides, use_case=load_use_case(settings.use_case))  # before any scoring
+    name, version = result["model_name"], str(result["version"])
+    data = load_training_data(Storage.from_settings(settings), TrainConfig(snapshot=result["snapshot"]))
+    matrix, _ = data.parts["holdout"]
+    challenger = _scored(f"{name}/{version}", f"models:/{name}/{version}", matrix)
+    current = champion_version(client, name)
+    champion = None
+    if current is not None and current.version != version:
+        champion = _scored(f"{name}/{current.version}", f"models:/{name}/{current.version}", matrix)
+    decision = evaluate_gate(
+        challenger, champion, data.split.holdout, target_column=data.manifest.target_column, config=config
+    )
+    return decision, current
 
 
 def promote_or_reject(

@@ -498,7 +498,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     scored = score_model(f"{model_name}/challenger", fitted.model, x_holdout)
     scores = scored.scores
     latency_ms_per_1k, size_mb = scored.batch_latency_ms_per_1k_rows, scored.size_mb
-    metrics = operating_metrics(y_holdout, scores, load_gate_config())
+    metrics = operating_metrics(y_holdout, scores, load_gate_config(use_case=use_case))
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(use_case.name)
