@@ -17,9 +17,13 @@ manually with the form below.
      same arguments in a GPU pod (`KubernetesPodOperator`, settings `MLLOOP_K8S_*`).
 
    It logs the run to MLflow and registers one version per DAG run (a retry registers nothing new).
-3. **gate** — challenger and champion are scored on the same holdout: floors, paired-bootstrap
-   non-inferiority, slices, latency and size budgets (`include/mlloop/promotion/gate_defaults.yaml`,
-   overridable per run). The report is logged to the challenger's MLflow run.
+3. **gate** — challenger and champion are scored on the same holdout under the use case's gate policy
+   (`include/mlloop/promotion/gate_defaults.yaml`, then the declaration's `gate:` section, then
+   *gate_overrides*): skill floors against no-skill scores on that holdout (ROC-AUC, PR-AUC lift, recall
+   at the declared precision), paired-bootstrap non-inferiority, the declared slices, latency and size
+   budgets. The report (with the effective config and where each setting came from) is logged to the
+   challenger's MLflow run. If the gate cannot decide, the version is tagged
+   `mlloop.gate.verdict=error` with the reason and can never be promoted.
 4. **review** (only with *approval_required*) — a reviewer approves or rejects in the Airflow UI
    (Required actions); no answer within two days rejects.
 5. **promote** / **reject** — a passing (and approved) challenger becomes `champion` (the old one
@@ -92,7 +96,8 @@ BACKENDS = ["local", "kubernetes"] if DEFAULT_BACKEND == "kubernetes" else ["loc
             {},
             type="object",
             title="Gate overrides",
-            description='Per-run gate thresholds, e.g. {"min_pr_auc": 0.1}.',
+            description="Per-run overrides of the use case's gate policy (keys of "
+            'include/mlloop/promotion/gate_defaults.yaml), e.g. {"confidence": 0.99}.',
         ),
         "approval_required": Param(
             False,
@@ -178,7 +183,7 @@ def train_model() -> None:
 
     @task
     def gate(result: dict[str, Any], snap: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        """Decide challenger vs champion on the same holdout; log the report."""
+        """Decide challenger vs champion on the same holdout and log the report; an error tags the version."""
         from mlloop.training.pipeline import gate_challenger
 
         return gate_challenger(result, params.get("gate_overrides"), trigger=snap.get("trigger"))

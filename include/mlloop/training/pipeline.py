@@ -254,9 +254,10 @@ def training_declined(batches: list[dict[str, Any]]) -> str | None:
     )
 
 
-# Model version tag of the gate's verdict (passed or failed). Run tags: the gate config's version and
-# which layers (defaults, use case declaration, run) set it.
+# Model version tags of the gate: its verdict (passed, failed, or error when it could not decide; only
+# passed can be promoted) and, for error, the reason. Run tags: the gate config's version and sources.
 VERDICT_TAG = "mlloop.gate.verdict"
+GATE_ERROR_TAG = "mlloop.gate.error"
 GATE_CONFIG_TAG = "mlloop.gate.config_version"
 GATE_SOURCE_TAG = "mlloop.gate.config_source"
 
@@ -269,6 +270,10 @@ def gate_challenger(
     The gate applies the use case's policy (``load_gate_config``: defaults, the declaration's ``gate:``
     section, then ``overrides``). A ``trigger`` (a monitoring retrain request) is tagged on the
     challenger's run; it changes nothing in the decision: drift never bypasses the gate.
+
+    Raises:
+        Exception: whatever kept the gate from deciding, after tagging the version
+            ``mlloop.gate.verdict=error`` with the reason, so no registered version is left unjudged.
     """
     import mlflow
 
@@ -276,7 +281,11 @@ def gate_challenger(
     name, version = result["model_name"], str(result["version"])
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     client = mlflow.MlflowClient()
-    decision, current = _gate_decision(client, result, overrides)
+    try:
+        decision, current = _gate_decision(client, result, overrides)
+    except Exception as exc:
+        _tag_gate_error(client, name, version, exc)
+        raise
     if trigger:
         client.set_tag(result["run_id"], "mlloop.trigger_reason", str(trigger.get("reason", ""))[:4900])
         client.set_tag(result["run_id"], "mlloop.trigger_window", str(trigger.get("window", "")))
@@ -291,6 +300,8 @@ def gate_challenger(
     client.set_tag(result["run_id"], GATE_SOURCE_TAG, decision.config_source()[:4900])
     client.log_dict(result["run_id"], decision.to_json(), "gate/gate_report.json")
     client.log_text(result["run_id"], decision.to_markdown(), "gate/gate_report.md")
+    if GATE_ERROR_TAG in client.get_model_version(name, version).tags:  # an earlier try failed
+        client.delete_model_version_tag(name, version, GATE_ERROR_TAG)
     client.set_model_version_tag(name, version, VERDICT_TAG, "passed" if decision.promote else "failed")
     client.set_model_version_tag(name, version, "mlloop.gate.summary", decision.summary()[:4900])
     log.info("Gate: %s", decision.summary())
@@ -329,6 +340,18 @@ def _gate_decision(client: Any, result: dict[str, Any], overrides: dict[str, Any
     return decision, current
 
 
+def _tag_gate_error(client: Any, name: str, version: str, error: Exception) -> None:
+    """Tag ``version`` with verdict ``error`` and the reason; a failure to tag is logged, not raised."""
+    reason = f"the gate could not decide: {type(error).__name__}: {error}"
+    try:
+        client.set_model_version_tag(name, version, VERDICT_TAG, "error")
+        client.set_model_version_tag(name, version, GATE_ERROR_TAG, reason[:4900])
+    except Exception:  # the caller re-raises the gate's own error, which matters more
+        log.exception("Could not tag %s v%s with the gate error", name, version)
+        return
+    log.error("%s v%s tagged %s=error (it cannot be promoted): %s", name, version, VERDICT_TAG, reason)
+
+
 def promote_or_reject(
     result: dict[str, Any], decision: dict[str, Any], actor: str, *, promote: bool
 ) -> dict[str, Any]:
@@ -337,7 +360,8 @@ def promote_or_reject(
     A rejection of a challenger that passed the gate can only come from the reviewer, and says so.
 
     Raises:
-        PromotionError: when asked to promote a challenger the gate did not pass.
+        PromotionError: when asked to promote a challenger the gate did not pass, or whose version does
+            not carry the verdict ``passed`` (an ``error`` verdict: the gate could not decide).
     """
     from mlloop.registry import PromotionError, reject
     from mlloop.registry import promote as promote_version
@@ -350,6 +374,13 @@ def promote_or_reject(
             f"{name} v{version} failed the gate ({decision['summary']}); it cannot be promoted"
         )
     if promote:
+        tags = client.get_model_version(name, version).tags
+        if tags.get(VERDICT_TAG) != "passed":
+            raise PromotionError(
+                f"{name} v{version} carries gate verdict {tags.get(VERDICT_TAG, '(none)')!r}, not 'passed' "
+                f"({tags.get(GATE_ERROR_TAG) or tags.get('mlloop.gate.summary') or 'never gated'}); only a "
+                "version the gate passed can be promoted: fix the cause and re-run train_model's gate task"
+            )
         record = promote_version(
             client, name, version, actor=actor, reason=decision["summary"], gate_report=decision["report"]
         )
