@@ -30,6 +30,7 @@ from mlloop.promotion.metrics import (
     ModelMetrics,
     metric_value,
     model_metrics,
+    no_skill_pr_auc,
     no_skill_recall_at_precision,
     paired_bootstrap,
     skill_intervals,
@@ -80,10 +81,11 @@ def evaluate_gate(
         for role, model in roles.items()
         if model is not None
     }
-    rules = skill_rules(labels, challenger, config) + operating_point_rules(
-        labels, metrics["challenger"], config
-    )
-    rules += budget_rules(challenger, config)
+    rules = [
+        *skill_rules(labels, challenger, config),
+        *operating_point_rules(labels, metrics["challenger"], config),
+        *budget_rules(challenger, config),
+    ]
     slices: list[SliceResult] = []
     if champion is not None:
         slices = slice_results(challenger, champion, holdout, labels, config)
@@ -149,19 +151,21 @@ def skill_rules(labels: NDArray[np.int8], challenger: ScoredModel, config: GateC
     )
     roc, lift = intervals["roc_auc"], intervals["pr_auc_lift"]
     rows, positives = labels.size, int(labels.sum())
-    no_skill = f"{rows:,} holdout rows, {positives:,} positive (base rate {positives / rows:.4f})"
+    random_pr_auc = float(no_skill_pr_auc(rows, positives))
+    holdout = f"{rows:,} holdout rows, {positives:,} positive (base rate {positives / rows:.4f})"
     return [
         _interval_rule(
             "skill_roc_auc",
             roc,
             config.min_roc_auc,
-            f"challenger ROC-AUC {roc.estimate:.4f} on {no_skill}; random scores reach 0.5",
+            f"challenger ROC-AUC {roc.estimate:.4f} on {holdout}; random scores reach 0.5",
         ),
         _interval_rule(
             "skill_pr_auc_lift",
             lift,
             config.min_pr_auc_lift,
-            f"challenger PR-AUC is {lift.estimate:.2f}x what random scores reach on {no_skill}",
+            f"challenger PR-AUC {lift.estimate * random_pr_auc:.4f} is {lift.estimate:.2f}x the "
+            f"{random_pr_auc:.4f} random scores reach on {holdout}",
         ),
     ]
 
