@@ -1,4 +1,9 @@
-"""Entry points the registry DAGs call, with the tracking server and model name from settings."""
+"""Entry points the registry DAGs call, with the tracking server and model name from settings.
+
+``use_configured_mlflow`` is the one place that points MLflow at the configured server: every entry point
+(training, gate, monitoring, serving, the ops commands) calls it, directly or through
+``registry_client_and_model``, before it touches a run, a model URI or the registry.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +17,29 @@ from mlloop.usecase import load_use_case
 log = logging.getLogger(__name__)
 
 
+def use_configured_mlflow() -> str:
+    """Set MLflow's tracking and registry URI to ``MLLOOP_MLFLOW_TRACKING_URI``; return it.
+
+    Process-wide, so ``models:/`` and ``runs:/`` URIs, ``mlflow.start_run`` and any ``MlflowClient()``
+    reach the configured server: without it MLflow falls back to ``MLFLOW_TRACKING_URI`` or, unset, to a
+    ``./mlflow.db`` in the working directory (a registry where no model is found). MLflow also exports
+    both URIs to the environment, so subprocesses (the training CLI) inherit them.
+    """
+    import mlflow
+
+    uri = get_settings().mlflow_tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
 def registry_client_and_model() -> tuple[Any, str]:
-    """Return an MlflowClient for the configured server and the registered model's name."""
+    """Return an MlflowClient for the configured server (set process-wide) and the registered model's name."""
     from mlflow import MlflowClient
 
     settings = get_settings()
     name = settings.model_name or load_use_case(settings.use_case).model_name
-    uri = settings.mlflow_tracking_uri
+    uri = use_configured_mlflow()
     return MlflowClient(tracking_uri=uri, registry_uri=uri), name
 
 

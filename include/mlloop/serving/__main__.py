@@ -12,6 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     """Serve until SIGINT/SIGTERM; on shutdown in-flight requests finish and the inference log is flushed."""
     import uvicorn
 
+    from mlloop.registry.runner import use_configured_mlflow
     from mlloop.serving.app import create_app
 
     settings = get_settings()
@@ -21,12 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-seed-history", action="store_true", help="start with empty entity history")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import mlflow
-
     # models:/ and runs:/ URIs resolve against the global URIs: without this they would point at
     # MLflow's default (a mlflow.db in the working directory), not the configured server.
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    use_configured_mlflow()
     app = create_app(settings, seed_history=not args.no_seed_history)
     uvicorn.run(
         app,

@@ -277,9 +277,10 @@ def gate_challenger(
     """
     import mlflow
 
-    settings = get_settings()
+    from mlloop.registry.runner import use_configured_mlflow
+
     name, version = result["model_name"], str(result["version"])
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    use_configured_mlflow()
     client = mlflow.MlflowClient()
     try:
         decision, current = _gate_decision(client, result, overrides)

@@ -299,7 +299,7 @@ def load_model(model_uri: str) -> Any:
 
     XGBoost models load through their flavour (an ``XGBClassifier``); torch models load from their
     state dict and preprocessing JSON with ``weights_only=True``, without running the logged code.
-    The tracking URI must already be set (``mlflow.set_tracking_uri``).
+    The tracking URI must already be set (``registry.runner.use_configured_mlflow``).
 
     Returns:
         an object with ``predict_proba(matrix) -> ndarray of shape (n, 2)``.
@@ -479,6 +479,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     from mlloop.promotion import load_gate_config
     from mlloop.promotion.gate import operating_metrics
     from mlloop.registry import register_version
+    from mlloop.registry.runner import use_configured_mlflow
     from mlloop.storage import Storage
     from mlloop.usecase import load_use_case
 
@@ -500,7 +501,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     latency_ms_per_1k, size_mb = scored.batch_latency_ms_per_1k_rows, scored.size_mb
     metrics = operating_metrics(y_holdout, scores, load_gate_config(use_case=use_case))
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    use_configured_mlflow()
     mlflow.set_experiment(use_case.name)
     tags = {
         "mlloop.snapshot_digest": manifest.digest,
