@@ -8,13 +8,19 @@ its model-version tags) with the newest validated window:
 - **data drift** of every feature column (Evidently's per-column tests, fast path with the same verdicts:
   `include/mlloop/monitoring/drift.py`), and the share of drifted columns;
 - **prediction drift**: the champion's score distribution on both;
-- **performance decay** once labels for the window have arrived: the champion's PR-AUC on the labelled rows
-  against its holdout value at promotion.
+- **performance decay** once labels for the window have arrived: the champion's metric (ROC-AUC by
+  default) on the labelled rows against its own holdout, resampled at the window's labelled positives and
+  negatives; it fires on a drop beyond that chance band (false-alarm rate 0.01) and beyond a practical
+  margin, and says "waiting: N labelled positives, needs M" while the test would lack power;
+- **label shift**: the window's base rate against the champion's days at the same label maturity, a
+  finding of its own (not decay; retraining on it is a policy choice, off by default).
 
-The rule (`include/mlloop/monitoring/monitor_defaults.yaml`, overridable per run) fires on a drift share
-above the threshold, drift of a top feature, prediction drift or decay beyond the margin; the result says
-which rule fired with its numbers. Guards: no trigger while `train_model` runs, within the cooldown after the
-last trigger, or over the weekly budget; **dry run** records what would happen and triggers nothing. Every
+The policy (`include/mlloop/monitoring/monitor_defaults.yaml`, then the use case's `monitor:` section, then
+the **overrides** below) fires on a drift share above the threshold, drift of a top feature, prediction
+drift or decay; the result says which rule fired with its numbers and records the effective policy. Each
+check's figures are MLflow metrics on the use case's timeline run, stepped by the monitored day.
+Guards: no trigger while `train_model` runs, within the cooldown after the last trigger, or over the weekly
+budget; **dry run** records what would happen and triggers nothing. Every
 outcome is kept (`reports/monitoring/`, MLflow experiment `mlloop-monitoring`, extra link *Drift report*).
 A trigger emits the `retrain_requested` Asset with the reason and the window; `train_model` runs on it and
 its challenger goes through the same gate.
@@ -59,7 +65,7 @@ from mlloop.orchestration.params import DEFAULT_ARGS, window_params
             {},
             type="object",
             title="Threshold overrides",
-            description='Per-run rule and guard settings, e.g. {"cooldown_hours": 0}.',
+            description='Per-run policy settings on top of the use case\'s, e.g. {"cooldown_hours": 0}.',
         ),
     },
 )

@@ -2,17 +2,25 @@
 
 Generated scenarios: a clean day triggers nothing; a covariate-drift day triggers one retrain with the
 reason; a second drifted day inside the cooldown is suppressed and says so; a dry run records and triggers
-nothing; a concept-drift day (same inputs, moved fraud pattern) fires on performance decay alone.
+nothing; a concept-drift day (same inputs, moved fraud pattern) fires on performance decay alone. Each
+check's figures land on the use case's MLflow timeline run, stepped by day; and a check in a fresh process
+with only MLLOOP_MLFLOW_TRACKING_URI set finds the champion on that server (no ./mlflow.db).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from mlloop.ingestion.batches import land_batch, publish_validated, validate_landed_batch
-from mlloop.monitoring.runner import decisions_prefix
+from mlloop.monitoring.runner import TIMELINE_TAG, day_step, decisions_prefix
 from mlloop.storage import Storage
 from mlloop.usecase import load_use_case
 
@@ -39,12 +47,27 @@ def ingested(tmp_path_factory) -> str:
     return str(root)
 
 
+@pytest.fixture(scope="module")
+def champion(ingested: str, mlflow_server: str, load_dag):
+    """Train the champion once for the module (train_model on the first three days); yield its model name."""
+    from mlloop.config import get_settings
+
+    name = f"test-monitor-{uuid.uuid4().hex[:8]}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLLOOP_DATA_ROOT", ingested)
+        env.setenv("MLLOOP_MLFLOW_TRACKING_URI", mlflow_server)
+        env.setenv("MLLOOP_MODEL_NAME", name)
+        get_settings.cache_clear()
+        run = _run(load_dag("train_model"), window_days=3, end_day=TRAIN_DAYS[-1].isoformat())
+        assert str(run.state) == "success", _states(run)
+        yield name
+    get_settings.cache_clear()
+
+
 @pytest.fixture
-def configured(ingested: str, registry_env: str, mlloop_env, load_dag) -> tuple[str, Storage]:
-    mlloop_env(data_root=ingested)
-    run = _run(load_dag("train_model"), window_days=3, end_day=TRAIN_DAYS[-1].isoformat())
-    assert str(run.state) == "success", _states(run)
-    return registry_env, Storage(ingested)
+def configured(ingested: str, champion: str, mlflow_server: str, mlloop_env) -> tuple[str, Storage]:
+    mlloop_env(data_root=ingested, mlflow_tracking_uri=mlflow_server, model_name=champion)
+    return champion, Storage(ingested)
 
 
 def _run(dag, **conf):
@@ -113,6 +136,30 @@ def test_quiet_drift_cooldown_dry_run_and_concept(configured, load_dag, client, 
     } <= reports
     assert all(r["quality_findings"] == [] for r in records), "no day here has new categories or gaps"
 
+    # The decay was judged against the champion's own holdout band, and every record keeps its policy.
+    (decayed,) = [r for r in records if r["end_day"] == "2026-10-07"]
+    (decay,) = [r for r in decayed["decision"]["rules"] if r["rule"] == "performance_decay"]
+    numbers = decay["figures"]
+    assert numbers["state"] == "judged" and numbers["metric"] == "roc_auc", decay
+    assert numbers["estimate"] < numbers["fires_beyond"] < numbers["band_edge"] < numbers["expected"], decay
+    assert numbers["labelled_positives"] >= numbers["positives_needed"], decay
+    assert all(r["policy"]["version"] == "3" and r["policy"]["use_case"] == "card_fraud" for r in records)
+    assert decayed["policy"]["run_overrides"] == overrides
+    assert decayed["policy"]["effective"]["cooldown_hours"] == 0
+
+    # One timeline run per use case: each figure is one line over the monitored days.
+    (timeline,) = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`{TIMELINE_TAG}` = 'card_fraud'"
+    )
+    history = client.get_metric_history(timeline.info.run_id, "drift_share")
+    days = {"2026-10-04", "2026-10-05", "2026-10-06", "2026-10-07"}
+    assert {m.step for m in history} == {day_step(date.fromisoformat(d)) for d in days}
+    clean, concept = day_step(date(2026, 10, 4)), day_step(date(2026, 10, 7))
+    roc = {m.step: m.value for m in client.get_metric_history(timeline.info.run_id, "roc_auc")}
+    assert roc[concept] < roc[clean] - 0.1, roc
+    fired = {m.step: m.value for m in client.get_metric_history(timeline.info.run_id, "performance_decay")}
+    assert fired[concept] == 1.0 and fired[clean] == 0.0, fired
+
     # What production saw decides when the service logged it: the clean day's answers, as the champion's
     # logged scores, here useless ones (random), make the same day decay although its batch is clean.
     import numpy as np
@@ -134,3 +181,39 @@ def test_quiet_drift_cooldown_dry_run_and_concept(configured, load_dag, client, 
     served = _run(monitor, end_day="2026-10-04", dry_run=False, overrides=overrides)
     summary = _check(served)
     assert "performance_decay" in summary["fired_rules"] and "served answers" in summary["reason"], summary
+
+
+def test_a_fresh_process_monitors_on_the_configured_server_only(
+    configured, mlflow_server: str, tmp_path
+) -> None:
+    """Without MLFLOW_TRACKING_URI (an Airflow task process has none), MLLOOP_MLFLOW_TRACKING_URI is used."""
+    name, storage = configured
+    data = tmp_path / "data"
+    # A copy without the inference log (the other test logged useless answers there): the clean day alone,
+    # and this check's record stays out of the other test's count.
+    shutil.copytree(storage.root, data, ignore=shutil.ignore_patterns("inference"))
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLLOOP_"))}
+    env |= {
+        "MLLOOP_DATA_ROOT": str(data),
+        "MLLOOP_MLFLOW_TRACKING_URI": mlflow_server,
+        "MLLOOP_MODEL_NAME": name,
+    }
+    script = (
+        "import json; from datetime import UTC, datetime\n"
+        "from mlloop.monitoring.runner import monitor_window\n"
+        "now = datetime(2033, 6, 1, tzinfo=UTC)\n"
+        "summary = monitor_window(end_day='2026-10-04', window_days=1, now=now, training_active=False, "
+        "dry_run=True)\n"
+        "print(json.dumps(summary))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["champion_version"] == "1" and summary["action"] == "quiet", summary
+    assert sorted(p.name for p in workdir.iterdir()) == [], (
+        "nothing (mlflow.db, mlruns) in the working directory"
+    )

@@ -1,4 +1,8 @@
-"""The monitoring decision rule and the guards on the retraining trigger."""
+"""The monitoring decision rule and the guards on the retraining trigger.
+
+Decay is judged against a ``PerformanceBand`` (the champion's holdout value and its chance spread at the
+window's counts); the numbers here are stated, not computed, so each test says what it relies on.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,42 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mlloop.monitoring.decision import (
+    BaseRateReference,
     MonitorEvidence,
+    PerformanceBand,
     TriggerRecord,
     change_seen_from,
     decide,
     guard,
     load_monitor_config,
+    policy_record,
+    positives_needed,
+    upper_quantile,
 )
+from mlloop.usecase import UseCase, load_use_case
 
 CONFIG = load_monitor_config()
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 TOP = ["amount", "customer_amount_vs_mean", "hour_of_day", "channel", "account_age_days", "country"]
+
+
+def band(**changes) -> PerformanceBand:
+    """A ROC-AUC reference: 0.95 on a holdout of 220 positives, SE 0.007 + 0.007 at 250 positives."""
+    base = dict(
+        metric="roc_auc",
+        higher_is_better=True,
+        holdout_value=0.95,
+        holdout_rows=16_000,
+        holdout_positives=220,
+        holdout_se=0.007,
+        expected=0.95,
+        window_se=0.007,
+        window_rows=20_000,
+        window_positives=250,
+        no_skill=0.5,
+        resamples=400,
+    )
+    return PerformanceBand(**(base | changes))
 
 
 def evidence(**changes) -> MonitorEvidence:
@@ -27,10 +56,11 @@ def evidence(**changes) -> MonitorEvidence:
         top_features=TOP,
         prediction_drift=False,
         prediction_drift_score=0.01,
-        performance=0.30,
-        performance_at_promotion=0.31,
+        performance=0.955,
+        performance_band=band(),
         labelled_rows=20_000,
         labelled_positives=250,
+        base_rate_reference=BaseRateReference(rate=0.0125, rows=80_000, effective_rows=70_000.0),
     )
     return MonitorEvidence(**(base | changes))
 
@@ -48,6 +78,7 @@ def test_quiet_window_fires_nothing_and_says_why() -> None:
         "top_feature_drift",
         "prediction_drift",
         "performance_decay",
+        "label_shift",
         "window_catch_up",
     }
     assert decision.train_from is None
@@ -85,14 +116,84 @@ def test_prediction_drift_fires_and_can_be_switched_off() -> None:
     assert not decide(evidence(prediction_drift=True), off).fire
 
 
-def test_performance_decay_needs_enough_labels() -> None:
-    decayed = decide(evidence(performance=0.20, performance_at_promotion=0.31), CONFIG)
+def test_decay_beyond_the_band_and_the_margin_fires_with_its_numbers() -> None:
+    decayed = decide(evidence(performance=0.80), CONFIG)
     assert fired(decayed) == ["performance_decay"]
-    assert "drop +0.110" in decayed.reason
-    few = decide(evidence(performance=0.20, labelled_positives=5), CONFIG)
-    assert not few.fire and "not judged" in few.reason
-    within_margin = decide(evidence(performance=0.27, performance_at_promotion=0.31), CONFIG)
-    assert not within_margin.fire
+    rule = next(r for r in decayed.rules if r.rule == "performance_decay")
+    # Estimate, its interval, the reference band and the rows/positives it rests on.
+    assert "ROC-AUC 0.800 (interval 0.784..0.816) on 20000 labelled rows / 250 positives" in rule.detail
+    assert "champion's holdout 0.950 (16000 rows / 220 positives)" in rule.detail
+    assert "chance band to 0.927 (SE 0.010, false-alarm rate 0.01)" in rule.detail
+    assert "drop +0.150 beyond chance (0.023) and beyond the margin (0.045)" in rule.detail
+    assert rule.figures["state"] == "judged" and rule.figures["fires_beyond"] == pytest.approx(0.905)
+
+
+def test_a_drop_within_the_margin_does_not_fire() -> None:
+    # 0.03 is far beyond chance here (SE 0.0014) but less than a tenth of the skill (0.045): no decay.
+    tight = band(holdout_se=0.001, window_se=0.001)
+    decision = decide(evidence(performance=0.92, performance_band=tight), CONFIG)
+    assert not decision.fire and "beyond chance (0.003) and within the margin (0.045)" in decision.reason
+
+
+def test_without_a_margin_the_test_alone_decides_at_the_false_alarm_rate() -> None:
+    no_margin = load_monitor_config({"decay_margin": 0})
+    spread = upper_quantile(0.99) * band().se  # 0.023
+    assert not decide(evidence(performance=0.95 - 0.9 * spread), no_margin).fire
+    assert decide(evidence(performance=0.95 - 1.1 * spread), no_margin).fire
+
+
+def test_decay_on_too_few_positives_waits_and_says_how_many_it_needs() -> None:
+    # The same window at 41 positives: its spread is wider (SE scales as 1/sqrt(positives)).
+    few = band(window_positives=41, window_se=0.007 * (250 / 41) ** 0.5)
+    needed = positives_needed(few, CONFIG)
+    # (z[0.99] + z[0.8]) * sqrt(0.007^2 + v / n) <= 0.045, v = 0.007^2 * 250 per positive.
+    target = 0.045 / (upper_quantile(0.99) + upper_quantile(0.8))
+    assert needed == pytest.approx(0.007**2 * 250 / (target**2 - 0.007**2), abs=1)
+    decision = decide(evidence(performance=0.60, performance_band=few, labelled_positives=41), CONFIG)
+    assert not decision.fire
+    assert f"waiting: 41 labelled positives, needs {needed}" in decision.reason
+
+
+def test_a_holdout_too_imprecise_for_the_margin_never_judges() -> None:
+    loose = band(holdout_se=0.02)  # alone above 0.045 / 3.17
+    decision = decide(evidence(performance=0.60, performance_band=loose), CONFIG)
+    assert (
+        not decision.fire and "waiting: the champion's holdout (220 positives, SE 0.020)" in decision.reason
+    )
+
+
+def test_decay_is_not_measured_without_a_band() -> None:
+    decision = decide(evidence(performance=None, performance_band=None), CONFIG)
+    assert not decision.fire and "performance_decay" in {r.rule for r in decision.rules}
+    assert "not measured: 20000 labelled rows / 250 positives" in decision.reason
+
+
+def test_log_loss_decays_upwards() -> None:
+    loss = band(metric="log_loss", higher_is_better=False, holdout_value=0.040, expected=0.040,
+                holdout_se=0.0003, window_se=0.0003, no_skill=0.066)  # fmt: skip
+    config = load_monitor_config({"performance_metric": "log_loss"})
+    assert fired(decide(evidence(performance=0.050, performance_band=loss), config)) == ["performance_decay"]
+    assert not decide(evidence(performance=0.030, performance_band=loss), config).fire
+
+
+def test_a_base_rate_change_is_a_finding_not_a_decay() -> None:
+    shifted = evidence(labelled_positives=1000)  # 0.05 against 0.0125 expected
+    decision = decide(shifted, CONFIG)
+    assert not decision.fire and decision.findings == ["label_shift"]
+    assert decision.reason.startswith(
+        "no retraining rule fired; label_shift (finding, no retrain): base rate"
+    )
+    assert "0.0500 (interval 0.0462..0.0541) on 20000 labelled rows vs 0.0125 expected" in decision.reason
+    assert "x4.00" in decision.reason and "retraining on it is off" in decision.reason
+    retraining = decide(shifted, load_monitor_config({"label_shift_retrains": True}))
+    assert fired(retraining) == ["label_shift"] and retraining.findings == []
+
+
+def test_a_base_rate_within_chance_or_the_margin_is_quiet() -> None:
+    assert decide(evidence(labelled_positives=265), CONFIG).findings == []  # 0.01325: z +1.0
+    # 0.0140 is beyond chance on 400k rows but within the 25% margin.
+    many = evidence(labelled_rows=400_000, labelled_positives=5_600)
+    assert decide(many, CONFIG).findings == []
 
 
 def _firing():
@@ -171,7 +272,29 @@ def test_bad_overrides_name_the_problem(overrides, message) -> None:
 def test_decision_serialises_with_its_config_version() -> None:
     data = _firing().to_dict()
     assert data["fire"] is True and data["config_version"] == CONFIG.version
-    assert {r["rule"] for r in data["rules"]} >= {"drift_share", "performance_decay"}
+    assert {r["rule"] for r in data["rules"]} >= {"drift_share", "performance_decay", "label_shift"}
+
+
+def _use_case(monitor: dict) -> UseCase:
+    return load_use_case("card_fraud").model_copy(update={"monitor": monitor})
+
+
+def test_policy_layers_defaults_then_the_use_case_then_the_run() -> None:
+    declared = _use_case({"false_alarm_rate": 0.05, "cooldown_hours": 6})
+    config = load_monitor_config({"cooldown_hours": 1}, use_case=declared)
+    assert (config.false_alarm_rate, config.cooldown_hours) == (0.05, 1)
+    assert load_monitor_config(use_case=declared).cooldown_hours == 6
+    record = policy_record(config, declared, {"cooldown_hours": 1})
+    assert record["version"] == CONFIG.version and record["effective"]["false_alarm_rate"] == 0.05
+    assert record["use_case_section"] == {"false_alarm_rate": 0.05, "cooldown_hours": 6}
+    assert record["fingerprint"] != policy_record(CONFIG, None, None)["fingerprint"]
+
+
+def test_a_bad_use_case_section_names_the_use_case_and_the_valid_keys() -> None:
+    with pytest.raises(ValueError, match=r"monitor: section of use case 'card_fraud'.*valid settings are"):
+        load_monitor_config(use_case=_use_case({"performance_margin": 0.05}))
+    with pytest.raises(ValueError, match="performance_metric"):
+        load_monitor_config(use_case=_use_case({"performance_metric": "pr_auc"}))
 
 
 # --- after a decay: train from the change, then catch up ----------------------------------------------
@@ -181,7 +304,7 @@ CHANGE = dict(monitored_days=["2026-11-20"], champion_days=["2026-11-16", "2026-
 
 
 def test_decay_trains_from_the_decayed_window_not_the_days_before() -> None:
-    decision = decide(evidence(performance=0.05, **CHANGE), CONFIG)
+    decision = decide(evidence(performance=0.60, **CHANGE), CONFIG)
     assert fired(decision) == ["performance_decay"]
     assert decision.train_from == "2026-11-20" and decision.to_dict()["train_from"] == "2026-11-20"
 
@@ -192,7 +315,7 @@ def test_drift_without_decay_keeps_the_usual_window() -> None:
 
 
 def test_decay_window_can_be_switched_off() -> None:
-    decision = decide(evidence(performance=0.05, **CHANGE), load_monitor_config({"window_from_decay": False}))
+    decision = decide(evidence(performance=0.60, **CHANGE), load_monitor_config({"window_from_decay": False}))
     assert decision.fire and decision.train_from is None
     assert "window_catch_up" not in {r.rule for r in decision.rules}
 
@@ -203,7 +326,7 @@ def test_short_window_after_a_change_catches_up_on_each_new_day() -> None:
     assert fired(next_day) == ["window_catch_up"] and next_day.train_from == "2026-11-20"
     assert "1 day(s) since the change on 2026-11-20" in next_day.reason
     # A decay while catching up is the short window's, not a new change: the change's day stays.
-    decayed = decide(evidence(performance=0.05, monitored_days=["2026-11-21"], **cut), CONFIG)
+    decayed = decide(evidence(performance=0.60, monitored_days=["2026-11-21"], **cut), CONFIG)
     assert set(fired(decayed)) == {"performance_decay", "window_catch_up"}
     assert decayed.train_from == "2026-11-20"
     # Nothing newer than what it learned: nothing to catch up on.
@@ -231,7 +354,7 @@ def test_a_rejected_decay_retrain_keeps_the_change_day_for_the_next_one() -> Non
     assert change_seen_from([*history, record(10, "dry_run", "7", None)], "7") == "2026-11-20"
     assert change_seen_from([*history, record(10, "quiet", "7", None)], "7") is None
     next_day = decide(
-        evidence(performance=0.05, monitored_days=["2026-11-21"], change_seen_from="2026-11-20"), CONFIG
+        evidence(performance=0.60, monitored_days=["2026-11-21"], change_seen_from="2026-11-20"), CONFIG
     )
     assert next_day.train_from == "2026-11-20"
 
@@ -239,4 +362,4 @@ def test_a_rejected_decay_retrain_keeps_the_change_day_for_the_next_one() -> Non
 def test_reasons_name_where_the_scores_came_from() -> None:
     reason = decide(evidence(prediction_source="served", scores_source="batch"), CONFIG).reason
     assert "the champion's scores (served answers) stayed" in reason
-    assert "labelled rows (batch re-scored)" in reason
+    assert "250 positives (batch re-scored)" in reason

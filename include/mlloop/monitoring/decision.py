@@ -4,22 +4,39 @@ Pure functions, no Evidently, MLflow or Airflow: ``monitor_drift`` gathers the e
 prediction drift, performance on labelled data), ``decide`` says which rules fire and with what numbers,
 ``guard`` says whether a firing decision may trigger ``train_model`` now. Every outcome, quiet, fired,
 suppressed or dry run, carries a one-line reason that is recorded.
+
+Performance decay is judged against the champion's own variability: ``PerformanceBand`` holds the
+monitored metric on the champion's holdout and the spread that metric has by chance on a window of the
+monitored size and class counts (``monitoring.performance.reference_band`` computes it); the rule fires
+only on a drop beyond that spread (one-sided test at ``false_alarm_rate``) and beyond a practical margin,
+and waits while the window holds too few labelled positives for the test to have ``power``. A change of
+the base rate is its own rule (``label_shift``), judged against the base rate the champion's days would
+show at the window's label maturity (``BaseRateReference``); by default it is a finding, not a retrain.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from statistics import NormalDist
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlloop.versioned_config import load_versioned_config
 
+if TYPE_CHECKING:
+    from mlloop.usecase import UseCase
+
 MONITOR_DEFAULTS_PATH = Path(__file__).with_name("monitor_defaults.yaml")
 Action = Literal["quiet", "trigger", "suppressed", "dry_run"]
+PerformanceMetric = Literal["roc_auc", "pr_auc_lift", "log_loss"]
+METRIC_LABELS: dict[str, str] = {"roc_auc": "ROC-AUC", "pr_auc_lift": "PR-AUC lift", "log_loss": "log loss"}
 
 
 class MonitorConfig(BaseModel):
@@ -31,9 +48,34 @@ class MonitorConfig(BaseModel):
     drift_share_threshold: float = Field(gt=0, le=1, description="Fire above this share of drifted columns.")
     top_k_features: int = Field(ge=0, description="Fire when one of the k most important features drifts.")
     prediction_drift: bool = Field(description="Fire when the champion's score distribution drifts.")
-    performance_margin: float = Field(ge=0, le=1, description="Tolerated PR-AUC drop on labelled data.")
-    min_labelled_rows: int = Field(ge=1, description="Fewer labelled rows: decay is not judged.")
-    min_labelled_positives: int = Field(ge=1, description="Fewer labelled positives: decay is not judged.")
+    performance_metric: PerformanceMetric = Field(
+        description="Metric decay is judged on: roc_auc, pr_auc_lift (PR-AUC / no-skill PR-AUC) or log_loss."
+    )
+    false_alarm_rate: float = Field(
+        gt=0,
+        lt=0.5,
+        description="Chance that a window without change fires decay (one-sided) or label shift.",
+    )
+    power: float = Field(
+        ge=0.5,
+        lt=1,
+        description="Wait for enough labelled positives to detect a drop of the margin this often.",
+    )
+    decay_margin: float = Field(
+        ge=0,
+        lt=1,
+        description="Practical margin: a drop must also exceed this share of the champion's skill.",
+    )
+    bootstrap_resamples: int = Field(ge=100, le=100_000, description="Resamples of the champion's holdout.")
+    seed: int = Field(ge=0, description="Seed of the bootstrap resampling.")
+    min_labelled_rows: int = Field(ge=1, description="Fewer labelled rows: decay and label shift wait.")
+    min_labelled_positives: int = Field(
+        ge=1, description="Floor under the derived positives count (normal approximation of the band)."
+    )
+    label_shift_margin: float = Field(
+        ge=0, description="Practical margin: the base rate must also move by more than this share."
+    )
+    label_shift_retrains: bool = Field(description="Whether a label shift starts a retrain (else a finding).")
     cooldown_hours: float = Field(ge=0, description="No trigger within this long after the last one.")
     max_triggers_per_week: int = Field(ge=0, description="At most this many triggers in any 7 days.")
     window_from_decay: bool = Field(
@@ -42,13 +84,93 @@ class MonitorConfig(BaseModel):
     )
 
 
-def load_monitor_config(overrides: Mapping[str, Any] | None = None) -> MonitorConfig:
-    """Return ``monitor_defaults.yaml`` with per-run ``overrides`` applied.
+def load_monitor_config(
+    overrides: Mapping[str, Any] | None = None, *, use_case: UseCase | None = None
+) -> MonitorConfig:
+    """Return the effective policy: defaults, then ``use_case``'s ``monitor:`` section, then ``overrides``.
+
+    ``monitor_drift``, the offline replay and the benchmark all use this one merge.
 
     Raises:
-        ValueError: for an unknown key (naming the valid ones) or a value out of bounds (naming it).
+        ValueError: for an unknown key (naming where it was set and the valid keys) or a value out of
+            bounds (naming it).
     """
-    return load_versioned_config(MonitorConfig, MONITOR_DEFAULTS_PATH, overrides, what="monitoring")
+    declared = dict(use_case.monitor) if use_case is not None else {}
+    if declared:
+        check_monitor_section(declared, where=f"use case {use_case.name!r}")  # type: ignore[union-attr]
+    return load_versioned_config(
+        MonitorConfig, MONITOR_DEFAULTS_PATH, {**declared, **(overrides or {})}, what="monitoring"
+    )
+
+
+def check_monitor_section(section: Mapping[str, Any], *, where: str = "a use case") -> MonitorConfig:
+    """Return the policy a declaration's ``monitor:`` section gives on the defaults, checking its keys.
+
+    Raises:
+        ValueError: naming the declaration's ``monitor:`` section and what is wrong in it.
+    """
+    try:
+        return load_versioned_config(MonitorConfig, MONITOR_DEFAULTS_PATH, section, what="monitoring")
+    except ValueError as exc:
+        raise ValueError(f"the monitor: section of {where}: {exc}") from exc
+
+
+def policy_record(
+    config: MonitorConfig, use_case: UseCase | None, overrides: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Return what a decision records of its policy: version, fingerprint, layers and effective values."""
+    effective = config.model_dump(mode="json")
+    digest = hashlib.sha256(json.dumps(effective, sort_keys=True).encode()).hexdigest()[:12]
+    return {
+        "version": config.version,
+        "fingerprint": digest,  # changes with any effective value, whichever layer set it
+        "defaults": MONITOR_DEFAULTS_PATH.name,
+        "use_case": use_case.name if use_case is not None else None,
+        "use_case_section": dict(use_case.monitor) if use_case is not None else {},
+        "run_overrides": dict(overrides or {}),
+        "effective": effective,
+    }
+
+
+@dataclass(frozen=True)
+class PerformanceBand:
+    """The champion's reference for the monitored metric at one window's size and class counts.
+
+    ``expected`` and ``window_se`` come from resampling the champion's holdout at the window's positive
+    and negative counts (what an unchanged window of that size shows by chance); ``holdout_se`` is the
+    holdout value's own estimation error (resampling at its own counts).
+    """
+
+    metric: str
+    higher_is_better: bool
+    holdout_value: float  # the metric on the champion's holdout
+    holdout_rows: int
+    holdout_positives: int
+    holdout_se: float
+    expected: float  # mean over the resamples at the window's counts
+    window_se: float  # their standard deviation
+    window_rows: int
+    window_positives: int
+    no_skill: float  # the metric of a no-skill model (ROC-AUC 0.5, lift 1, the base rate's log loss)
+    resamples: int
+
+    @property
+    def se(self) -> float:
+        """Return the standard error of (expected - window value) under no change."""
+        return math.hypot(self.holdout_se, self.window_se)
+
+
+@dataclass(frozen=True)
+class BaseRateReference:
+    """The base rate the window's labelled rows would show if the champion's days' rate held.
+
+    Labels arrive late and at class-dependent speed, so the champion's days are weighted by the window's
+    label maturity (``monitoring.performance.maturity_matched_base_rate``).
+    """
+
+    rate: float
+    rows: int  # reference rows with a known label
+    effective_rows: float  # (sum w)^2 / sum w^2 of the maturity weights
 
 
 @dataclass(frozen=True)
@@ -60,10 +182,11 @@ class MonitorEvidence:
     top_features: list[str]  # the champion's features, most important first
     prediction_drift: bool | None = None
     prediction_drift_score: float | None = None
-    performance: float | None = None  # PR-AUC of the champion on the labelled window
-    performance_at_promotion: float | None = None  # its holdout PR-AUC when it was promoted
+    performance: float | None = None  # the monitored metric of the champion on the window's labelled rows
+    performance_band: PerformanceBand | None = None  # its reference at the window's counts
     labelled_rows: int = 0
     labelled_positives: int = 0
+    base_rate_reference: BaseRateReference | None = None
     monitored_days: list[str] = field(default_factory=list)  # ISO days of the monitored window
     champion_days: list[str] = field(default_factory=list)  # ISO days the champion was trained on
     champion_train_from: str | None = None  # set when the champion's window was cut at a change
@@ -76,16 +199,18 @@ class MonitorEvidence:
 
 @dataclass(frozen=True)
 class RuleOutcome:
-    """One rule: whether it fired, on what numbers."""
+    """One rule: whether it fired, on what numbers; ``retrains`` False makes a firing rule a finding."""
 
     rule: str
     fired: bool
     detail: str
+    retrains: bool = True
+    figures: dict[str, Any] = field(default_factory=dict)  # the numbers of ``detail``, for records/charts
 
 
 @dataclass(frozen=True)
 class MonitorDecision:
-    """Which rules fired; ``fire`` when any did."""
+    """Which rules fired; ``fire`` when any rule that retrains did."""
 
     rules: list[RuleOutcome]
     config_version: str
@@ -93,16 +218,27 @@ class MonitorDecision:
 
     @property
     def fire(self) -> bool:
-        """Return True when any rule fired."""
-        return any(rule.fired for rule in self.rules)
+        """Return True when any rule that retrains fired."""
+        return any(rule.fired and rule.retrains for rule in self.rules)
+
+    @property
+    def findings(self) -> list[str]:
+        """Return the rules that fired as findings only (reported, no retrain)."""
+        return [rule.rule for rule in self.rules if rule.fired and not rule.retrains]
 
     @property
     def reason(self) -> str:
-        """Return the fired rules' details, or why nothing fired."""
-        fired = [f"{r.rule}: {r.detail}" for r in self.rules if r.fired]
-        return (
-            "; ".join(fired) if fired else "no rule fired (" + "; ".join(r.detail for r in self.rules) + ")"
-        )
+        """Return the fired rules' details (findings after them), or why nothing fired."""
+        fired = [f"{r.rule}: {r.detail}" for r in self.rules if r.fired and r.retrains]
+        found = [
+            f"{r.rule} (finding, no retrain): {r.detail}" for r in self.rules if r.fired and not r.retrains
+        ]
+        if fired:
+            return "; ".join(fired + found)
+        quiet = [r.detail for r in self.rules if not r.fired]
+        if found:
+            return "no retraining rule fired; " + "; ".join(found) + " (" + "; ".join(quiet) + ")"
+        return "no rule fired (" + "; ".join(quiet) + ")"
 
     def to_dict(self) -> dict[str, Any]:
         """Return the decision as JSON-able data."""
@@ -111,6 +247,7 @@ class MonitorDecision:
             "reason": self.reason,
             "config_version": self.config_version,
             "train_from": self.train_from,
+            "findings": self.findings,
             "rules": [asdict(r) for r in self.rules],
         }
 
@@ -123,6 +260,7 @@ def decide(evidence: MonitorEvidence, config: MonitorConfig) -> MonitorDecision:
             evidence.drift_share > config.drift_share_threshold,
             f"{evidence.drift_share:.2f} of the feature columns drifted (threshold "
             f"{config.drift_share_threshold:.2f}): {', '.join(evidence.drifted_columns) or 'none'}",
+            figures={"drift_share": evidence.drift_share, "threshold": config.drift_share_threshold},
         )
     ]
     if config.top_k_features:
@@ -151,10 +289,12 @@ def decide(evidence: MonitorEvidence, config: MonitorConfig) -> MonitorDecision:
                     evidence.prediction_drift,
                     f"the champion's scores ({source_words(evidence.prediction_source)}) "
                     f"{'drifted' if evidence.prediction_drift else 'stayed'}{score}",
+                    figures={"score": evidence.prediction_drift_score},
                 )
             )
-    performance = _performance_rule(evidence, config)
+    performance = performance_rule(evidence, config)
     rules.append(performance)
+    rules.append(label_shift_rule(evidence, config))
     train_from = None
     if config.window_from_decay:
         catch_up = _catch_up_rule(evidence)
@@ -192,29 +332,172 @@ def source_words(source: str) -> str:
     return "served answers" if source == "served" else "batch re-scored"
 
 
-def _performance_rule(evidence: MonitorEvidence, config: MonitorConfig) -> RuleOutcome:
-    """Judge decay only with enough labels and a reference value from promotion time."""
-    if evidence.performance is None or evidence.performance_at_promotion is None:
-        return RuleOutcome("performance_decay", False, "no labelled window or no holdout value to compare")
-    if (
-        evidence.labelled_rows < config.min_labelled_rows
-        or evidence.labelled_positives < config.min_labelled_positives
-    ):
+def upper_quantile(probability: float) -> float:
+    """Return the standard normal quantile z with P(Z <= z) = ``probability``."""
+    return NormalDist().inv_cdf(probability)
+
+
+def decay_margin(band: PerformanceBand, config: MonitorConfig) -> float:
+    """Return the practical margin in the metric's units: ``decay_margin`` of the champion's skill."""
+    return config.decay_margin * abs(band.holdout_value - band.no_skill)
+
+
+def positives_needed(band: PerformanceBand, config: MonitorConfig) -> int | None:
+    """Return the labelled positives a window needs for the decay test to have ``power``; None: never.
+
+    The test detects a drop of the practical margin with probability ``power`` when
+    (z[1 - false_alarm_rate] + z[power]) * SE <= margin, SE^2 = holdout_se^2 + v / positives, where
+    v = window_se^2 * window_positives is the window's variance per positive at its base rate. When the
+    holdout's own error alone is too large, no window is enough (None).
+    """
+    margin = decay_margin(band, config)
+    if margin <= 0:
+        return config.min_labelled_positives
+    target = margin / (upper_quantile(1 - config.false_alarm_rate) + upper_quantile(config.power))
+    room = target**2 - band.holdout_se**2
+    if room <= 0:
+        return None
+    per_positive = band.window_se**2 * band.window_positives
+    return max(config.min_labelled_positives, math.ceil(per_positive / room))
+
+
+def performance_rule(evidence: MonitorEvidence, config: MonitorConfig) -> RuleOutcome:
+    """Fire on a drop beyond the champion's chance spread and the practical margin, with enough positives.
+
+    Waits (does not fire) while the window holds fewer labelled positives than ``positives_needed``.
+    """
+    band, value = evidence.performance_band, evidence.performance
+    rows, positives = evidence.labelled_rows, evidence.labelled_positives
+    if value is None or band is None:
         return RuleOutcome(
             "performance_decay",
             False,
-            f"not judged: {evidence.labelled_rows} labelled rows / {evidence.labelled_positives} positives "
-            f"(needs {config.min_labelled_rows} / {config.min_labelled_positives})",
+            f"not measured: {rows} labelled rows / {positives} positives (both classes needed) "
+            "or no reference from the champion's holdout",
+            figures={"state": "not_measured", "labelled_rows": rows, "labelled_positives": positives},
         )
-    drop = evidence.performance_at_promotion - evidence.performance
-    return RuleOutcome(
-        "performance_decay",
-        drop > config.performance_margin,
-        f"PR-AUC {evidence.performance:.3f} on {evidence.labelled_rows} labelled rows "
-        f"({source_words(evidence.scores_source)}) vs "
-        f"{evidence.performance_at_promotion:.3f} at promotion (drop {drop:+.3f}, margin "
-        f"{config.performance_margin:.3f})",
+    name, alpha = METRIC_LABELS.get(band.metric, band.metric), config.false_alarm_rate
+    sign = 1.0 if band.higher_is_better else -1.0
+    z = upper_quantile(1 - alpha)
+    drop, spread, margin = sign * (band.expected - value), z * band.se, decay_margin(band, config)
+    needed = positives_needed(band, config)
+    figures = {
+        "metric": band.metric,
+        "estimate": value,
+        "interval": [value - z * band.window_se, value + z * band.window_se],
+        "holdout_value": band.holdout_value,
+        "expected": band.expected,
+        "band_edge": band.expected - sign * spread,  # beyond it: a drop not explained by chance
+        "fires_beyond": band.expected - sign * max(spread, margin),
+        "se": band.se,
+        "holdout_se": band.holdout_se,
+        "window_se": band.window_se,
+        "drop": drop,
+        "margin": margin,
+        "false_alarm_rate": alpha,
+        "labelled_rows": rows,
+        "labelled_positives": positives,
+        "positives_needed": needed,
+        "holdout_rows": band.holdout_rows,
+        "holdout_positives": band.holdout_positives,
+    }
+    estimate = (
+        f"{name} {value:.3f} (interval {figures['interval'][0]:.3f}..{figures['interval'][1]:.3f}) on "
+        f"{rows} labelled rows / {positives} positives ({source_words(evidence.scores_source)})"
     )
+    reference = (
+        f"champion's holdout {band.holdout_value:.3f} ({band.holdout_rows} rows / {band.holdout_positives} "
+        f"positives), {band.expected:.3f} expected at this window's counts, chance band to "
+        f"{figures['band_edge']:.3f} (SE {band.se:.3f}, false-alarm rate {alpha:g})"
+    )
+    if needed is None:
+        detail = (
+            f"waiting: the champion's holdout ({band.holdout_positives} positives, SE {band.holdout_se:.3f}) "
+            f"is too imprecise to detect a drop of {margin:.3f} at false-alarm rate {alpha:g} with power "
+            f"{config.power:g}, whatever the window; {estimate}"
+        )
+        return RuleOutcome("performance_decay", False, detail, figures=figures | {"state": "waiting"})
+    if positives < needed or rows < config.min_labelled_rows:
+        detail = (
+            f"waiting: {positives} labelled positives, needs {needed} ({rows} labelled rows, needs "
+            f"{config.min_labelled_rows}); {estimate} vs {reference}"
+        )
+        return RuleOutcome("performance_decay", False, detail, figures=figures | {"state": "waiting"})
+    fired = drop > spread and drop > margin
+    detail = (
+        f"{estimate} vs {reference}: drop {drop:+.3f} "
+        f"{'beyond' if drop > spread else 'within'} chance ({spread:.3f}) and "
+        f"{'beyond' if drop > margin else 'within'} the margin ({margin:.3f})"
+    )
+    return RuleOutcome("performance_decay", fired, detail, figures=figures | {"state": "judged"})
+
+
+def wilson_interval(positives: int, rows: int, confidence: float) -> tuple[float, float]:
+    """Return the two-sided Wilson score interval of a proportion ``positives / rows``."""
+    if rows <= 0:
+        return 0.0, 1.0
+    z = upper_quantile(0.5 + confidence / 2)
+    p = positives / rows
+    centre = (p + z * z / (2 * rows)) / (1 + z * z / rows)
+    half = z * math.sqrt(p * (1 - p) / rows + z * z / (4 * rows * rows)) / (1 + z * z / rows)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def label_shift_rule(evidence: MonitorEvidence, config: MonitorConfig) -> RuleOutcome:
+    """Fire when the window's base rate differs from the maturity-matched reference (two-sided test).
+
+    Beyond chance (pooled two-proportion z-test at ``false_alarm_rate``) and beyond the practical margin
+    (a relative change of more than ``label_shift_margin``). A finding unless ``label_shift_retrains``.
+    """
+    reference, rows, positives = (
+        evidence.base_rate_reference,
+        evidence.labelled_rows,
+        evidence.labelled_positives,
+    )
+    retrains = config.label_shift_retrains
+    if reference is None or rows < config.min_labelled_rows or reference.effective_rows <= 0:
+        return RuleOutcome(
+            "label_shift",
+            False,
+            f"not measured: {rows} labelled rows (needs {config.min_labelled_rows}) or no reference rate",
+            retrains=retrains,
+            figures={"state": "not_measured", "labelled_rows": rows},
+        )
+    alpha = config.false_alarm_rate
+    rate = positives / rows
+    pooled = (positives + reference.rate * reference.effective_rows) / (rows + reference.effective_rows)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / rows + 1 / reference.effective_rows))
+    statistic = (rate - reference.rate) / se if se > 0 else 0.0
+    z = upper_quantile(1 - alpha / 2)
+    ratio = rate / reference.rate if reference.rate > 0 else None
+    low, high = wilson_interval(positives, rows, 1 - alpha)
+    beyond_chance = abs(statistic) > z
+    beyond_margin = ratio is None or abs(ratio - 1) > config.label_shift_margin
+    figures = {
+        "state": "judged",
+        "base_rate": rate,
+        "interval": [low, high],
+        "reference_rate": reference.rate,
+        "reference_rows": reference.rows,
+        "reference_effective_rows": reference.effective_rows,
+        "ratio": ratio,
+        "z": statistic,
+        "critical_z": z,
+        "margin": config.label_shift_margin,
+        "false_alarm_rate": alpha,
+        "labelled_rows": rows,
+        "labelled_positives": positives,
+    }
+    detail = (
+        f"base rate {rate:.4f} (interval {low:.4f}..{high:.4f}) on {rows} labelled rows vs "
+        f"{reference.rate:.4f} expected from the champion's days at this window's label maturity "
+        f"({reference.rows} rows): {'x' + format(ratio, '.2f') if ratio is not None else 'none before'}, "
+        f"z {statistic:+.1f} "
+        f"({'beyond' if beyond_chance else 'within'} +-{z:.2f} at false-alarm rate {alpha:g}; "
+        f"{'beyond' if beyond_margin else 'within'} the margin +-{config.label_shift_margin:.0%})"
+        + ("" if retrains else "; retraining on it is off (label_shift_retrains)")
+    )
+    return RuleOutcome("label_shift", beyond_chance and beyond_margin, detail, retrains, figures)
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,30 @@
 """One monitoring check: the champion's own training data against a recent window, decided and guarded.
 
-``monitor_window`` is what the ``monitor_drift`` DAG calls. Reference = the champion's training snapshot
-(found through its ``mlloop.snapshot_digest`` version tag, never "the latest data"); current = the
-monitored window of validated days, built by the same feature code as a content-addressed snapshot (so
-the labels known by then come along, and a retrain can use it as is). Checks: data drift per feature
-column (``check_drift``), drift of the champion's scores and its PR-AUC on the labelled rows against its
-holdout value at promotion, both on what production saw: the champion's answers in the inference log
-(joined with the labels known) when the scoring service served the window, else the window re-scored.
-Then ``decide`` and ``guard``; every outcome is written to ``reports/monitoring/<dataset>/`` (JSON +
-Evidently's HTML) and to the ``mlloop-monitoring`` MLflow experiment (one run per check, tagged with the
-model version and the window).
+``monitor_window`` is what the ``monitor_drift`` DAG calls: it reads the champion from the registry
+(``load_champion``), gathers the evidence (``check_evidence``, storage only, which the offline replay calls
+as well), applies ``decide`` and ``guard``, and records the outcome. Reference = the champion's training
+snapshot (found through its ``mlloop.snapshot_digest`` version tag, never "the latest data"); current = the
+monitored window of validated days, built by the same feature code as a content-addressed snapshot (so the
+labels known by then come along, and a retrain can use it as is). Checks: data drift per feature column
+(``check_drift``), drift of the champion's scores, and on the labelled rows the monitored metric against
+the champion's holdout (rebuilt from its snapshot with training's own split, resampled at the window's
+counts: ``performance.reference_band``) and the base rate against the champion's days at the window's label
+maturity. Scores and labels are what production saw: the champion's answers in the inference log (joined
+with the labels known) when the scoring service served the window, else the window re-scored. Every
+outcome is written to ``reports/monitoring/<dataset>/`` (JSON + Evidently's HTML, with the effective
+policy) and to the ``mlloop-monitoring`` MLflow experiment: one run per check, and the figures of every
+check on one timeline run per use case, stepped by the monitored day, so MLflow draws them over days.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -28,12 +33,14 @@ from mlloop.config import get_settings
 from mlloop.monitoring.decision import (
     GuardOutcome,
     MonitorConfig,
+    MonitorDecision,
     MonitorEvidence,
     TriggerRecord,
     change_seen_from,
     decide,
     guard,
     load_monitor_config,
+    policy_record,
     source_words,
 )
 from mlloop.storage import Storage
@@ -42,6 +49,9 @@ from mlloop.usecase import UseCase, load_use_case
 log = logging.getLogger("mlloop.monitoring")
 MONITORING_EXPERIMENT = "mlloop-monitoring"
 REPORTS_AREA = "reports/monitoring"
+# Tag of the one run per use case that carries every check's figures, stepped by the monitored day.
+TIMELINE_TAG = "mlloop.monitor.timeline"
+LABEL_TIME_COLUMN = "label_time"  # when a delivered label became known (labels area)
 
 
 def decisions_prefix(dataset: str) -> str:
@@ -83,6 +93,30 @@ def monitored_days(storage: Storage, use_case: UseCase, end_day: str | None, win
     return [date.fromisoformat(d) for d in eligible[-window_days:]]
 
 
+@dataclass(frozen=True)
+class MonitoredChampion:
+    """A champion as the monitor sees it: its model, training snapshot and scores on its own holdout."""
+
+    version: str
+    model: Any  # predict_proba(matrix) -> (n, 2)
+    snapshot_digest: str
+    top_features: list[str]  # most important first ([] when unknown: the top-k rule sees none)
+    holdout_labels: Any  # 0/1 labels of its holdout (training's split of its snapshot), in holdout order
+    holdout_scores: Any  # its scores on those rows
+    train_from: str | None = None  # set when its window was cut at a change (``mlloop.train_from``)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The evidence of one window and the reports behind it."""
+
+    evidence: MonitorEvidence
+    drift: Any  # DriftResult of the feature columns
+    prediction: Any  # DriftResult of the champion's scores
+    quality: tuple[Any, list[str]]  # the window's quality and what got worse than the reference
+    current_snapshot: str  # digest of the window's snapshot
+
+
 def monitor_window(
     *,
     end_day: str | None,
@@ -96,24 +130,21 @@ def monitor_window(
 
     Returns:
         A JSON-able summary: ``action`` (quiet | trigger | suppressed | dry_run), ``reason``, the window,
-        the champion version, the evidence, the report's storage URI and the MLflow run id.
+        the champion version, the fired rules and findings, the report's storage URI and the MLflow run id.
     """
-    from mlloop.features.spec import feature_columns
     from mlloop.registry import champion_version
     from mlloop.registry.runner import registry_client_and_model
-    from mlloop.training.pipeline import snapshot_days
-    from mlloop.training.snapshot import load_snapshot
 
     started = time.perf_counter()
     settings = get_settings()
     use_case = load_use_case(settings.use_case)
     storage = Storage.from_settings(settings)
-    config = load_monitor_config(overrides)
+    config = load_monitor_config(overrides, use_case=use_case)
     client, name = registry_client_and_model()
     days = monitored_days(storage, use_case, end_day, window_days)
     window = f"{days[0].isoformat()}..{days[-1].isoformat()}"
-    champion = champion_version(client, name)
-    if champion is None:
+    registered = champion_version(client, name)
+    if registered is None:
         summary = {
             "action": "quiet",
             "reason": f"no champion of {name} yet: nothing to monitor",
@@ -122,32 +153,10 @@ def monitor_window(
         log.info("%s", summary["reason"])
         return summary
 
-    reference, ref_manifest = load_snapshot(storage, champion.tags["mlloop.snapshot_digest"])
-    current_manifest = snapshot_days(storage, use_case, days, as_of=now, validate=False)
-    current, _ = load_snapshot(storage, current_manifest.digest)
-    log.info(
-        "Monitoring %s v%s: reference %s (%d rows) vs %s (%d rows)",
-        name,
-        champion.version,
-        ref_manifest.digest[:12],
-        len(reference),
-        window,
-        len(current),
-    )
-    columns = [c for c in feature_columns(use_case.features) if c not in use_case.drift_exclude]
-    categorical = [c for c in columns if c in use_case.features.categorical]
-    numeric = [c for c in columns if c not in use_case.features.categorical]
-    served = _champion_answers(storage, use_case, days, str(champion.version), now)
-    evidence, drift, prediction = _evidence(
-        client, champion, reference, current, ref_manifest, numeric, categorical, use_case, served, config
-    )
+    champion = load_champion(client, registered, storage)
+    result = check_evidence(storage, use_case, champion, days, now=now, config=config)
     history = load_history(storage, use_case.dataset)
-    evidence = replace(
-        evidence,
-        monitored_days=[d.isoformat() for d in days],
-        change_seen_from=change_seen_from(history, str(champion.version)),
-    )
-    quality = _quality(reference, current, numeric, categorical, use_case, Path(drift.report_path).parent)
+    evidence = replace(result.evidence, change_seen_from=change_seen_from(history, champion.version))
     decision = decide(evidence, config)
     outcome = guard(
         decision, now=now, history=history, training_active=training_active, dry_run=dry_run, config=config
@@ -157,64 +166,110 @@ def monitor_window(
         storage,
         client,
         use_case,
+        replace(result, evidence=evidence),
         champion_version=champion.version,
-        window=window,
         days=days,
         now=now,
         outcome=outcome,
-        decision=decision.to_dict(),
-        evidence=asdict(evidence),
-        drift=drift,
-        prediction=prediction,
-        quality=quality,
-        current_snapshot=current_manifest.digest,
+        decision=decision,
+        policy=policy_record(config, use_case, overrides),
         dry_run=dry_run,
     )
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return summary
 
 
-def _evidence(
-    client: Any,
-    champion: Any,
-    reference: Any,
-    current: Any,
-    ref_manifest: Any,
-    numeric: list[str],
-    categorical: list[str],
-    use_case: UseCase,
-    served: Any,
-    config: MonitorConfig,
-) -> tuple[MonitorEvidence, Any, Any]:
-    """Run the drift checks and the performance check; return the evidence and both drift results.
+def load_champion(client: Any, registered: Any, storage: Storage) -> MonitoredChampion:
+    """Load a registered champion: its model, its holdout rebuilt with training's split, its top features.
 
-    Prediction drift and performance are judged on what production saw: the champion's answers in the
-    inference log (``served``) when it holds at least ``min_labelled_rows`` of them for the window (and
-    enough labelled ones for performance); otherwise on the window's batch re-scored by the champion.
+    The holdout is the one its run was judged on: its snapshot, labelled rows, split by time with the
+    fractions logged as the run's parameters (``training.train.load_training_data``).
+    """
+    from mlloop.training.pipeline import TRAIN_FROM_TAG
+    from mlloop.training.train import IMPORTANCE_ARTIFACT, TrainConfig, load_model, load_training_data
+
+    run = client.get_run(registered.run_id)
+    digest = registered.tags["mlloop.snapshot_digest"]
+    defaults = TrainConfig(snapshot=digest)
+    params = run.data.params
+    split = replace(
+        defaults,
+        validation_fraction=float(params.get("validation_fraction", defaults.validation_fraction)),
+        holdout_fraction=float(params.get("holdout_fraction", defaults.holdout_fraction)),
+    )
+    model = load_model(f"models:/{registered.name}/{registered.version}")
+    holdout_matrix, holdout_labels = load_training_data(storage, split).parts["holdout"]
+    try:
+        ranked = json.loads(Path(client.download_artifacts(run.info.run_id, IMPORTANCE_ARTIFACT)).read_text())
+        top = list(ranked["importance"])
+    except Exception as exc:  # an older model without importance.json: the top-k rule sees none
+        log.warning(
+            "No %s in the champion's run (%s): the top-k feature rule is skipped", IMPORTANCE_ARTIFACT, exc
+        )
+        top = []
+    return MonitoredChampion(
+        version=str(registered.version),
+        model=model,
+        snapshot_digest=digest,
+        top_features=top,
+        holdout_labels=holdout_labels,
+        holdout_scores=model.predict_proba(holdout_matrix)[:, 1],
+        train_from=run.data.tags.get(TRAIN_FROM_TAG) or None,
+    )
+
+
+def check_evidence(
+    storage: Storage,
+    use_case: UseCase,
+    champion: MonitoredChampion,
+    days: Sequence[date],
+    *,
+    now: datetime,
+    config: MonitorConfig,
+) -> CheckResult:
+    """Gather one window's evidence against ``champion``: drift, prediction drift, decay and base rate.
+
+    Reads storage only (the snapshots, the inference log, the labels): no MLflow, no Airflow. Prediction
+    drift and performance are judged on what production saw: the champion's answers in the inference log
+    when it holds at least ``min_labelled_rows`` of them for the window (and enough labelled ones for
+    performance); otherwise on the window's batch re-scored by the champion. Labels count as known at the
+    start of ``now``'s UTC day, as for the window's snapshot.
     """
     import numpy as np
     import pandas as pd
 
+    from mlloop.features.spec import feature_columns
     from mlloop.monitoring.drift import check_drift
-    from mlloop.orchestration.params import TRAIN_WINDOW_DAYS
-    from mlloop.promotion import pr_auc
-    from mlloop.training.pipeline import TRAIN_FROM_TAG
-    from mlloop.training.train import IMPORTANCE_ARTIFACT, load_model, model_matrix
+    from mlloop.training.pipeline import labels_cutoff, snapshot_days
+    from mlloop.training.snapshot import load_snapshot
+    from mlloop.training.train import model_matrix
 
+    reference, ref_manifest = load_snapshot(storage, champion.snapshot_digest)
+    current_manifest = snapshot_days(storage, use_case, list(days), as_of=now, validate=False)
+    current, _ = load_snapshot(storage, current_manifest.digest)
+    window = f"{days[0].isoformat()}..{days[-1].isoformat()}"
+    log.info(
+        "Monitoring v%s: reference %s (%d rows) vs %s (%d rows)",
+        champion.version,
+        ref_manifest.digest[:12],
+        len(reference),
+        window,
+        len(current),
+    )
+    columns = [c for c in feature_columns(use_case.features) if c not in use_case.drift_exclude]
+    categorical = [c for c in columns if c in use_case.features.categorical]
+    numeric = [c for c in columns if c not in use_case.features.categorical]
+    served = _champion_answers(storage, use_case, days, champion.version, now)
     html_dir = Path(tempfile.mkdtemp(prefix="mlloop-monitor-"))
     drift = check_drift(
-        reference,
-        current,
-        numeric=numeric,
-        categorical=categorical,
-        html_path=html_dir / "data_drift.html",
+        reference, current, numeric=numeric, categorical=categorical, html_path=html_dir / "data_drift.html"
     )
-    model = load_model(f"models:/{champion.name}/{champion.version}")
-    spec = ref_manifest.spec()
+    spec, model = ref_manifest.spec(), champion.model
     ref_scores = model.predict_proba(model_matrix(reference, spec, ref_manifest.feature_columns))[:, 1]
+    target, when = use_case.target_column, use_case.time_column
     scores_served = len(served) >= config.min_labelled_rows
-    labelled = served[served[use_case.target_column].notna()]
-    served_labels = labelled[use_case.target_column].to_numpy(dtype=np.int8)
+    labelled = served[served[target].notna()]
+    served_labels = labelled[target].to_numpy(dtype=np.int8)
     labels_served = (
         scores_served
         and len(served_labels) >= config.min_labelled_rows
@@ -233,13 +288,15 @@ def _evidence(
         categorical=[],
         html_path=html_dir / "prediction_drift.html",
     )
+    cutoff = labels_cutoff(now)
     if labels_served:
         labels, scores = served_labels, labelled["score"].to_numpy(dtype=np.float64)
+        event_times = served[when]
     else:
         known = current[ref_manifest.label_known_column].astype(bool).to_numpy()
-        labels, scores = current.loc[known, use_case.target_column].to_numpy(dtype=np.int8), cur_scores[known]
-    positives = int(labels.sum())
-    performance = float(pr_auc(labels, scores)) if positives and positives < len(labels) else None
+        labels, scores = current.loc[known, target].to_numpy(dtype=np.int8), cur_scores[known]
+        event_times = current[when]
+    performance, band = _performance(labels, scores, champion, config)
     log.info(
         "Prediction drift on %s, performance on %s (%d of the champion's answers logged, %d labelled)",
         source_words("served" if scores_served else "batch"),
@@ -247,33 +304,79 @@ def _evidence(
         len(served),
         len(served_labels),
     )
-    run = client.get_run(champion.run_id)
-    try:
-        ranked = json.loads(Path(client.download_artifacts(champion.run_id, IMPORTANCE_ARTIFACT)).read_text())
-        top = list(ranked["importance"])
-    except Exception as exc:  # an older model without importance.json: the top-k rule sees none
-        log.warning(
-            "No %s in the champion's run (%s): the top-k feature rule is skipped", IMPORTANCE_ARTIFACT, exc
-        )
-        top = []
+    ages = (pd.Timestamp(cutoff) - pd.to_datetime(event_times, utc=True)).dt.total_seconds().to_numpy()
+    base_rate = _base_rate_reference(storage, use_case, reference, list(ref_manifest.days), cutoff, ages)
+    quality = _quality(reference, current, numeric, categorical, use_case, html_dir)
     evidence = MonitorEvidence(
         drift_share=drift.drift_share,
         drifted_columns=drift.drifted_names,
-        top_features=top,
+        top_features=list(champion.top_features),
         prediction_drift=prediction.drifted("score"),
         prediction_drift_score=prediction.columns[0].score,
         performance=performance,
-        performance_at_promotion=run.data.metrics.get("holdout_pr_auc"),
+        performance_band=band,
         labelled_rows=len(labels),
-        labelled_positives=positives,
+        labelled_positives=int(labels.sum()),
+        base_rate_reference=base_rate,
+        monitored_days=[d.isoformat() for d in days],
         served_rows=len(served),
         prediction_source="served" if scores_served else "batch",
         scores_source="served" if labels_served else "batch",
         champion_days=list(ref_manifest.days),
-        champion_train_from=run.data.tags.get(TRAIN_FROM_TAG) or None,
-        full_window_days=TRAIN_WINDOW_DAYS,
+        champion_train_from=champion.train_from,
+        full_window_days=use_case.training.window_days,
     )
-    return evidence, drift, prediction
+    return CheckResult(evidence, drift, prediction, quality, current_manifest.digest)
+
+
+def _performance(
+    labels: Any, scores: Any, champion: MonitoredChampion, config: MonitorConfig
+) -> tuple[float | None, Any]:
+    """Return the monitored metric on the window's labelled rows and the champion's band at its counts.
+
+    (None, None) while the window lacks a class (the metric is undefined).
+    """
+    from mlloop.monitoring.performance import performance_value, reference_band
+
+    positives = int(labels.sum())
+    if positives == 0 or positives == len(labels):
+        return None, None
+    band = reference_band(
+        config.performance_metric,
+        champion.holdout_labels,
+        champion.holdout_scores,
+        window_positives=positives,
+        window_negatives=len(labels) - positives,
+        resamples=config.bootstrap_resamples,
+        seed=config.seed,
+    )
+    return performance_value(config.performance_metric, labels, scores), band
+
+
+def _base_rate_reference(
+    storage: Storage, use_case: UseCase, reference: Any, days: list[str], cutoff: datetime, ages: Any
+) -> Any:
+    """Return the champion's days' base rate weighted to the window's label maturity (None: no labels).
+
+    The labels of those days as known at ``cutoff`` (the latest correction of each), with each one's
+    delay from its event; ``ages`` are the window rows' times from their event to ``cutoff``.
+    """
+    import pandas as pd
+
+    from mlloop.data.generator import labels_known_by
+    from mlloop.monitoring.performance import maturity_matched_base_rate
+
+    delivered = storage.read_days("labels", use_case.dataset, days)
+    if delivered is None:
+        return None
+    key, target, when = use_case.key_column, use_case.target_column, use_case.time_column
+    known = labels_known_by(delivered, cutoff).sort_values(LABEL_TIME_COLUMN, kind="stable")
+    known = known.drop_duplicates(key, keep="last")
+    rows = reference[[key, when]].merge(known[[key, target, LABEL_TIME_COLUMN]], on=key, how="inner")
+    delays = pd.to_datetime(rows[LABEL_TIME_COLUMN], utc=True) - pd.to_datetime(rows[when], utc=True)
+    return maturity_matched_base_rate(
+        rows[target].to_numpy(dtype="float64"), delays.dt.total_seconds().to_numpy(), ages
+    )
 
 
 def _champion_answers(
@@ -314,32 +417,30 @@ def _record(
     storage: Storage,
     client: Any,
     use_case: UseCase,
+    result: CheckResult,
     *,
     champion_version: str,
-    window: str,
     days: list[date],
     now: datetime,
     outcome: GuardOutcome,
-    decision: dict[str, Any],
-    evidence: dict[str, Any],
-    drift: Any,
-    prediction: Any,
-    quality: tuple[Any, list[str]],
-    current_snapshot: str,
+    decision: MonitorDecision,
+    policy: dict[str, Any],
     dry_run: bool,
 ) -> dict[str, Any]:
-    """Write the outcome JSON and both HTML reports to storage and to an MLflow monitoring run."""
+    """Write the outcome JSON and the HTML reports to storage and to MLflow (check run and timeline)."""
+    drift, prediction, quality = result.drift, result.prediction, result.quality
+    window = f"{days[0].isoformat()}..{days[-1].isoformat()}"
     check_id = f"{now.astimezone(UTC):%Y%m%dT%H%M%S}-{days[-1].isoformat()}"
     prefix = f"{REPORTS_AREA}/{use_case.dataset}/{check_id}"
     html = {}
-    for label, result in (
+    for label, report in (
         ("data_drift", drift),
         ("prediction_drift", prediction),
         ("data_quality", quality[0]),
     ):
-        if result.report_path:
+        if report.report_path:
             key = f"{prefix}/{label}.html"
-            storage.write_bytes(key, Path(result.report_path).read_bytes())
+            storage.write_bytes(key, Path(report.report_path).read_bytes())
             html[label] = storage.uri(key)
     record = {
         "checked_at": now.astimezone(UTC).isoformat(),
@@ -349,10 +450,11 @@ def _record(
         "end_day": days[-1].isoformat(),
         "window_days": len(days),
         "champion_version": champion_version,
-        "current_snapshot": current_snapshot,
+        "current_snapshot": result.current_snapshot,
         "dry_run": dry_run,
-        "decision": decision,
-        "evidence": evidence,
+        "policy": policy,
+        "decision": decision.to_dict(),
+        "evidence": asdict(result.evidence),
         "data_drift": drift.to_dict(),
         "prediction_drift": prediction.to_dict(),
         "data_quality": quality[0].to_dict(),
@@ -367,33 +469,122 @@ def _record(
         "mlloop.window": window,
         "mlloop.monitor.action": outcome.action,
         "mlloop.monitor.reason": outcome.reason[:4900],
+        "mlloop.monitor.policy_version": policy["version"],
+        "mlloop.monitor.policy_fingerprint": policy["fingerprint"],
     }
     run = client.create_run(
         experiment_id, run_name=f"{outcome.action} {window} v{champion_version}", tags=tags
     )
     run_id = run.info.run_id
-    client.log_metric(run_id, "drift_share", drift.drift_share)
-    if evidence["performance"] is not None:
-        client.log_metric(run_id, "labelled_pr_auc", evidence["performance"])
+    figures = check_figures(decision, result.evidence, outcome.action, champion_version)
+    _log_figures(client, run_id, figures, days[-1])
+    _log_figures(client, timeline_run_id(client, experiment_id, use_case.name), figures, days[-1])
+    client.log_dict(run_id, policy["effective"], "monitoring/policy.json")
     record["mlflow_run_id"] = run_id
     client.log_dict(run_id, record, "monitoring/decision.json")
-    for result in (drift, prediction, quality[0]):
-        if result.report_path:
-            client.log_artifact(run_id, result.report_path, "monitoring")
+    for report in (drift, prediction, quality[0]):
+        if report.report_path:
+            client.log_artifact(run_id, report.report_path, "monitoring")
     client.set_terminated(run_id)
     key = f"{decisions_prefix(use_case.dataset)}/{check_id}.json"
     storage.write_json(key, record)
     summary_keys = ("action", "reason", "window", "end_day", "window_days", "champion_version", "reports")
     return {k: record[k] for k in summary_keys} | {
-        "current_snapshot": current_snapshot,
+        "current_snapshot": result.current_snapshot,
         "record": storage.uri(key),
         "report_run": run_id,
         "experiment_id": experiment_id,
         "drift_share": drift.drift_share,
-        "fired_rules": [r["rule"] for r in decision["rules"] if r["fired"]],
-        "train_from": decision.get("train_from"),
+        "fired_rules": [r.rule for r in decision.rules if r.fired and r.retrains],
+        "findings": decision.findings,
+        "train_from": decision.train_from,
+        "policy_version": policy["version"],
         "quality_findings": quality[1],
     }
+
+
+def check_figures(
+    decision: MonitorDecision, evidence: MonitorEvidence, action: str, champion_version: str
+) -> dict[str, float]:
+    """Return one check's figures as MLflow metrics: metric and band, base rates, drift, decision (0/1).
+
+    Figures a check could not measure are left out (the chart shows a gap, not a zero).
+    """
+    rules = {rule.rule: rule for rule in decision.rules}
+    figures: dict[str, Any] = {
+        "drift_share": evidence.drift_share,
+        "prediction_drift_score": evidence.prediction_drift_score,
+        "labelled_rows": evidence.labelled_rows,
+        "labelled_positives": evidence.labelled_positives,
+        "decision_fire": float(decision.fire),
+        "retrain_triggered": float(action == "trigger"),
+        "champion_version": float(champion_version) if champion_version.isdigit() else None,
+    }
+    decay = rules["performance_decay"]
+    if decay.figures.get("metric"):
+        metric, numbers = decay.figures["metric"], decay.figures
+        low, high = numbers["interval"]
+        figures |= {
+            metric: numbers["estimate"],
+            f"{metric}_interval_low": low,
+            f"{metric}_interval_high": high,
+            f"{metric}_expected": numbers["expected"],
+            f"{metric}_band_edge": numbers["band_edge"],
+            f"{metric}_fires_beyond": numbers["fires_beyond"],
+            "positives_needed": numbers["positives_needed"],
+        }
+    figures["performance_decay"] = float(decay.fired)
+    shift = rules["label_shift"]
+    if shift.figures.get("state") == "judged":
+        low, high = shift.figures["interval"]
+        figures |= {
+            "base_rate": shift.figures["base_rate"],
+            "base_rate_interval_low": low,
+            "base_rate_interval_high": high,
+            "base_rate_expected": shift.figures["reference_rate"],
+        }
+    figures["label_shift"] = float(shift.fired)
+    return {
+        key: float(value)
+        for key, value in figures.items()
+        if value is not None and math.isfinite(float(value))
+    }
+
+
+def timeline_run_id(client: Any, experiment_id: str, use_case_name: str) -> str:
+    """Return the run holding every check's figures of ``use_case_name`` (created by the first check).
+
+    One run per use case, across champions, so that each figure is one line over the monitored days.
+    """
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TIMELINE_TAG}` = '{use_case_name}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(
+        experiment_id,
+        run_name=f"timeline {use_case_name}",
+        tags={TIMELINE_TAG: use_case_name, "mlloop.use_case": use_case_name},
+    )
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def day_step(day: date) -> int:
+    """Return the MLflow step of a monitored day: days since 1970-01-01, so steps are evenly spaced days."""
+    return (day - date(1970, 1, 1)).days
+
+
+def _log_figures(client: Any, run_id: str, figures: Mapping[str, float], day: date) -> None:
+    """Log ``figures`` to ``run_id`` at ``day`` (step: the day number; timestamp: its midnight UTC)."""
+    from mlflow.entities import Metric
+
+    stamp = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+    step = day_step(day)
+    client.log_batch(run_id, metrics=[Metric(key, value, stamp, step) for key, value in figures.items()])
 
 
 def retrain_request(summary: Mapping[str, Any], now: datetime) -> dict[str, Any]:

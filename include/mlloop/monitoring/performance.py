@@ -1,0 +1,153 @@
+"""The evidence of the decay and label-shift rules, from arrays: no MLflow, no storage, no Airflow.
+
+``reference_band`` says what the monitored metric of an unchanged window would be, and how much it would
+vary by chance: the champion's holdout (its labels and the champion's scores on it) resampled, stratified,
+at the window's labelled positive and negative counts, plus the holdout value's own error (resampled at
+its own counts). ``maturity_matched_base_rate`` says what base rate the window's labelled rows would show
+if the champion's days' rate held, given that labels arrive late and at class-dependent speed.
+``decision.decide`` turns both into rules.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from mlloop.monitoring.decision import BaseRateReference, PerformanceBand, PerformanceMetric
+from mlloop.promotion.metrics import log_loss, no_skill_pr_auc, pr_auc, roc_auc
+
+HIGHER_IS_BETTER: dict[str, bool] = {"roc_auc": True, "pr_auc_lift": True, "log_loss": False}
+
+
+def performance_value(metric: PerformanceMetric, labels: ArrayLike, scores: ArrayLike) -> float:
+    """Return ``metric`` of ``scores`` on ``labels``; NaN where it is undefined (a class missing).
+
+    Raises:
+        ValueError: for an unknown metric (naming the valid ones), or log loss on scores that are not
+            probabilities.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    if metric == "roc_auc":
+        return roc_auc(y, scores)
+    if metric == "pr_auc_lift":
+        expected = float(no_skill_pr_auc(np.array([y.size]), np.array([y.sum()]))[0])
+        return pr_auc(y, scores) / expected if expected > 0 else float("nan")
+    if metric == "log_loss":
+        return log_loss(y, scores) if 0 < y.sum() < y.size else float("nan")
+    raise ValueError(f"unknown performance_metric {metric!r}; valid: {sorted(HIGHER_IS_BETTER)}")
+
+
+def no_skill_value(metric: PerformanceMetric, base_rate: float) -> float:
+    """Return ``metric`` of a model without skill: ROC-AUC 0.5, lift 1, log loss of the base rate itself."""
+    if metric == "log_loss":
+        p = min(max(base_rate, 1e-12), 1 - 1e-12)
+        return float(-(p * np.log(p) + (1 - p) * np.log1p(-p)))
+    return 0.5 if metric == "roc_auc" else 1.0
+
+
+def reference_band(
+    metric: PerformanceMetric,
+    holdout_labels: ArrayLike,
+    holdout_scores: ArrayLike,
+    *,
+    window_positives: int,
+    window_negatives: int,
+    resamples: int,
+    seed: int,
+) -> PerformanceBand:
+    """Return the champion's reference for a window with ``window_positives`` / ``window_negatives``.
+
+    Stratified bootstrap: each resample draws that many positives and negatives (with replacement) from
+    the holdout; their mean is the expected value at the window's counts (for PR-AUC lift this follows the
+    window's base rate) and their standard deviation the window's chance spread. The holdout resampled at
+    its own counts gives the holdout value's estimation error. Deterministic for a given ``seed``.
+
+    Raises:
+        ValueError: when the holdout lacks a class or the window has no positive or no negative.
+    """
+    y = np.asarray(holdout_labels).astype(np.int8)
+    s = np.asarray(holdout_scores, dtype=np.float64)
+    positives, negatives = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    if positives.size == 0 or negatives.size == 0:
+        raise ValueError(
+            f"the champion's holdout has {positives.size} positives and {negatives.size} negatives: a "
+            "reference band needs both; retrain the champion on a window holding both classes"
+        )
+    if window_positives < 1 or window_negatives < 1:
+        raise ValueError(
+            f"a window of {window_positives} labelled positives and {window_negatives} negatives has no "
+            "value to judge; wait for labels of both classes"
+        )
+    rng = np.random.default_rng(seed)
+    holdout = _resampled(metric, s, positives, negatives, positives.size, negatives.size, resamples, rng)
+    window = _resampled(metric, s, positives, negatives, window_positives, window_negatives, resamples, rng)
+    return PerformanceBand(
+        metric=metric,
+        higher_is_better=HIGHER_IS_BETTER[metric],
+        holdout_value=performance_value(metric, y, s),
+        holdout_rows=int(y.size),
+        holdout_positives=int(positives.size),
+        holdout_se=float(np.nanstd(holdout, ddof=1)),
+        expected=float(np.nanmean(window)),
+        window_se=float(np.nanstd(window, ddof=1)),
+        window_rows=int(window_positives + window_negatives),
+        window_positives=int(window_positives),
+        no_skill=no_skill_value(metric, positives.size / y.size),
+        resamples=resamples,
+    )
+
+
+def _resampled(
+    metric: PerformanceMetric,
+    scores: NDArray[np.float64],
+    positives: NDArray[np.intp],
+    negatives: NDArray[np.intp],
+    n_positive: int,
+    n_negative: int,
+    resamples: int,
+    rng: np.random.Generator,
+) -> NDArray[np.float64]:
+    """Return ``metric`` on ``resamples`` draws of ``n_positive`` positives and ``n_negative`` negatives."""
+    labels = np.concatenate([np.ones(n_positive), np.zeros(n_negative)])
+    values = np.empty(resamples)
+    for i in range(resamples):
+        rows = np.concatenate(
+            [
+                positives[rng.integers(0, positives.size, n_positive)],
+                negatives[rng.integers(0, negatives.size, n_negative)],
+            ]
+        )
+        values[i] = performance_value(metric, labels, scores[rows])
+    return values
+
+
+def maturity_matched_base_rate(
+    reference_labels: ArrayLike, reference_delays: ArrayLike, window_ages: ArrayLike
+) -> BaseRateReference:
+    """Return the champion's days' base rate as the window's labelled rows would show it, if unchanged.
+
+    A row of the window is labelled now when its label's delay is at most its age (the time from its
+    event to the label cut-off). So each reference row with a known label counts with the share of window
+    rows old enough to have it by now (``reference_delays`` and ``window_ages`` in one unit, e.g. seconds;
+    reference rows whose label is still unknown are left out by the caller). Chargebacks take longer than
+    confirmations of genuine payments: unweighted, a recent window would look like a drop of the base rate.
+
+    Raises:
+        ValueError: when the labels and delays differ in length.
+    """
+    labels = np.asarray(reference_labels, dtype=np.float64)
+    delays = np.asarray(reference_delays, dtype=np.float64)
+    if labels.shape != delays.shape:
+        raise ValueError(f"reference labels {labels.shape} and delays {delays.shape} must have one length")
+    ages = np.sort(np.asarray(window_ages, dtype=np.float64))
+    if ages.size == 0 or labels.size == 0:
+        return BaseRateReference(rate=float("nan"), rows=int(labels.size), effective_rows=0.0)
+    weights = (ages.size - np.searchsorted(ages, delays, side="left")) / ages.size
+    total = float(weights.sum())
+    if total <= 0:
+        return BaseRateReference(rate=float("nan"), rows=int(labels.size), effective_rows=0.0)
+    return BaseRateReference(
+        rate=float(weights @ labels / total),
+        rows=int(labels.size),
+        effective_rows=total**2 / float(weights @ weights),
+    )
