@@ -31,8 +31,9 @@ pytestmark = pytest.mark.slow
 
 DAYS = [dt.date(2026, 9, 1) + dt.timedelta(days=i) for i in range(3)]
 ROWS = 4000
-# The gate's floors are calibrated on bigger windows; this test is about where things land, not model quality.
-GATE_OVERRIDES = {"min_pr_auc": 0.0, "min_recall_at_precision": 0.0, "max_batch_latency_ms_per_1k_rows": 1e6}
+# This test is about where things land, not speed: a loaded CI machine must not fail the latency budget.
+# The skill floors stay on (relative to no-skill scores, they hold on this small window too).
+GATE_OVERRIDES = {"max_batch_latency_ms_per_1k_rows": 1e6}
 GATE_AND_PROMOTE = """
 import json, sys
 from mlloop.training.pipeline import gate_challenger, promote_or_reject
