@@ -18,7 +18,7 @@ from mlloop.data.generator import generate_day
 from mlloop.data.scenarios import DRIFT_SCENARIOS
 from mlloop.features import build_use_case_features, feature_columns
 from mlloop.monitoring import ReferenceProfile, check_drift, evidently_drift
-from mlloop.monitoring.drift import _mid_quantile_positions, _w1_to_sketch
+from mlloop.monitoring.drift import _mid_quantile_positions, _w1_to_sketch, drift_verdicts
 from mlloop.usecase import load_use_case
 
 USE_CASE = load_use_case("card_fraud")
@@ -99,6 +99,10 @@ def test_verdicts_agree_with_the_plain_evidently_preset(scenario: str) -> None:
         )
         assert abs(mine.score - theirs.score) <= mine.error_bound + 1e-12, mine
     assert ours.drift_share == peer.drift_share
+    # Without a report: Evidently's stat tests on the full columns give the peer's verdicts and scores.
+    assert (
+        drift_verdicts(reference, current, numeric=NUMERIC, categorical=CATEGORICAL).columns == peer.columns
+    )
 
 
 def test_same_seed_same_result_and_verdicts_do_not_depend_on_the_seed() -> None:
@@ -149,6 +153,9 @@ def test_a_small_reference_uses_evidentlys_p_value_tests_on_the_full_frames() ->
     assert len(reference) <= 1000
     assert {c.method for c in ours.columns} <= {"ks", "chisquare", "z"}
     assert ours.columns == peer.columns  # same tests on the same data: identical
+    assert (
+        drift_verdicts(reference, current, numeric=NUMERIC, categorical=CATEGORICAL).columns == peer.columns
+    )
     assert ours.drifted("amount")
 
 
@@ -223,6 +230,8 @@ def test_bad_arguments_are_refused() -> None:
     result = check(frame)
     with pytest.raises(KeyError, match="'no_such_column' was not checked"):
         result.drifted("no_such_column")
+    with pytest.raises(ValueError, match=r"methods name \['x'\], which are not declared columns"):
+        drift_verdicts(frame, frame, numeric=NUMERIC, categorical=CATEGORICAL, methods={"x": "ks"})
 
 
 def test_importing_the_package_loads_neither_pandas_nor_evidently() -> None:

@@ -53,14 +53,32 @@ over the two frames. The HTML report holds Evidently's ``ValueDrift`` widgets an
 computed on the sketches (the ``DriftedColumnsCount`` summary is left out: it would compute every
 column again). A reference with 1000 or fewer values in a column (Evidently's p-value tests, whose
 scores depend on the row counts) is never sketched: both frames are checked whole.
+
+``drift_verdicts`` returns the same full-data verdicts without building a Report (each column's
+Evidently stat test on its full values; no HTML), for callers that check many windows.
+
+Thresholds from the data (``calibrate_drift``): Evidently's per-column thresholds are fixed, so a fixed
+share of drifted columns fires on every small window of one dataset and never on another. The
+threshold of the share (or of one column's score, e.g. the champion's scores for prediction drift) is
+instead read off its spread on reference-vs-reference splits of the champion's training data: K
+pseudo-windows of the monitored window's row count (at most half the reference), consecutive rows in
+time order (so that they carry the day-to-day variation a clean window has) or random rows, each
+checked against the rest of the reference with ``drift_verdicts``. The threshold is the
+``ceil((1 - a)(K + 1))``-th least drift-like of the K values: a window exchangeable with the splits
+exceeds it with probability at most ``(K + 1 - rank) / (K + 1) <= a``. Time-ordered splits overlap:
+the reference holds only ``DriftCalibration.disjoint_blocks`` disjoint ones, so their spread
+understates the tail; K splits of random rows are independent but leave the day-to-day variation out.
+By default both run and the more conservative threshold is kept; ``describe`` states both, the
+disjoint blocks and the rate.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -80,6 +98,12 @@ _FEW_VALUES = 5  # numeric columns with at most this many distinct values get Je
 _MIN_STD = 0.001  # Evidently's floor for the Wasserstein normalisation
 _ROUNDING = 1e-6  # relative slack on the bounds for float rounding (float32 columns included)
 Kind = Literal["numeric", "categorical"]
+SplitsBy = Literal["both", "time", "random"]
+DRIFT_SHARE = "drift_share"  # calibrate_drift's statistic: the share of drifted columns
+DEFAULT_SPLITS = 30
+DEFAULT_FALSE_ALARM = 0.05
+# Which way each of Evidently's default stat tests points: a distance drifts when high, a p-value when low.
+_HIGHER_IS_DRIFT = {"wasserstein": True, "jensenshannon": True, "ks": False, "chisquare": False, "z": False}
 
 
 @dataclass(frozen=True)
@@ -109,6 +133,32 @@ class DriftResult:
     seconds: float
     report_path: str | None = None  # Evidently's HTML report, when one was asked for
     recomputed: list[str] = field(default_factory=list)  # sketch undecided: recomputed on the full columns
+
+    @classmethod
+    def from_columns(
+        cls,
+        columns: list[ColumnDrift],
+        *,
+        rows_reference: int,
+        rows_current: int,
+        method_note: str,
+        started: float,
+        report_path: str | None = None,
+        recomputed: list[str] | None = None,
+    ) -> DriftResult:
+        """Return a check's result from its column verdicts, timed from ``started`` (perf_counter)."""
+        drifted = sum(c.drifted for c in columns)
+        return cls(
+            columns=columns,
+            drift_share=drifted / len(columns),
+            drifted_columns=drifted,
+            rows_reference=rows_reference,
+            rows_current=rows_current,
+            method_note=method_note,
+            seconds=round(time.perf_counter() - started, 3),
+            report_path=report_path,
+            recomputed=list(recomputed or []),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as plain JSON-ready types."""
@@ -307,21 +357,18 @@ def check_drift(
     report_path = None
     if html_path is not None:
         report_path = _save_html(snapshot, html_path)
-    drifted_count = sum(c.drifted for c in columns)
-    result = DriftResult(
-        columns=columns,
-        drift_share=drifted_count / len(columns),
-        drifted_columns=drifted_count,
+    result = DriftResult.from_columns(
+        columns,
         rows_reference=profile.rows,
         rows_current=len(current),
         method_note=_method_note(profile, len(current), sketched, max_bound, recomputed),
-        seconds=round(time.perf_counter() - started, 3),
+        started=started,
         report_path=report_path,
         recomputed=recomputed,
     )
     log.info(
         "Drift: %d of %d columns drifted (share %.2f) in %.2fs: %s",
-        drifted_count,
+        result.drifted_columns,
         len(columns),
         result.drift_share,
         result.seconds,
@@ -360,17 +407,319 @@ def evidently_drift(
         )
     columns = _snapshot_verdicts(snapshot, numeric)
     report_path = _save_html(snapshot, html_path) if html_path is not None else None
-    drifted_count = sum(c.drifted for c in columns)
-    return DriftResult(
-        columns=columns,
-        drift_share=drifted_count / len(columns),
-        drifted_columns=drifted_count,
+    return DriftResult.from_columns(
+        columns,
         rows_reference=len(reference),
         rows_current=len(current),
         method_note=f"Evidently {_evidently_version()} DataDriftPreset on the full frames",
-        seconds=round(time.perf_counter() - started, 3),
+        started=started,
         report_path=report_path,
     )
+
+
+def drift_verdicts(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    *,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    methods: Mapping[str, str] | None = None,
+) -> DriftResult:
+    """Return the full-data verdicts ``check_drift`` reproduces, from Evidently's stat tests alone.
+
+    Each column's stat test (Evidently's default pick, or ``methods[column]``) runs on its full values with
+    its default threshold, as ``get_one_column_drift`` runs it; no ``Report`` is built, so there is no HTML
+    and none of its plots (most of a Report's time). For callers that need verdicts only, such as
+    ``calibrate_drift``'s many splits.
+
+    Raises:
+        ValueError: naming a missing, mistyped or empty column, an empty frame, or a method for an
+            undeclared column.
+    """
+    started = time.perf_counter()
+    numeric, categorical = _check_columns(numeric, categorical)
+    _check_frame(reference, "reference", numeric, categorical)
+    _check_frame(current, "current", numeric, categorical)
+    methods = dict(methods or {})
+    stray = sorted(set(methods) - {*numeric, *categorical})
+    if stray:
+        raise ValueError(
+            f"drift_verdicts: methods name {stray}, which are not declared columns; declared: "
+            f"{[*numeric, *categorical]}. Fix the methods mapping or the column lists."
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", RuntimeWarning
+        )  # as in check_drift's report: chi-square on empty bins
+        columns = [
+            _column_test(c, _kind(c, numeric), reference[c], current[c], methods.get(c), None)
+            for c in [*numeric, *categorical]
+        ]
+    picked = "methods fixed by the caller" if methods else "default methods"
+    return DriftResult.from_columns(
+        columns,
+        rows_reference=len(reference),
+        rows_current=len(current),
+        method_note=(
+            f"Evidently {_evidently_version()} stat test per column on the full columns, {picked} and "
+            "default thresholds (no report)"
+        ),
+        started=started,
+    )
+
+
+# --- calibration -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftCalibration:
+    """A drift statistic's threshold, from reference-vs-reference splits of the champion's training data."""
+
+    statistic: str  # DRIFT_SHARE, or the column whose stat-test score is calibrated (e.g. "score")
+    threshold: float  # the most conservative of ``thresholds``; a window fires beyond it (``fires``)
+    higher_is_drift: bool  # True for a share or a distance, False for a p-value
+    nulls: dict[str, tuple[float, ...]]  # per kind of split ("time", "random"): the statistic on each split
+    thresholds: dict[str, float]  # per kind of split: its rank-th least drift-like null value
+    rank: int
+    false_alarm: float  # the target rate
+    false_alarm_bound: float  # (splits + 1 - rank) / (splits + 1): at most false_alarm
+    rows_reference: int
+    rows_window: int  # rows of the monitored window the threshold is for
+    rows_split: int  # rows of each pseudo-window: rows_window, at most half the reference
+    methods: dict[str, str]  # the stat test each column ran on every split
+    seconds: float
+
+    @property
+    def splits(self) -> int:
+        """Return the number of reference-vs-reference splits of each kind."""
+        return len(next(iter(self.nulls.values())))
+
+    @property
+    def set_by(self) -> str:
+        """Return the kind of split whose threshold is the threshold."""
+        return next(kind for kind, value in self.thresholds.items() if value == self.threshold)
+
+    @property
+    def disjoint_blocks(self) -> int:
+        """Return how many non-overlapping pseudo-windows the reference holds (independent time splits)."""
+        return self.rows_reference // self.rows_split
+
+    def fires(self, value: float) -> bool:
+        """Return whether a monitored window's statistic is beyond the threshold."""
+        return value > self.threshold if self.higher_is_drift else value < self.threshold
+
+    def describe(self) -> str:
+        """Return one line for the monitor's record: the threshold, how it was derived, its rate."""
+        capped = (
+            f" (capped at half the reference; the window has {self.rows_window:,}: a smaller "
+            "pseudo-window is noisier, so the threshold is conservative)"
+            if self.rows_split < self.rows_window
+            else ""
+        )
+        kinds = []
+        for kind, values in self.nulls.items():
+            ordered = sorted(values)
+            label = (
+                f"time-ordered blocks ({self.disjoint_blocks} disjoint)" if kind == "time" else "random rows"
+            )
+            kinds.append(
+                f"{label} {self.thresholds[kind]:.4g} (null median {ordered[len(ordered) // 2]:.4g}, "
+                f"max {ordered[-1]:.4g})"
+            )
+        more = "the more conservative of " if len(kinds) > 1 else ""
+        return (
+            f"{self.statistic} threshold {self.threshold:.4g} (fires "
+            f"{'above' if self.higher_is_drift else 'below'}): {more}the {self.rank}th least drift-like of "
+            f"{self.splits} reference-vs-reference splits of {self.rows_split:,} rows{capped} out of "
+            f"{self.rows_reference:,} reference rows, by {' and by '.join(kinds)}; false alarms <= "
+            f"{self.false_alarm_bound:.3f} for a window exchangeable with the splits (target "
+            f"{self.false_alarm:g})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the calibration as plain JSON-ready types, with its one-line description."""
+        return asdict(self) | {
+            "splits": self.splits,
+            "set_by": self.set_by,
+            "disjoint_blocks": self.disjoint_blocks,
+            "note": self.describe(),
+        }
+
+
+def calibrate_drift(
+    reference: pd.DataFrame,
+    window_rows: int,
+    *,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    statistic: str = DRIFT_SHARE,
+    splits: int = DEFAULT_SPLITS,
+    false_alarm: float = DEFAULT_FALSE_ALARM,
+    splits_by: SplitsBy = "both",
+    time_column: str | None = None,
+    seed: int = 0,
+) -> DriftCalibration:
+    """Derive a drift statistic's threshold from its spread on reference-vs-reference splits.
+
+    Each split holds out a pseudo-window of ``window_rows`` rows (at most half the reference) and checks it
+    against the rest of the reference with the monitor's per-column tests (``drift_verdicts``: the verdicts
+    ``check_drift`` returns), each column's method picked once on the full reference. Two kinds of split,
+    each wrong in its own way: "time" holds out consecutive rows in time order at evenly spaced offsets, so
+    the pseudo-windows carry the day-to-day variation a clean window has, but they overlap and the
+    reference holds only a few disjoint ones, so their spread understates the tail; "random" draws random
+    rows (seeded): independent draws, but without the day-to-day variation. Per kind the threshold is the
+    ``ceil((1 - false_alarm) (splits + 1))``-th least drift-like null value (a window exchangeable with the
+    splits goes beyond it with probability at most ``(splits + 1 - rank) / (splits + 1)``; ties lower it);
+    "both" (the default) keeps the more conservative of the two.
+
+    Args:
+        reference: the champion's training data (its features, or its scores for prediction drift).
+        window_rows: rows of the monitored window the threshold is for.
+        numeric: numeric columns checked; categorical: categorical columns checked (the monitor's lists,
+            drift_exclude already left out).
+        statistic: DRIFT_SHARE (share of drifted columns) or a column whose stat-test score is calibrated.
+        splits: reference-vs-reference splits of each kind; at least ``ceil(1 / false_alarm) - 1``.
+        false_alarm: the target rate of windows without change that fire.
+        splits_by: "both", "time" (consecutive rows) or "random" (random rows).
+        time_column: orders the rows; None takes the frame's row order as time order.
+        seed: seed of the random splits (time splits do not use it).
+
+    Raises:
+        ValueError: naming the bad argument or column and the fix (too few splits for the rate, a
+            statistic that is no declared column, a reference too small to split).
+    """
+    started = time.perf_counter()
+    numeric, categorical = _check_columns(numeric, categorical)
+    _check_frame(reference, "reference", numeric, categorical)
+    rank = _calibration_rank(splits, false_alarm)
+    if isinstance(window_rows, bool) or not isinstance(window_rows, int) or window_rows < 1:
+        raise ValueError(
+            f"calibrate_drift: window_rows={window_rows!r}; pass the monitored window's row count."
+        )
+    if len(reference) < 2:
+        raise ValueError(
+            f"calibrate_drift: the reference has {len(reference)} row; splitting it needs at least 2. "
+            "Calibrate on the champion's training data."
+        )
+    if statistic != DRIFT_SHARE and statistic not in (*numeric, *categorical):
+        raise ValueError(
+            f"calibrate_drift: statistic {statistic!r} is neither {DRIFT_SHARE!r} nor a declared column "
+            f"({[*numeric, *categorical]})."
+        )
+    if splits_by not in ("both", "time", "random"):
+        raise ValueError(f"calibrate_drift: splits_by={splits_by!r}; pass 'both', 'time' or 'random'.")
+    if time_column is not None and time_column not in reference.columns:
+        raise ValueError(
+            f"calibrate_drift: time_column {time_column!r} is not a column of the reference "
+            f"({list(reference.columns)}); pass the snapshot's time column or None for row order."
+        )
+
+    methods = {c: _default_test_name(reference[c], _kind(c, numeric)) for c in [*numeric, *categorical]}
+    higher = True if statistic == DRIFT_SHARE else _higher_is_drift(methods[statistic], statistic)
+    checked = reference[[*numeric, *categorical]]
+    order = (
+        np.argsort(reference[time_column].to_numpy(), kind="stable")
+        if time_column is not None
+        else np.arange(len(reference))
+    )
+    size = min(window_rows, len(reference) // 2)
+    nulls: dict[str, tuple[float, ...]] = {}
+    thresholds: dict[str, float] = {}
+    for kind in ("time", "random") if splits_by == "both" else (splits_by,):
+        null = []
+        for block, rest in _splits(order, size, splits, kind, seed):
+            result = drift_verdicts(
+                checked.iloc[rest],
+                checked.iloc[block],
+                numeric=numeric,
+                categorical=categorical,
+                methods=methods,
+            )
+            null.append(
+                float(result.drift_share if statistic == DRIFT_SHARE else _score_of(result, statistic))
+            )
+        nulls[kind] = tuple(null)
+        thresholds[kind] = sorted(null, reverse=not higher)[rank - 1]
+    calibration = DriftCalibration(
+        statistic=statistic,
+        threshold=max(thresholds.values()) if higher else min(thresholds.values()),
+        higher_is_drift=higher,
+        nulls=nulls,
+        thresholds=thresholds,
+        rank=rank,
+        false_alarm=false_alarm,
+        false_alarm_bound=(splits + 1 - rank) / (splits + 1),
+        rows_reference=len(reference),
+        rows_window=window_rows,
+        rows_split=size,
+        methods=methods,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    log.info("Drift calibration in %.1fs: %s", calibration.seconds, calibration.describe())
+    return calibration
+
+
+def _calibration_rank(splits: int, false_alarm: float) -> int:
+    """Return the rank of the null value that bounds false alarms at ``false_alarm`` with ``splits``."""
+    if not 0 < false_alarm < 1:
+        raise ValueError(
+            f"calibrate_drift: false_alarm={false_alarm!r}; pass a rate between 0 and 1, e.g. 0.05."
+        )
+    if isinstance(splits, bool) or not isinstance(splits, int) or splits < 1:
+        raise ValueError(f"calibrate_drift: splits={splits!r}; pass a positive number of splits.")
+    rank = math.ceil((1 - false_alarm) * (splits + 1) - 1e-9)
+    if rank > splits:
+        raise ValueError(
+            f"calibrate_drift: {splits} splits cannot bound false alarms at {false_alarm:g}: even their "
+            f"largest value is exceeded by chance with probability 1/{splits + 1}. Use splits >= "
+            f"{math.ceil(1 / false_alarm - 1 - 1e-9)} or a larger false_alarm."
+        )
+    return rank
+
+
+def _splits(
+    order: np.ndarray, size: int, splits: int, kind: str, seed: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (pseudo-window rows, rest of the reference rows) per split of one kind, each in time order."""
+    n = len(order)
+    if kind == "random":
+        rng = np.random.default_rng(seed)
+        for _ in range(splits):
+            drawn = rng.permutation(n)
+            yield np.sort(drawn[:size]), np.sort(drawn[size:])
+        return
+    for start in np.linspace(0, n - size, splits).round().astype(np.int64):
+        yield order[start : start + size], np.concatenate([order[:start], order[start + size :]])
+
+
+def _default_test_name(series: pd.Series, kind: Kind) -> str:
+    """Return the stat test Evidently picks for a column against a window from its own distribution."""
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    values = _clean(series, kind)
+    column_type = ColumnType.Numerical if kind == "numeric" else ColumnType.Categorical
+    return str(get_stattest(values, values, column_type, None).name)
+
+
+def _higher_is_drift(method: str, column: str) -> bool:
+    """Return whether a larger score of ``method`` means more drift (a distance) or less (a p-value)."""
+    if method not in _HIGHER_IS_DRIFT:
+        raise ValueError(
+            f"calibrate_drift: column {column!r} runs stat test {method!r}, whose direction is not known; "
+            f"calibrate one of {sorted(_HIGHER_IS_DRIFT)} (Evidently's defaults)."
+        )
+    return _HIGHER_IS_DRIFT[method]
+
+
+def _score_of(result: DriftResult, column: str) -> float:
+    """Return the stat-test score of one column of a drift result."""
+    return next(c.score for c in result.columns if c.column == column)
+
+
+def _kind(column: str, numeric: Sequence[str]) -> Kind:
+    """Return whether a declared column is numeric or categorical."""
+    return "numeric" if column in numeric else "categorical"
 
 
 # --- checks ------------------------------------------------------------------------------------------
@@ -689,16 +1038,44 @@ def _full_score_interval(verdict: ColumnDrift, reference: _Sketch, current: _Ske
 
 def _exact_score(reference: pd.Series, current: pd.Series, verdict: ColumnDrift) -> tuple[float, bool]:
     """Return the column's score and verdict on the full columns, with Evidently's own stat test."""
-    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+    exact = _column_test(verdict.column, verdict.kind, reference, current, verdict.method, verdict.threshold)
+    return exact.score, exact.drifted
+
+
+def _column_test(
+    column: str,
+    kind: Kind,
+    reference: pd.Series,
+    current: pd.Series,
+    method: str | None,
+    threshold: float | None,
+) -> ColumnDrift:
+    """Run Evidently's stat test of one column on its full values (its default pick when method is None).
+
+    The values are cleaned as ``get_one_column_drift`` cleans them (``_clean``).
+    """
+    from evidently.legacy.calculations.stattests.registry import get_stattest
     from evidently.legacy.core import ColumnType
 
-    kind = ColumnType.Numerical if verdict.kind == "numeric" else ColumnType.Categorical
-    if verdict.kind == "numeric":
-        reference = reference.replace([-np.inf, np.inf], np.nan)
-        current = current.replace([-np.inf, np.inf], np.nan)
-    test = get_registered_stattest(verdict.method, kind)
-    result = test(reference.dropna(), current.dropna(), kind, verdict.threshold)
-    return float(result.drift_score), bool(result.drifted)
+    column_type = ColumnType.Numerical if kind == "numeric" else ColumnType.Categorical
+    reference, current = _clean(reference, kind), _clean(current, kind)
+    test = get_stattest(reference, current, column_type, method)
+    result = test(reference, current, column_type, threshold)
+    return ColumnDrift(
+        column=column,
+        kind=kind,
+        method=test.name,
+        score=float(result.drift_score),
+        threshold=float(result.actual_threshold),
+        drifted=bool(result.drifted),
+    )
+
+
+def _clean(series: pd.Series, kind: Kind) -> pd.Series:
+    """Return a column's values as Evidently tests them: infinities missing (numeric), missing dropped."""
+    if kind == "numeric":
+        series = series.replace([-np.inf, np.inf], np.nan)
+    return series.dropna()
 
 
 def _save_html(snapshot: Snapshot, html_path: str | Path) -> str:
