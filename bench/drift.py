@@ -16,6 +16,15 @@ process measures the check's peak memory at full size on the feature columns of 
 (tracemalloc peak of the check, and the child's peak RSS including both frames and the libraries).
 Prints human lines, then exactly one JSON line; ``ratio`` is peer_s / ours_s (how many times faster
 check_drift is), medians over the scenarios.
+
+Calibration (``calibration`` in the JSON line; ``--only-calibration`` runs it alone): at the monitor's
+sizes (``--calibration-rows`` per day, default 20,000: a 4-day reference of 80,000 rows after 7 warm-up
+days of history, one-day windows), per anchor day and seed, it times ``calibrate_drift`` of the
+drifted-share threshold (its default: time-ordered and random-row splits, the more conservative kept),
+then counts the clean days after the reference that fire (``--clean-days`` per anchor; also under each
+kind of split alone) and, per drift scenario, whether a day of it fires. The windows are judged with
+``drift_verdicts`` (the verdicts ``check_drift`` returns, without its report). Also times one
+calibration at 3x the rows (the 60k-rows-a-day volume).
 """
 
 from __future__ import annotations
@@ -39,7 +48,14 @@ import pandas as pd
 from mlloop.data.generator import generate_day
 from mlloop.data.scenarios import DRIFT_SCENARIOS
 from mlloop.features import build_use_case_features, feature_columns
-from mlloop.monitoring.drift import DEFAULT_SAMPLE_ROWS, ReferenceProfile, check_drift, evidently_drift
+from mlloop.monitoring.drift import (
+    DEFAULT_SAMPLE_ROWS,
+    ReferenceProfile,
+    calibrate_drift,
+    check_drift,
+    drift_verdicts,
+    evidently_drift,
+)
 from mlloop.usecase import load_use_case
 
 SEED = 42
@@ -48,6 +64,9 @@ CURRENT_START = dt.date(2026, 1, 12)  # the Monday after
 USE_CASE = load_use_case("card_fraud")
 CATEGORICAL = list(USE_CASE.features.categorical)
 NUMERIC = [c for c in feature_columns(USE_CASE.features) if c not in CATEGORICAL]
+ANCHORS = ((dt.date(2026, 3, 2), 42), (dt.date(2025, 7, 14), 7), (dt.date(2027, 1, 4), 1234))  # (day, seed)
+WARM_UP_DAYS = 7  # the longest history window: the reference starts with full history, as a snapshot does
+REFERENCE_DAYS = 4  # train_model's default window
 
 
 def week_features(start: dt.date, rows: int, scenario: str) -> pd.DataFrame:
@@ -110,6 +129,78 @@ def measure_memory(reference: pd.DataFrame, current: pd.DataFrame, sample_rows: 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def monitored_days(
+    start: dt.date, seed: int, rows: int, scenarios: list[str]
+) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """Return a 4-day clean reference after warm-up days from ``start`` and one day per scenario after it."""
+    plan = ["none"] * (WARM_UP_DAYS + REFERENCE_DAYS) + scenarios
+    delivered = [
+        generate_day(start + dt.timedelta(days=i), rows=rows, seed=seed, scenario=scenario).transactions
+        for i, scenario in enumerate(plan)
+    ]
+    built = build_use_case_features(pd.concat(delivered, ignore_index=True), USE_CASE)
+    index = (built["event_time"].dt.date - start).map(lambda delta: delta.days).to_numpy()
+    reference = built[(index >= WARM_UP_DAYS) & (index < WARM_UP_DAYS + REFERENCE_DAYS)]
+    days = [built[index == WARM_UP_DAYS + REFERENCE_DAYS + i] for i in range(len(scenarios))]
+    return reference.reset_index(drop=True), [d.reset_index(drop=True) for d in days]
+
+
+def calibration_figures(rows: int, clean_days: int) -> dict[str, Any]:
+    """Time the drifted-share calibration and count clean-day alarms and drift detections per anchor."""
+    drifts = [s for s in DRIFT_SCENARIOS if s != "none"]
+    seconds: list[float] = []
+    cpu_seconds: list[float] = []
+    alarms = {"both": 0, "time": 0, "random": 0}
+    detected = dict.fromkeys(drifts, 0)
+    thresholds = []
+    for start, seed in ANCHORS:
+        reference, days = monitored_days(start, seed, rows, ["none"] * clean_days + drifts)
+        cpu_started = time.process_time()
+        calibration = calibrate_drift(
+            reference, rows, numeric=NUMERIC, categorical=CATEGORICAL, time_column="event_time"
+        )
+        cpu_seconds.append(time.process_time() - cpu_started)
+        seconds.append(calibration.seconds)
+        thresholds.append(calibration.threshold)
+        shares = [
+            drift_verdicts(reference, d, numeric=NUMERIC, categorical=CATEGORICAL).drift_share for d in days
+        ]
+        alarms["both"] += sum(calibration.fires(share) for share in shares[:clean_days])
+        for kind, threshold in calibration.thresholds.items():
+            alarms[kind] += sum(share > threshold for share in shares[:clean_days])
+        for scenario, share in zip(drifts, shares[clean_days:], strict=True):
+            detected[scenario] += calibration.fires(share)
+        print(f"calibration {start} seed {seed}: {calibration.describe()} ({calibration.seconds:.1f}s)")
+    large, _ = monitored_days(ANCHORS[0][0], ANCHORS[0][1], 3 * rows, [])
+    at_scale = calibrate_drift(
+        large, 3 * rows, numeric=NUMERIC, categorical=CATEGORICAL, time_column="event_time"
+    )
+    windows = clean_days * len(ANCHORS)
+    print(
+        f"calibration: {statistics.median(seconds):.1f}s ({statistics.median(cpu_seconds):.1f}s CPU) for "
+        f"{calibration.splits} splits of each kind at {len(reference):,} reference rows / {rows:,}-row "
+        f"windows ({at_scale.seconds:.1f}s at {len(large):,} / {3 * rows:,}); clean days firing: "
+        f"{alarms['both']} of {windows} (time-ordered splits alone: {alarms['time']}, random rows alone: "
+        f"{alarms['random']}); drift days caught (of {len(ANCHORS)}): {detected}"
+    )
+    return {
+        "rows_reference": len(reference),
+        "rows_window": rows,
+        "splits": calibration.splits,
+        "false_alarm_target": calibration.false_alarm,
+        "seconds": round(statistics.median(seconds), 2),
+        "cpu_seconds": round(statistics.median(cpu_seconds), 2),
+        "seconds_3x_rows": round(at_scale.seconds, 2),
+        "thresholds": [round(t, 4) for t in thresholds],
+        "clean_windows": windows,
+        "false_alarms": alarms["both"],
+        "false_alarms_time_splits": alarms["time"],
+        "false_alarms_random_splits": alarms["random"],
+        "detected": detected,
+        "anchors": len(ANCHORS),
+    }
+
+
 def main() -> None:
     """Time the peer and check_drift per drift scenario, compare verdicts, measure peak memory."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -118,11 +209,22 @@ def main() -> None:
     )
     parser.add_argument("--sample-rows", type=int, default=DEFAULT_SAMPLE_ROWS)
     parser.add_argument("--scenarios", nargs="*", default=list(DRIFT_SCENARIOS), choices=DRIFT_SCENARIOS)
+    parser.add_argument(
+        "--calibration-rows", type=int, default=20_000, help="rows per day of the calibration"
+    )
+    parser.add_argument(
+        "--clean-days", type=int, default=10, help="clean days checked per calibration anchor"
+    )
+    parser.add_argument("--only-calibration", action="store_true", help="run the calibration figures only")
     parser.add_argument("--memory-probe", nargs=2, metavar=("REFERENCE", "CURRENT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.memory_probe:
         memory_probe(*args.memory_probe, args.sample_rows)
+        return
+    if args.only_calibration:
+        calibration = calibration_figures(args.calibration_rows, args.clean_days)
+        print(json.dumps({"bench": "drift", "calibration": calibration}))
         return
 
     started = time.perf_counter()
@@ -194,6 +296,7 @@ def main() -> None:
         f"{memory['process_peak_rss_mib']} MiB peak RSS of the whole process (both frames loaded, libraries "
         f"imported: {memory['rss_before_check_mib']} MiB before the check)"
     )
+    calibration = calibration_figures(args.calibration_rows, args.clean_days)
     peer_s = statistics.median(r["peer_s"] for r in rows)
     ours_s = statistics.median(r["ours_s"] for r in rows)
     print(
@@ -222,6 +325,7 @@ def main() -> None:
                 "process_peak_rss_mib": memory["process_peak_rss_mib"],
                 "rss_before_check_mib": memory["rss_before_check_mib"],
                 "scenarios": rows,
+                "calibration": calibration,
             }
         )
     )
