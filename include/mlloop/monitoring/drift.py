@@ -448,9 +448,8 @@ def drift_verdicts(
             f"{[*numeric, *categorical]}. Fix the methods mapping or the column lists."
         )
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore", RuntimeWarning
-        )  # as in check_drift's report: chi-square on empty bins
+        # Silenced as check_drift's report silences them (e.g. chi-square on empty bins).
+        warnings.simplefilter("ignore", RuntimeWarning)
         columns = [
             _column_test(c, _kind(c, numeric), reference[c], current[c], methods.get(c), None)
             for c in [*numeric, *categorical]
