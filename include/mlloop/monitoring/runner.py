@@ -226,6 +226,7 @@ def check_evidence(
     *,
     now: datetime,
     config: MonitorConfig,
+    reports: bool = True,
 ) -> CheckResult:
     """Gather one window's evidence against ``champion``: drift, prediction drift, decay and base rate.
 
@@ -233,7 +234,8 @@ def check_evidence(
     drift and performance are judged on what production saw: the champion's answers in the inference log
     when it holds at least ``min_labelled_rows`` of them for the window (and enough labelled ones for
     performance); otherwise on the window's batch re-scored by the champion. Labels count as known at the
-    start of ``now``'s UTC day, as for the window's snapshot.
+    start of ``now``'s UTC day, as for the window's snapshot. ``reports=False`` (an offline replay) skips
+    the HTML reports and the data-quality checks, which feed the record but no rule.
     """
     import numpy as np
     import pandas as pd
@@ -260,9 +262,13 @@ def check_evidence(
     categorical = [c for c in columns if c in use_case.features.categorical]
     numeric = [c for c in columns if c not in use_case.features.categorical]
     served = _champion_answers(storage, use_case, days, champion.version, now)
-    html_dir = Path(tempfile.mkdtemp(prefix="mlloop-monitor-"))
+    html_dir = Path(tempfile.mkdtemp(prefix="mlloop-monitor-")) if reports else None
     drift = check_drift(
-        reference, current, numeric=numeric, categorical=categorical, html_path=html_dir / "data_drift.html"
+        reference,
+        current,
+        numeric=numeric,
+        categorical=categorical,
+        html_path=html_dir / "data_drift.html" if html_dir else None,
     )
     spec, model = ref_manifest.spec(), champion.model
     ref_scores = model.predict_proba(model_matrix(reference, spec, ref_manifest.feature_columns))[:, 1]
@@ -286,7 +292,7 @@ def check_evidence(
         pd.DataFrame({"score": served["score"].to_numpy(dtype=np.float64) if scores_served else cur_scores}),
         numeric=["score"],
         categorical=[],
-        html_path=html_dir / "prediction_drift.html",
+        html_path=html_dir / "prediction_drift.html" if html_dir else None,
     )
     cutoff = labels_cutoff(now)
     if labels_served:
@@ -306,7 +312,10 @@ def check_evidence(
     )
     ages = (pd.Timestamp(cutoff) - pd.to_datetime(event_times, utc=True)).dt.total_seconds().to_numpy()
     base_rate = _base_rate_reference(storage, use_case, reference, list(ref_manifest.days), cutoff, ages)
-    quality = _quality(reference, current, numeric, categorical, use_case, html_dir)
+    # Without reports (an offline replay) the quality checks, which only feed the record, are left out.
+    quality = (
+        _quality(reference, current, numeric, categorical, use_case, html_dir) if html_dir else (None, [])
+    )
     evidence = MonitorEvidence(
         drift_share=drift.drift_share,
         drifted_columns=drift.drifted_names,
