@@ -119,7 +119,7 @@ def _setup(tmp: Path, tracking_uri: str) -> tuple[str, str, list[dict[str, Any]]
     result = train(TrainConfig(snapshot=manifest.digest, dag_run_id="bench-serving", max_rounds=200))
     client = mlflow.MlflowClient(tracking_uri, tracking_uri)
     promote(client, "bench-ours", result["version"], actor="bench", reason="bench", gate_report="-")
-    model = load_model(f"models:/bench-ours/{result['version']}")
+    model = load_model(f"models:/bench-ours/{result['version']}").model  # the booster, calibration aside
     log.info("model: %d trees (early stopping kept %s)", model.get_booster().num_boosted_rounds(),
              getattr(model, "best_iteration", "all"))  # fmt: skip
 

@@ -58,6 +58,18 @@ def reloaded(model_uri: str, digest: str, tracking_uri: str) -> tuple[ScoredMode
     return score_model(model_uri, load_model(model_uri), x_holdout), x_holdout, y_holdout
 
 
+def assert_calibrated(model_uri: str, run) -> None:
+    """The registered model loads with the map its run fitted, and the run logged calibration before/after."""
+    from mlloop.training.train import load_model
+
+    calibration = load_model(model_uri).calibration
+    assert calibration.fitted and calibration.slope == pytest.approx(
+        float(run.data.params["calibration_slope"])
+    )
+    metrics = run.data.metrics
+    assert {"holdout_ece", "holdout_ece_raw", "holdout_brier", "holdout_brier_raw"} <= set(metrics)
+
+
 def test_train_registers_once_per_dag_run_and_reproduces(
     configured: str, client, model_name: str, mlflow_server: str, tmp_path: Path
 ) -> None:
@@ -87,6 +99,9 @@ def test_train_registers_once_per_dag_run_and_reproduces(
     scored, _, y_holdout = reloaded(f"models:/{model_name}/1", configured, mlflow_server)
     assert pr_auc(y_holdout, scored.scores) == pytest.approx(run.data.metrics["holdout_pr_auc"], abs=1e-9)
     assert scored.size_mb == pytest.approx(first["model_size_mb"])
+    assert_calibrated(f"models:/{model_name}/1", run)
+    # Class weighting inflates XGBoost's raw scores several-fold; the calibrated ones are probabilities.
+    assert run.data.metrics["holdout_ece"] < run.data.metrics["holdout_ece_raw"] / 2
 
     # A retried task (same DAG run id) trains again but registers nothing new; metrics are identical.
     assert main(["--snapshot", configured, "--dag-run-id", "dr-1", "--result-path", str(result_path)]) == 0
@@ -130,6 +145,7 @@ def test_torch_model_registers_and_reloads_to_the_same_holdout_scores(
     scored, x_holdout, y_holdout = reloaded(model_uri, configured, mlflow_server)
     assert pr_auc(y_holdout, scored.scores) == pytest.approx(run.data.metrics["holdout_pr_auc"], abs=1e-9)
     assert scored.size_mb == pytest.approx(result["model_size_mb"])
+    assert_calibrated(model_uri, run)
 
     # The logged model holds no pickle, and MLflow's own pyfunc (models from code) scores the same.
     local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(tmp_path / "model")))

@@ -15,10 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mlloop.data.generator import generate_day
-from mlloop.features import build_use_case_features, feature_columns
 from mlloop.promotion import pr_auc
-from mlloop.training import time_split
 from mlloop.training.torch_model import (
     PREPROCESSING_FILE,
     STATE_DICT_FILE,
@@ -27,7 +24,7 @@ from mlloop.training.torch_model import (
     fit_tabular,
     load_files,
 )
-from mlloop.training.train import model_matrix, model_size_mb, permutation_importance, serving_frame
+from mlloop.training.train import model_size_mb, permutation_importance, serving_frame
 from mlloop.usecase import load_use_case
 
 USE_CASE = load_use_case("card_fraud")
@@ -49,26 +46,9 @@ def _one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def parts() -> dict[str, Part]:
-    """Four generated days as model matrices split by time: train, validation, holdout."""
-    days = [generate_day(d, rows=ROWS, seed=USE_CASE.source.seed) for d in DAYS]
-    raw = pd.concat([d.transactions for d in days], ignore_index=True)
-    labels = pd.concat([d.labels for d in days]).set_index(USE_CASE.key_column)[USE_CASE.target_column]
-    frame = build_use_case_features(raw, USE_CASE)
-    frame[USE_CASE.target_column] = labels.loc[frame[USE_CASE.key_column]].to_numpy()
-    split = time_split(frame, USE_CASE.time_column, validation_fraction=0.2, holdout_fraction=0.25)
-    columns = feature_columns(USE_CASE.features)
-    return {
-        name: (
-            model_matrix(part, USE_CASE.features, columns),
-            part[USE_CASE.target_column].to_numpy(dtype=np.int8),
-        )
-        for name, part in (
-            ("train", split.train),
-            ("validation", split.validation),
-            ("holdout", split.holdout),
-        )
-    }
+def parts(generated_parts: dict[str, Part]) -> dict[str, Part]:
+    """Four generated days as model matrices split by time: train, validation, holdout (conftest)."""
+    return generated_parts
 
 
 @pytest.fixture(scope="module")

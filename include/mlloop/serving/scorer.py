@@ -69,11 +69,14 @@ def predictor(model: Any, spec: FeatureSpec, columns: Sequence[str]) -> Callable
     ``features`` is what ``feature_arrays`` returns. The general path is the training one: the
     ``build_features`` frame, ``model_matrix``, then ``predict_proba``. For XGBoost, a fast path reads
     the arrays straight into a float32 matrix (categoricals as their codes in the spec's vocabulary)
-    and scores it with one thread: for the small batches a service sees, the pandas conversion and
-    OpenMP start-up cost far more than the trees. It is used only if it reproduces the general path on
-    a probe covering every category.
+    and scores it with one thread, then applies the model's calibration: for the small batches a service
+    sees, the pandas conversion and OpenMP start-up cost far more than the trees. It is used only if it
+    reproduces the general path on a probe covering every category.
     """
+    from mlloop.training.calibration import unwrap
+
     columns = list(columns)
+    raw, calibration = unwrap(model)
 
     def general(features: Features) -> np.ndarray:
         from mlloop.training.train import model_matrix
@@ -81,13 +84,13 @@ def predictor(model: Any, spec: FeatureSpec, columns: Sequence[str]) -> Callable
         frame = model_matrix(feature_frame(features, spec), spec, columns)
         return np.asarray(model.predict_proba(frame))[:, 1]
 
-    get_booster = getattr(model, "get_booster", None)
+    get_booster = getattr(raw, "get_booster", None)
     booster = get_booster().copy() if get_booster is not None else None
     if booster is None or list(booster.feature_names or []) != columns:
         return general
     booster.set_param({"nthread": 1})
     try:  # early stopping: predict_proba stops at the best iteration, and so must this
-        trees = (0, int(model.best_iteration) + 1)
+        trees = (0, int(raw.best_iteration) + 1)
     except (AttributeError, ValueError, TypeError):
         trees = (0, 0)
     categorical = {c for c in columns if c in spec.categorical}
@@ -97,7 +100,8 @@ def predictor(model: Any, spec: FeatureSpec, columns: Sequence[str]) -> Callable
         for i, column in enumerate(columns):
             values = features[column]
             matrix[:, i] = np.where(values < 0, np.nan, values) if column in categorical else values
-        return np.asarray(booster.inplace_predict(matrix, iteration_range=trees, validate_features=False))
+        scores = booster.inplace_predict(matrix, iteration_range=trees, validate_features=False)
+        return calibration.apply(scores)
 
     probe = _probe_features(spec)
     if not np.allclose(fast(probe), general(probe), rtol=0, atol=1e-6):

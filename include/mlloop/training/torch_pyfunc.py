@@ -3,7 +3,8 @@
 ``mlflow.pyfunc.log_model(python_model=<this file>, artifacts={"state_dict": ..., "preprocessing": ...})``
 copies this file and the two artifacts; loading runs it, and ``load_context`` reads the weights with
 ``torch.load(..., weights_only=True)``. ``predict`` takes the model matrix's columns (categoricals as
-strings or categories) and returns the fraud probability per row. Needs ``mlloop`` installed.
+strings or categories) and returns the calibrated fraud probability per row (the calibration comes in the
+model config; none for a model logged before calibration). Needs ``mlloop`` installed.
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ class TorchTabularPyfunc(PythonModel):
     """Scores a model matrix with the saved torch tabular network."""
 
     def load_context(self, context: PythonModelContext) -> None:
-        """Load the network and its preprocessing from the model's artifacts (CPU)."""
+        """Load the network, its preprocessing (artifacts, CPU) and its calibration (model config)."""
+        from mlloop.training.calibration import CALIBRATION_KEY, CalibratedModel, Calibration
         from mlloop.training.torch_model import load_files
 
-        self.model = load_files(context.artifacts)
+        calibration = Calibration.from_dict((context.model_config or {}).get(CALIBRATION_KEY))
+        self.model = CalibratedModel(load_files(context.artifacts), calibration)
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> np.ndarray:
-        """Return P(fraud) for each row of ``model_input``."""
+        """Return the calibrated P(fraud) for each row of ``model_input``."""
         return self.model.predict_proba(model_input)[:, 1]
 
 

@@ -13,7 +13,9 @@ server and storage come from MLLOOP_* settings (env), never from arguments.
 Two model types share that flow and differ only in fitting, importance and how the model is logged:
 ``xgboost`` (logged as UBJ by the XGBoost flavour) and ``torch`` (a tabular MLP, logged as a state
 dict plus a preprocessing JSON through MLflow "models from code", see ``torch_pyfunc.py``).
-``load_model`` loads a registered version of either for scoring.
+Both are calibrated on the validation part (``calibration.py``: Platt scaling on the logit, logged with
+the model), so every score the flow logs, gates and serves is a probability. ``load_model`` loads a
+registered version of either for scoring, with its calibration (the identity for models logged before).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from mlloop.features.spec import FeatureSpec
     from mlloop.promotion import ScoredModel
     from mlloop.storage import Storage
+    from mlloop.training.calibration import CalibratedModel
     from mlloop.training.snapshot import SnapshotManifest, Split
     from mlloop.training.torch_model import TabularModel, TabularParams
 
@@ -205,32 +208,36 @@ def permutation_importance(
 class FittedModel:
     """A trained model of either type and what the shared flow logs about it besides its scores."""
 
-    model: Any  # predict_proba(matrix) -> (n, 2)
+    model: CalibratedModel  # predict_proba(matrix) -> (n, 2) calibrated probabilities
     params: dict[str, Any]  # where early stopping stopped, logged next to the run's params
     importance: dict[str, float]
     importance_kind: str  # what the importance measures, for the plot's title
 
 
 def fit_model(data: TrainingData, config: TrainConfig, on: str) -> FittedModel:
-    """Fit the model type of ``config`` on the train part, early-stopping on the validation part."""
+    """Fit the model type of ``config`` on the train part, early-stopping on the validation part.
+
+    The model's scores are then calibrated on the same validation part (``fit_calibration``). Early
+    stopping picks one number there (the round or epoch); measured on generated windows, calibrating on
+    the whole validation part left the holdout at least as well calibrated as stopping on one half and
+    calibrating on the other (which halves the calibration's rows), so the part is not split.
+    """
+    from mlloop.training.calibration import CalibratedModel, fit_calibration
+
     x_val, y_val = data.parts["validation"]
     if config.model == "xgboost":
-        booster = train_xgboost(*data.parts["train"], x_val, y_val, config, on)
-        gain = booster.get_booster().get_score(importance_type="gain")
-        return FittedModel(
-            booster,
-            {"best_rounds": booster.best_iteration + 1},
-            {k: float(v) for k, v in gain.items()},
-            "gain",
-        )
-    network = train_torch(*data.parts["train"], x_val, y_val, config, on)
-    importance = permutation_importance(network, x_val, y_val, seed=config.seed)
-    return FittedModel(
-        network,
-        {"best_epoch": network.training["best_epoch"]},
-        importance,
-        "validation PR-AUC drop when shuffled",
-    )
+        model: Any = train_xgboost(*data.parts["train"], x_val, y_val, config, on)
+        gain = model.get_booster().get_score(importance_type="gain")
+        params: dict[str, Any] = {"best_rounds": model.best_iteration + 1}
+        importance, kind = {k: float(v) for k, v in gain.items()}, "gain"
+    else:
+        model = train_torch(*data.parts["train"], x_val, y_val, config, on)
+        params = {"best_epoch": model.training["best_epoch"]}
+        importance = permutation_importance(model, x_val, y_val, seed=config.seed)
+        kind = "validation PR-AUC drop when shuffled"
+    calibration = fit_calibration(y_val, model.predict_proba(x_val)[:, 1])
+    params |= {"calibration_slope": calibration.slope, "calibration_intercept": calibration.intercept}
+    return FittedModel(CalibratedModel(model, calibration), params, importance, kind)
 
 
 def _pinned(*names: str) -> list[str]:
@@ -239,14 +246,20 @@ def _pinned(*names: str) -> list[str]:
     return [f"{name}=={versions[name].split('+')[0]}" for name in names]
 
 
-def log_model(model_type: str, model: Any, example: pd.DataFrame, signature: ModelSignature) -> ModelInfo:
+def log_model(
+    model_type: str, model: CalibratedModel, example: pd.DataFrame, signature: ModelSignature
+) -> ModelInfo:
     """Log ``model`` to the active MLflow run as ``model`` in a safe format, with signature and example.
 
     XGBoost goes through its flavour as UBJ. Torch goes through "models from code": the state dict and
-    the preprocessing JSON are artifacts, ``torch_pyfunc.py`` is the code; nothing is pickled.
+    the preprocessing JSON are artifacts, ``torch_pyfunc.py`` is the code; nothing is pickled. The
+    calibration is two numbers in the MLmodel metadata (``CALIBRATION_KEY``), which ``load_model`` reads.
     """
     import mlflow
 
+    from mlloop.training.calibration import CALIBRATION_KEY
+
+    calibration = {CALIBRATION_KEY: model.calibration.to_dict()}
     if model_type == "xgboost":
         # The XGBoost flavour needs pandas categoricals, which a JSON request cannot carry, so MLflow's
         # serving check of the example can only fail and log a traceback; mlloop scores through
@@ -256,18 +269,19 @@ def log_model(model_type: str, model: Any, example: pd.DataFrame, signature: Mod
         checker.setLevel(logging.ERROR)
         try:
             return mlflow.xgboost.log_model(
-                model,
+                model.model,
                 name="model",
                 model_format="ubj",
                 input_example=example,
                 signature=signature,
                 # Pinned rather than inferred: inference runs predict on the JSON-decoded example.
                 pip_requirements=_pinned("mlflow", "xgboost", "pandas", "numpy"),
+                metadata=calibration,
             )
         finally:
             checker.setLevel(level)
     with tempfile.TemporaryDirectory(prefix="mlloop-torch-") as tmp:
-        files = model.save(Path(tmp))
+        files = model.model.save(Path(tmp))
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=str(TORCH_PYFUNC_PATH),
@@ -277,7 +291,8 @@ def log_model(model_type: str, model: Any, example: pd.DataFrame, signature: Mod
             # Pinned here rather than inferred (inference loads the model in a subprocess). The code
             # also needs the mlloop package itself, which the serving image installs.
             pip_requirements=_pinned("mlflow", "torch", "pandas", "numpy"),
-            metadata={MODEL_TYPE_KEY: "torch"},
+            metadata={MODEL_TYPE_KEY: "torch"} | calibration,
+            model_config=calibration,  # what the logged code (torch_pyfunc) can read of it
         )
 
 
@@ -294,15 +309,16 @@ def serving_frame(matrix: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def load_model(model_uri: str) -> Any:
+def load_model(model_uri: str) -> CalibratedModel:
     """Load a logged or registered model of either type (on the CPU) for ``score_model``.
 
     XGBoost models load through their flavour (an ``XGBClassifier``); torch models load from their
     state dict and preprocessing JSON with ``weights_only=True``, without running the logged code.
-    The tracking URI must already be set (``registry.runner.use_configured_mlflow``).
+    Either is wrapped with the calibration in its metadata (the identity for a model logged without
+    one). The tracking URI must already be set (``registry.runner.use_configured_mlflow``).
 
     Returns:
-        an object with ``predict_proba(matrix) -> ndarray of shape (n, 2)``.
+        a ``CalibratedModel``: ``predict_proba(matrix)`` gives calibrated probabilities, shape (n, 2).
 
     Raises:
         ValueError: when the model is of neither type (naming the flavours it has).
@@ -310,16 +326,21 @@ def load_model(model_uri: str) -> Any:
     import mlflow
     from mlflow.models import Model
 
+    from mlloop.training.calibration import CALIBRATION_KEY, CalibratedModel, Calibration
+
     with tempfile.TemporaryDirectory(prefix="mlloop-model-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
         logged = Model.load(str(local))
+        metadata = logged.metadata or {}
+        calibration = Calibration.from_dict(metadata.get(CALIBRATION_KEY))
         if "xgboost" in logged.flavors:
-            return mlflow.xgboost.load_model(str(local))
-        if (logged.metadata or {}).get(MODEL_TYPE_KEY) == "torch":
+            return CalibratedModel(mlflow.xgboost.load_model(str(local)), calibration)
+        if metadata.get(MODEL_TYPE_KEY) == "torch":
             from mlloop.training.torch_model import load_files
 
             artifacts = logged.flavors["python_function"]["artifacts"]
-            return load_files({name: local / entry["path"] for name, entry in artifacts.items()})
+            network = load_files({name: local / entry["path"] for name, entry in artifacts.items()})
+            return CalibratedModel(network, calibration)
     raise ValueError(
         f"model {model_uri} has flavours {sorted(logged.flavors)} and metadata {logged.metadata}; "
         f"load_model reads XGBoost models and torch models logged by mlloop.training.train "
@@ -330,9 +351,14 @@ def load_model(model_uri: str) -> Any:
 def model_size_mb(model: Any) -> float:
     """Return a model's size in its saved safe format, in MB: XGBoost UBJ or the torch state dict.
 
+    A calibrated model is sized by the model it wraps (its calibration is two numbers).
+
     Raises:
         TypeError: when the model is of neither type.
     """
+    from mlloop.training.calibration import unwrap
+
+    model = unwrap(model)[0]
     if hasattr(model, "get_booster"):
         return len(model.get_booster().save_raw(raw_format="ubj")) / 1e6
     if hasattr(model, "state_dict_bytes"):
@@ -346,11 +372,12 @@ def model_size_mb(model: Any) -> float:
 def _plots(
     labels: np.ndarray,
     scores: np.ndarray,
+    raw_scores: np.ndarray,
     threshold: float | None,
     importance: dict[str, float],
     importance_kind: str,
 ) -> dict[str, Any]:
-    """Return the evaluation figures: PR curve, calibration, feature importance, confusion matrix."""
+    """Return the evaluation figures: PR curve, calibration (before and after), importance, confusion."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -365,9 +392,12 @@ def _plots(
     ax.set_title("Holdout precision-recall")
     figures["pr_curve.png"] = fig
     fig, ax = plt.subplots(figsize=(5, 4))
-    true, predicted = calibration_curve(labels, scores, n_bins=10, strategy="quantile")
-    ax.plot(predicted, true, marker="o", label="model")
-    ax.plot([0, max(predicted.max(), 1e-3)], [0, max(predicted.max(), 1e-3)], linestyle="--", label="ideal")
+    top = 1e-3
+    for name, values in (("calibrated", scores), ("raw model", raw_scores)):
+        true, predicted = calibration_curve(labels, values, n_bins=10, strategy="quantile")
+        ax.plot(predicted, true, marker="o", label=name)
+        top = max(top, predicted.max(), true.max())
+    ax.plot([0, top], [0, top], linestyle="--", label="ideal")
     ax.set_xlabel("mean predicted score")
     ax.set_ylabel("observed fraud rate")
     ax.set_title("Calibration (holdout, quantile bins)")
@@ -481,6 +511,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     from mlloop.registry import register_version
     from mlloop.registry.runner import use_configured_mlflow
     from mlloop.storage import Storage
+    from mlloop.training.calibration import calibration_metrics
     from mlloop.usecase import load_use_case
 
     if config.model not in MODEL_TYPES:
@@ -500,6 +531,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     scores = scored.scores
     latency_ms_per_1k, size_mb = scored.batch_latency_ms_per_1k_rows, scored.size_mb
     metrics = operating_metrics(y_holdout, scores, load_gate_config(use_case=use_case))
+    raw_scores = fitted.model.model.predict_proba(x_holdout)[:, 1]
+    calibration_figures = {f"holdout_{k}": v for k, v in calibration_metrics(y_holdout, scores).items()} | {
+        f"holdout_{k}_raw": v for k, v in calibration_metrics(y_holdout, raw_scores).items()
+    }
 
     use_configured_mlflow()
     mlflow.set_experiment(use_case.name)
@@ -524,6 +559,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         mlflow.log_metrics(
             {f"holdout_{k}": v for k, v in asdict(metrics).items() if v is not None}
             | {"holdout_latency_ms_per_1k_rows": latency_ms_per_1k}
+            | calibration_figures
         )
         mlflow.log_dict(package_versions(), "environment/packages.json")
         mlflow.log_dict(manifest.model_dump(mode="json"), "snapshot/manifest.json")
@@ -535,7 +571,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
         )
         mlflow.log_input(dataset, context="training")
         figures = _plots(
-            y_holdout, scores, metrics.threshold_at_precision, fitted.importance, fitted.importance_kind
+            y_holdout,
+            scores,
+            raw_scores,
+            metrics.threshold_at_precision,
+            fitted.importance,
+            fitted.importance_kind,
         )
         for file_name, figure in figures.items():
             mlflow.log_figure(figure, f"plots/{file_name}")
@@ -560,6 +601,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "model": config.model,
         "device": on,
         "metrics": {k: v for k, v in asdict(metrics).items() if v is not None},
+        "calibration": calibration_figures,
         "latency_ms_per_1k_rows": latency_ms_per_1k,
         "model_size_mb": size_mb,
         "seconds": round(time.perf_counter() - started, 1),
