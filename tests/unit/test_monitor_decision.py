@@ -56,6 +56,10 @@ def evidence(**changes) -> MonitorEvidence:
         top_features=TOP,
         prediction_drift=False,
         prediction_drift_score=0.01,
+        drift_threshold=0.3,
+        top_drift_share=0.0,
+        top_drift_threshold=0.0,
+        prediction_drift_threshold=0.1,
         performance=0.955,
         performance_band=band(),
         labelled_rows=20_000,
@@ -97,15 +101,28 @@ def test_drift_share_above_threshold_fires_with_numbers() -> None:
     ]
     decision = decide(evidence(drift_share=0.36, drifted_columns=drifted), CONFIG)
     assert fired(decision) == ["drift_share"]
-    assert "0.36 of the feature columns drifted (threshold 0.30)" in decision.reason
+    assert "0.36 of the feature columns drifted (threshold 0.300 calibrated" in decision.reason
 
 
 def test_one_important_feature_is_enough() -> None:
-    decision = decide(evidence(drift_share=0.05, drifted_columns=["amount"]), CONFIG)
+    decision = decide(evidence(drift_share=0.05, drifted_columns=["amount"], top_drift_share=0.2), CONFIG)
     assert fired(decision) == ["top_feature_drift"]
-    assert "amount" in decision.reason
+    assert "amount" in decision.reason and "share 0.20, threshold 0.000" in decision.reason
     below_top_k = decide(evidence(drift_share=0.05, drifted_columns=["country"]), CONFIG)
     assert not below_top_k.fire, "country is the 6th feature, top_k_features is 5"
+
+
+def test_drift_rules_without_a_calibrated_threshold_do_not_judge() -> None:
+    uncalibrated = evidence(
+        drift_share=0.9,
+        drifted_columns=["amount"],
+        drift_threshold=None,
+        top_drift_share=1.0,
+        top_drift_threshold=None,
+    )
+    decision = decide(uncalibrated, CONFIG)
+    assert not decision.fire
+    assert "no calibrated threshold" in decision.reason and "(not calibrated)" in decision.reason
 
 
 def test_prediction_drift_fires_and_can_be_switched_off() -> None:
@@ -261,7 +278,7 @@ def test_quiet_stays_quiet_even_in_dry_run() -> None:
     ("overrides", "message"),
     [
         ({"drift_share": 0.2}, "valid settings are"),
-        ({"drift_share_threshold": 1.5}, "drift_share_threshold=1.5"),
+        ({"drift_false_alarm_rate": 1.5}, "drift_false_alarm_rate=1.5"),
     ],
 )
 def test_bad_overrides_name_the_problem(overrides, message) -> None:

@@ -45,9 +45,21 @@ class MonitorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: str = Field(min_length=1, description="Version of these settings, recorded in decisions.")
-    drift_share_threshold: float = Field(gt=0, le=1, description="Fire above this share of drifted columns.")
-    top_k_features: int = Field(ge=0, description="Fire when one of the k most important features drifts.")
+    top_k_features: int = Field(
+        ge=0, description="Also judge the share of drifted columns among the champion's k top features."
+    )
     prediction_drift: bool = Field(description="Fire when the champion's score distribution drifts.")
+    drift_false_alarm_rate: float = Field(
+        gt=0, lt=0.5, description="Target rate of windows without change that fire each drift rule."
+    )
+    drift_calibration_splits: int = Field(
+        ge=1, le=1000, description="Reference-vs-reference splits (of each kind) a drift threshold rests on."
+    )
+    drift_calibration_splits_by: Literal["both", "time", "random"] = Field(
+        description="Splits in time order, of random rows, or both (the more conservative threshold)."
+    )
+    drift_min_rows: int = Field(ge=1, description="Rows a drift check needs; the window widens to reach it.")
+    drift_max_days: int = Field(ge=1, le=90, description="The widest window a drift check may take.")
     performance_metric: PerformanceMetric = Field(
         description="Metric decay is judged on: roc_auc, pr_auc_lift (PR-AUC / no-skill PR-AUC) or log_loss."
     )
@@ -180,8 +192,15 @@ class MonitorEvidence:
     drift_share: float
     drifted_columns: list[str]
     top_features: list[str]  # the champion's features, most important first
-    prediction_drift: bool | None = None
+    prediction_drift: bool | None = None  # the score's drift statistic beyond its calibrated threshold
     prediction_drift_score: float | None = None
+    # Thresholds calibrated on reference-vs-reference splits of the champion's own data
+    # (``monitoring.drift.calibrate_drift``); None: not calibrated, the rule does not judge.
+    drift_threshold: float | None = None
+    top_drift_share: float | None = None  # share of drifted columns among the top-k features
+    top_drift_threshold: float | None = None
+    prediction_drift_threshold: float | None = None
+    drift_calibration: list[str] = field(default_factory=list)  # how each threshold was derived
     performance: float | None = None  # the monitored metric of the champion on the window's labelled rows
     performance_band: PerformanceBand | None = None  # its reference at the window's counts
     labelled_rows: int = 0
@@ -254,24 +273,31 @@ class MonitorDecision:
 
 def decide(evidence: MonitorEvidence, config: MonitorConfig) -> MonitorDecision:
     """Apply the rules of ``config`` to ``evidence``; every rule is reported, fired or not."""
+    rate = f"calibrated on the champion's data for a false-alarm rate of {config.drift_false_alarm_rate:g}"
+    threshold = evidence.drift_threshold
     rules = [
         RuleOutcome(
             "drift_share",
-            evidence.drift_share > config.drift_share_threshold,
-            f"{evidence.drift_share:.2f} of the feature columns drifted (threshold "
-            f"{config.drift_share_threshold:.2f}): {', '.join(evidence.drifted_columns) or 'none'}",
-            figures={"drift_share": evidence.drift_share, "threshold": config.drift_share_threshold},
+            threshold is not None and evidence.drift_share > threshold,
+            f"{evidence.drift_share:.2f} of the feature columns drifted ("
+            + (f"threshold {threshold:.3f} {rate}" if threshold is not None else "no calibrated threshold")
+            + f"): {', '.join(evidence.drifted_columns) or 'none'}",
+            figures={"drift_share": evidence.drift_share, "threshold": threshold},
         )
     ]
     if config.top_k_features:
         top = evidence.top_features[: config.top_k_features]
         hit = [c for c in top if c in evidence.drifted_columns]
+        share, top_threshold = evidence.top_drift_share, evidence.top_drift_threshold
+        judged = share is not None and top_threshold is not None
         rules.append(
             RuleOutcome(
                 "top_feature_drift",
-                bool(hit),
+                judged and share > top_threshold,  # type: ignore[operator]
                 f"drifted among the champion's top {config.top_k_features} features "
-                f"({', '.join(top) or 'unknown'}): {', '.join(hit) or 'none'}",
+                f"({', '.join(top) or 'unknown'}): {', '.join(hit) or 'none'}"
+                + (f" (share {share:.2f}, threshold {top_threshold:.3f})" if judged else " (not calibrated)"),
+                figures={"top_drift_share": share, "threshold": top_threshold},
             )
         )
     if config.prediction_drift:
@@ -281,7 +307,12 @@ def decide(evidence: MonitorEvidence, config: MonitorConfig) -> MonitorDecision:
             score = (
                 ""
                 if evidence.prediction_drift_score is None
-                else f" (score {evidence.prediction_drift_score:.3g})"
+                else f" (score {evidence.prediction_drift_score:.3g}"
+                + (
+                    f", calibrated threshold {evidence.prediction_drift_threshold:.3g})"
+                    if evidence.prediction_drift_threshold is not None
+                    else ")"
+                )
             )
             rules.append(
                 RuleOutcome(

@@ -96,10 +96,11 @@ def train_champion(
 
 
 def demo_anchor_days(anchor: date) -> tuple[list[tuple[date, str]], list[tuple[date, str]]]:
-    """Return the demo's (day, scenario) pairs for ``anchor``: the ingested days, then the monitored ones."""
-    from mlloop.ops.demo import demo_days, monitor_days
+    """Return the demo's (day, scenario) pairs for ``anchor``: the ingested days (its week of history
+    first), then the monitored ones."""
+    from mlloop.ops.demo import demo_days, history_days, monitor_days
 
-    ingested = [(date.fromisoformat(d), s) for d, s in demo_days(anchor)]
+    ingested = [(date.fromisoformat(d), s) for d, s in history_days(anchor) + demo_days(anchor)]
     monitored = [(date.fromisoformat(d), s) for d, s in monitor_days(anchor)]
     return ingested, monitored
 
@@ -124,13 +125,18 @@ def check_days(
     of the checks before it; ``fired_rules`` are the decision's retraining rules, before the guard.
     """
     from mlloop.monitoring.decision import TriggerRecord, change_seen_from, decide, guard, load_monitor_config
-    from mlloop.monitoring.runner import check_evidence
+    from mlloop.monitoring.runner import check_evidence, size_window
 
     config = load_monitor_config(overrides, use_case=use_case)
     history: list[TriggerRecord] = []
     checks = []
     for (day, scenario), now in zip(monitored, checked_at, strict=True):
-        result = check_evidence(storage, use_case, champion, [day], now=now, config=config, reports=False)
+        sized = size_window(storage, use_case, champion, [day], config)
+        if not sized.ready:
+            checks.append(ReplayCheck(day.isoformat(), scenario, "quiet", sized.describe()))
+            continue
+        days = list(sized.days)
+        result = check_evidence(storage, use_case, champion, days, now=now, config=config, reports=False)
         evidence = replace(result.evidence, change_seen_from=change_seen_from(history, champion.version))
         decision = decide(evidence, config)
         outcome = guard(

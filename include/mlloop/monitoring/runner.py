@@ -18,6 +18,7 @@ check on one timeline run per use case, stepped by the monitored day, so MLflow 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -154,6 +155,15 @@ def monitor_window(
         return summary
 
     champion = load_champion(client, registered, storage)
+    sized = size_window(storage, use_case, champion, days, config)
+    if not sized.ready:
+        summary = {"action": "quiet", "reason": sized.describe(), "window": window}
+        log.info("Not checked: %s", summary["reason"])
+        return summary
+    if sized.widened:
+        log.info("Window widened by rows: %s", sized.describe())
+    days = list(sized.days)
+    window = f"{days[0].isoformat()}..{days[-1].isoformat()}"
     result = check_evidence(storage, use_case, champion, days, now=now, config=config)
     history = load_history(storage, use_case.dataset)
     evidence = replace(result.evidence, change_seen_from=change_seen_from(history, champion.version))
@@ -177,6 +187,44 @@ def monitor_window(
     )
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return summary
+
+
+def size_window(
+    storage: Storage, use_case: UseCase, champion: MonitoredChampion, days: Sequence[date], config: Any
+) -> Any:
+    """Return the days a check covers: ``days``, widened back day by day until ``drift_min_rows`` rows.
+
+    Never into the champion's training days, at most ``drift_max_days`` days (``monitoring.window``).
+    """
+    import io
+
+    import pyarrow.parquet as pq
+
+    from mlloop.monitoring.window import drift_window
+    from mlloop.storage import partition_key
+    from mlloop.training.snapshot import snapshot_keys
+
+    manifest = storage.read_json(snapshot_keys(champion.snapshot_digest)[1])
+    available = sorted(
+        d for d in storage.iter_partitions("validated", use_case.dataset) if d <= str(days[-1])
+    )
+    day_rows = {}
+    for day in available[-(config.drift_max_days + len(days)) :]:
+        keys = [
+            k
+            for k in storage.list(partition_key("validated", use_case.dataset, day))
+            if k.endswith(".parquet")
+        ]
+        rows = sum(pq.ParquetFile(io.BytesIO(storage.read_bytes(k))).metadata.num_rows for k in keys)
+        day_rows[date.fromisoformat(day)] = rows
+    return drift_window(
+        day_rows,
+        end_day=days[-1],
+        days=len(days),
+        min_rows=config.drift_min_rows,
+        max_days=config.drift_max_days,
+        champion_days=[date.fromisoformat(d) for d in manifest["days"]],
+    )
 
 
 def load_champion(client: Any, registered: Any, storage: Storage) -> MonitoredChampion:
@@ -287,13 +335,25 @@ def check_evidence(
         if labels_served
         else model.predict_proba(model_matrix(current, spec, ref_manifest.feature_columns))[:, 1]
     )
+    window_scores = served["score"].to_numpy(dtype=np.float64) if scores_served else cur_scores
     prediction = check_drift(
         pd.DataFrame({"score": ref_scores}),
-        pd.DataFrame({"score": served["score"].to_numpy(dtype=np.float64) if scores_served else cur_scores}),
+        pd.DataFrame({"score": window_scores}),
         numeric=["score"],
         categorical=[],
+        sample_rows=None,  # exact, as the calibration's splits compute it
         html_path=html_dir / "prediction_drift.html" if html_dir else None,
     )
+    thresholds = DriftThresholds(storage, use_case, champion, reference, config)
+    drift_threshold = thresholds.get(len(current), numeric, categorical)
+    top = [c for c in champion.top_features[: config.top_k_features] if c in columns]
+    top_threshold = (
+        thresholds.get(len(current), [c for c in top if c in numeric], [c for c in top if c in categorical])
+        if top
+        else None
+    )
+    scores_frame = pd.DataFrame({"score": ref_scores, when: reference[when].to_numpy()})
+    score_threshold = thresholds.get(len(window_scores), ["score"], [], frame=scores_frame, statistic="score")
     cutoff = labels_cutoff(now)
     if labels_served:
         labels, scores = served_labels, labelled["score"].to_numpy(dtype=np.float64)
@@ -320,8 +380,13 @@ def check_evidence(
         drift_share=drift.drift_share,
         drifted_columns=drift.drifted_names,
         top_features=list(champion.top_features),
-        prediction_drift=prediction.drifted("score"),
+        prediction_drift=thresholds.fires("score", prediction.columns[0].score),
         prediction_drift_score=prediction.columns[0].score,
+        drift_threshold=drift_threshold,
+        top_drift_share=sum(c in drift.drifted_names for c in top) / len(top) if top else None,
+        top_drift_threshold=top_threshold,
+        prediction_drift_threshold=score_threshold,
+        drift_calibration=thresholds.notes,
         performance=performance,
         performance_band=band,
         labelled_rows=len(labels),
@@ -336,6 +401,82 @@ def check_evidence(
         full_window_days=use_case.training.window_days,
     )
     return CheckResult(evidence, drift, prediction, quality, current_manifest.digest)
+
+
+class DriftThresholds:
+    """The champion's drift thresholds, calibrated on its own data and kept in storage per champion.
+
+    ``monitoring.drift.calibrate_drift`` holds pseudo-windows of the monitored window's rows out of the
+    champion's training data (or its scores on it) and checks them against the rest with the monitor's
+    tests; a threshold depends only on the champion, the window's row count and the policy, so it is
+    computed once and read back by later checks (``reports/monitoring/<dataset>/calibration/``).
+    """
+
+    def __init__(
+        self, storage: Storage, use_case: UseCase, champion: MonitoredChampion, reference: Any, config: Any
+    ) -> None:
+        self.storage, self.use_case, self.champion = storage, use_case, champion
+        self.reference, self.config = reference, config
+        self.notes: list[str] = []
+        self._higher: dict[str, bool] = {}
+        self._values: dict[str, float] = {}
+
+    def get(
+        self,
+        window_rows: int,
+        numeric: Sequence[str],
+        categorical: Sequence[str],
+        *,
+        frame: Any = None,
+        statistic: str = "drift_share",
+    ) -> float:
+        """Return the threshold of ``statistic`` for a window of ``window_rows`` rows on these columns."""
+        from mlloop.monitoring.drift import calibrate_drift
+
+        config, time_column = self.config, self.use_case.time_column
+        settings = {
+            "champion": self.champion.version,
+            "snapshot": self.champion.snapshot_digest,
+            "statistic": statistic,
+            "rows": window_rows,
+            "numeric": list(numeric),
+            "categorical": list(categorical),
+            "false_alarm": config.drift_false_alarm_rate,
+            "splits": config.drift_calibration_splits,
+            "splits_by": config.drift_calibration_splits_by,
+        }
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
+        key = f"{REPORTS_AREA}/{self.use_case.dataset}/calibration/{digest}.json"
+        if self.storage.exists(key):
+            stored = self.storage.read_json(key)
+        else:
+            calibration = calibrate_drift(
+                self.reference if frame is None else frame,
+                window_rows,
+                numeric=numeric,
+                categorical=categorical,
+                statistic=statistic,
+                splits=config.drift_calibration_splits,
+                false_alarm=config.drift_false_alarm_rate,
+                splits_by=config.drift_calibration_splits_by,
+                time_column=time_column,
+            )
+            stored = {
+                "threshold": calibration.threshold,
+                "higher_is_drift": calibration.higher_is_drift,
+                "note": calibration.describe(),
+                "settings": settings,
+                "calibration": calibration.to_dict(),
+            }
+            self.storage.write_json(key, stored)
+        self._higher[statistic], self._values[statistic] = stored["higher_is_drift"], stored["threshold"]
+        self.notes.append(stored["note"])
+        return float(stored["threshold"])
+
+    def fires(self, statistic: str, value: float) -> bool:
+        """Return whether ``value`` is beyond the calibrated threshold of ``statistic`` (``get`` first)."""
+        threshold = self._values[statistic]
+        return value > threshold if self._higher[statistic] else value < threshold
 
 
 def _performance(

@@ -1,9 +1,10 @@
 """The demo's main job: ingest generated days, then train and promote a model, all through the scheduler.
 
 Run by ``make demo`` after ``make up``. Each day is a manual run of ``ingest_transactions`` with its
-Params (day, scenario); two days carry data-quality faults so the quarantine path shows too. Every
-validated batch emits the ``validated_transactions`` Asset, which starts ``train_model``: runs skip while
-the training window is not full, then one trains, gates and promotes the first champion. Then three
+Params (day, scenario); two days carry data-quality faults so the quarantine path shows too. A week of
+clean history lands first (it trains nothing: Param start_training off), then the demo's days; the day
+that completes the training window lands last, and its ``validated_transactions`` Asset event starts
+``train_model``, which trains, gates and promotes the first champion. Then three
 later days are ingested and each is checked by ``monitor_drift``: the two normal ones stay quiet, the
 covariate-drift one requests a retrain (``retrain_requested`` Asset), which ``train_model`` runs through
 the same gate. Before each later day lands, its traffic goes through the scoring service (the champion
@@ -54,6 +55,12 @@ _DEMO_SCHEDULE: tuple[tuple[int, str], ...] = (
 )
 
 
+# Before them, a week of clean history that trains nothing: a platform in production has its entities'
+# history, and without it the champion's history features (7-day counts and sums per customer) would be
+# computed from a cold start that later days never see again, a training/serving skew monitoring rightly
+# reports as drift of those features on every later day.
+_HISTORY_SCHEDULE: tuple[tuple[int, str], ...] = tuple((back, "none") for back in range(26, 19, -1))
+
 # After the champion exists: two normal days that monitoring must leave alone, then a covariate drift.
 _MONITOR_SCHEDULE: tuple[tuple[int, str], ...] = ((13, "none"), (12, "none"), (11, "covariate_amount"))
 MONITOR_DAG = "monitor_drift"
@@ -70,6 +77,11 @@ def demo_days(
 def monitor_days(today: date | None = None) -> tuple[tuple[str, str], ...]:
     """Return the (day, scenario) pairs the demo monitors after the first champion."""
     return demo_days(today, _MONITOR_SCHEDULE)
+
+
+def history_days(today: date | None = None) -> tuple[tuple[str, str], ...]:
+    """Return the week of clean history the demo lands before its days (it trains nothing)."""
+    return demo_days(today, _HISTORY_SCHEDULE)
 
 
 @dataclass
@@ -352,12 +364,22 @@ def main(argv: list[str] | None = None) -> int:
     since = datetime.now(UTC).isoformat()
     api.set_paused(TRAIN_DAG, False)  # first, so the ingestion's Asset events start training runs
     api.set_paused(INGEST_DAG, False)
-    runs = trigger_days(api, demo_days(), stamp=time.strftime("%Y%m%dT%H%M%S"))
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    history = trigger_days(api, history_days(), stamp, start_training=False)
+    wait_for_runs(api, history)
+    # The day that completes the training window lands last and alone: its validated_transactions event
+    # starts train_model on the whole window (earlier days would start it on a window of history days).
+    *landing, completing = demo_days()
+    runs = trigger_days(api, tuple(landing), stamp, start_training=False)
+    wait_for_runs(api, runs)
+    runs += trigger_days(api, (completing,), stamp)
     wait_for_runs(api, runs)
     settings = get_settings()
     use_case = load_use_case(settings.use_case)
     print(summarise(runs, Storage.from_settings(settings), use_case.dataset, password))
-    unexpected = [r for r in runs if r.state != r.expected]
+    validated = sum(r.state == "success" for r in history)
+    print(f"history: {validated} of {len(history)} days validated ({history[0].day}..{history[-1].day})")
+    unexpected = [r for r in history + runs if r.state != r.expected]
     for run in unexpected:
         print(
             f"UNEXPECTED: {run.day} ({run.scenario}) ended {run.state}, expected {run.expected}; "
