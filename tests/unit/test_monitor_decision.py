@@ -83,6 +83,7 @@ def test_quiet_window_fires_nothing_and_says_why() -> None:
         "prediction_drift",
         "performance_decay",
         "label_shift",
+        "performance_estimate",
         "window_catch_up",
     }
     assert decision.train_from is None
@@ -110,6 +111,20 @@ def test_one_important_feature_is_enough() -> None:
     assert "amount" in decision.reason and "share 0.20, threshold 0.000" in decision.reason
     below_top_k = decide(evidence(drift_share=0.05, drifted_columns=["country"]), CONFIG)
     assert not below_top_k.fire, "country is the 6th feature, top_k_features is 5"
+
+
+def test_estimate_is_a_finding_that_flags_a_realised_value_outside_its_band() -> None:
+    note = "estimated ROC-AUC 0.960 (95% band 0.950-0.970)"
+    inside = evidence(estimated_performance=0.96, estimated_band=(0.95, 0.97), estimate_note=note)
+    rule = next(r for r in decide(inside, CONFIG).rules if r.rule == "performance_estimate")
+    assert not rule.fired and "inside the band" in rule.detail and note in rule.detail
+    concept = evidence(performance=0.58, estimated_performance=0.96, estimated_band=(0.95, 0.97))
+    decision = decide(concept, CONFIG)
+    rule = next(r for r in decision.rules if r.rule == "performance_estimate")
+    assert rule.fired and not rule.retrains and "outside the band" in rule.detail
+    assert "performance_estimate" in decision.findings
+    unlabelled = evidence(performance=None, estimated_performance=0.96, estimated_band=(0.95, 0.97))
+    assert "no realised value yet" in decide(unlabelled, CONFIG).reason
 
 
 def test_drift_rules_without_a_calibrated_threshold_do_not_judge() -> None:

@@ -201,6 +201,11 @@ class MonitorEvidence:
     top_drift_threshold: float | None = None
     prediction_drift_threshold: float | None = None
     drift_calibration: list[str] = field(default_factory=list)  # how each threshold was derived
+    # Label-free estimate of the monitored metric from the champion's calibrated scores on every window
+    # row (``monitoring.estimate``), with its band; "" where the champion has no calibration.
+    estimated_performance: float | None = None
+    estimated_band: tuple[float, float] | None = None
+    estimate_note: str = ""
     performance: float | None = None  # the monitored metric of the champion on the window's labelled rows
     performance_band: PerformanceBand | None = None  # its reference at the window's counts
     labelled_rows: int = 0
@@ -326,6 +331,7 @@ def decide(evidence: MonitorEvidence, config: MonitorConfig) -> MonitorDecision:
     performance = performance_rule(evidence, config)
     rules.append(performance)
     rules.append(label_shift_rule(evidence, config))
+    rules.append(estimate_rule(evidence, config))
     train_from = None
     if config.window_from_decay:
         catch_up = _catch_up_rule(evidence)
@@ -472,6 +478,35 @@ def wilson_interval(positives: int, rows: int, confidence: float) -> tuple[float
     centre = (p + z * z / (2 * rows)) / (1 + z * z / rows)
     half = z * math.sqrt(p * (1 - p) / rows + z * z / (4 * rows * rows)) / (1 + z * z / rows)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def estimate_rule(evidence: MonitorEvidence, config: MonitorConfig) -> RuleOutcome:
+    """A finding: the metric estimated from calibrated scores, and whether the realised one left its band.
+
+    Before labels land the estimate is all there is; once they do, a realised value outside the band says
+    the scores no longer mean what they meant (a concept or label shift, or a calibration that no longer
+    holds). It never retrains by itself: decay and drift decide that.
+    """
+    name = METRIC_LABELS[config.performance_metric]
+    if evidence.estimated_performance is None or evidence.estimated_band is None:
+        return RuleOutcome(
+            "performance_estimate", False, evidence.estimate_note or "no estimate", retrains=False
+        )
+    low, high = evidence.estimated_band
+    figures = {"estimated": evidence.estimated_performance, "band": [low, high]}
+    if evidence.performance is None:
+        return RuleOutcome(
+            "performance_estimate", False, f"{evidence.estimate_note}; no realised value yet", False, figures
+        )
+    outside = not low <= evidence.performance <= high
+    return RuleOutcome(
+        "performance_estimate",
+        outside,
+        f"{evidence.estimate_note}; realised {name} {evidence.performance:.3f} on "
+        f"{evidence.labelled_rows} labelled rows is {'outside' if outside else 'inside'} the band",
+        False,
+        figures | {"realised": evidence.performance},
+    )
 
 
 def label_shift_rule(evidence: MonitorEvidence, config: MonitorConfig) -> RuleOutcome:

@@ -344,6 +344,7 @@ def check_evidence(
         sample_rows=None,  # exact, as the calibration's splits compute it
         html_path=html_dir / "prediction_drift.html" if html_dir else None,
     )
+    estimate, estimate_note = _estimate(champion, window_scores, config, days[-1])
     thresholds = DriftThresholds(storage, use_case, champion, reference, config)
     drift_threshold = thresholds.get(len(current), numeric, categorical)
     top = [c for c in champion.top_features[: config.top_k_features] if c in columns]
@@ -387,6 +388,9 @@ def check_evidence(
         top_drift_threshold=top_threshold,
         prediction_drift_threshold=score_threshold,
         drift_calibration=thresholds.notes,
+        estimated_performance=estimate.estimate if estimate else None,
+        estimated_band=(estimate.lower, estimate.upper) if estimate else None,
+        estimate_note=estimate_note,
         performance=performance,
         performance_band=band,
         labelled_rows=len(labels),
@@ -401,6 +405,19 @@ def check_evidence(
         full_window_days=use_case.training.window_days,
     )
     return CheckResult(evidence, drift, prediction, quality, current_manifest.digest)
+
+
+def _estimate(champion: MonitoredChampion, scores: Any, config: Any, day: date) -> tuple[Any, str]:
+    """Return the monitored metric estimated from the champion's calibrated scores, and its note."""
+    from mlloop.monitoring.estimate import estimate_performance
+
+    calibration = getattr(champion.model, "calibration", None)
+    if calibration is None or not calibration.fitted:
+        return None, f"no label-free estimate: v{champion.version} has no score calibration (retrain it)"
+    estimate = estimate_performance(
+        scores, (config.performance_metric,), calibration=calibration, seed=day.toordinal()
+    )
+    return estimate.metrics[config.performance_metric], estimate.summary()
 
 
 class DriftThresholds:
@@ -694,6 +711,13 @@ def check_figures(
             "base_rate_expected": shift.figures["reference_rate"],
         }
     figures["label_shift"] = float(shift.fired)
+    estimated = rules["performance_estimate"].figures
+    if "estimated" in estimated:
+        figures |= {
+            "estimated_performance": estimated["estimated"],
+            "estimated_band_low": estimated["band"][0],
+            "estimated_band_high": estimated["band"][1],
+        }
     return {
         key: float(value)
         for key, value in figures.items()
