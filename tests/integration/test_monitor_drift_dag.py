@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from mlloop.ingestion.batches import land_batch, publish_validated, validate_landed_batch
+from mlloop.monitoring.decision import load_monitor_config
 from mlloop.monitoring.runner import TIMELINE_TAG, day_step, decisions_prefix
 from mlloop.storage import Storage
 from mlloop.usecase import load_use_case
@@ -143,7 +144,8 @@ def test_quiet_drift_cooldown_dry_run_and_concept(configured, load_dag, client, 
     assert numbers["state"] == "judged" and numbers["metric"] == "roc_auc", decay
     assert numbers["estimate"] < numbers["fires_beyond"] < numbers["band_edge"] < numbers["expected"], decay
     assert numbers["labelled_positives"] >= numbers["positives_needed"], decay
-    assert all(r["policy"]["version"] == "3" and r["policy"]["use_case"] == "card_fraud" for r in records)
+    version = load_monitor_config().version
+    assert all(r["policy"]["version"] == version and r["policy"]["use_case"] == "card_fraud" for r in records)
     assert decayed["policy"]["run_overrides"] == overrides
     assert decayed["policy"]["effective"]["cooldown_hours"] == 0
 
