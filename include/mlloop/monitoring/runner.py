@@ -283,7 +283,8 @@ def check_evidence(
     when it holds at least ``min_labelled_rows`` of them for the window (and enough labelled ones for
     performance); otherwise on the window's batch re-scored by the champion. Labels count as known at the
     start of ``now``'s UTC day, as for the window's snapshot. ``reports=False`` (an offline replay) skips
-    the HTML reports and the data-quality checks, which feed the record but no rule.
+    the HTML reports, the data-quality checks and the label-free estimate, which feed the record and
+    findings but no retraining rule.
     """
     import numpy as np
     import pandas as pd
@@ -344,7 +345,9 @@ def check_evidence(
         sample_rows=None,  # exact, as the calibration's splits compute it
         html_path=html_dir / "prediction_drift.html" if html_dir else None,
     )
-    estimate, estimate_note = _estimate(champion, window_scores, config, days[-1])
+    estimate, estimate_note = (
+        _estimate(champion, window_scores, config, days[-1]) if reports else (None, "no estimate (replay)")
+    )
     thresholds = DriftThresholds(storage, use_case, champion, reference, config)
     drift_threshold = thresholds.get(len(current), numeric, categorical)
     top = [c for c in champion.top_features[: config.top_k_features] if c in columns]
