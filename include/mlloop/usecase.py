@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from mlloop.features.spec import FeatureSpec
+from mlloop.monitoring.decision import check_monitor_section
 from mlloop.promotion.gate_config import check_gate_section
 
 USECASE_DIR = Path(__file__).resolve().parent / "usecases"
@@ -89,6 +90,12 @@ class UseCase(BaseModel):
     def _gate_section_valid(cls, gate: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         check_gate_section(gate, info.data.get("features"))
         return gate
+
+    @field_validator("monitor")
+    @classmethod
+    def _monitor_section_valid(cls, monitor: dict[str, Any]) -> dict[str, Any]:
+        check_monitor_section(monitor, where="this declaration")
+        return monitor
 
     @model_validator(mode="after")
     def _columns_declared(self) -> UseCase:

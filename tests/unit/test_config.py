@@ -83,3 +83,14 @@ def test_resolve_day() -> None:
     assert resolve_day(None, None, datetime(2026, 11, 21, 3, tzinfo=UTC)) == date(2026, 11, 20)
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
         resolve_day("20/11/2026", None, None)
+
+
+def test_a_bad_monitor_section_fails_at_load_naming_the_file_and_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad_monitor.yaml"
+    text = (REPO_ROOT / "include/mlloop/usecases/card_fraud.yaml").read_text()
+    bad.write_text(text.replace("monitor:\n", "monitor:\n  drift_false_alarm_rat: 0.01\n", 1))
+    with pytest.raises(
+        ValueError, match=r"bad_monitor\.yaml is invalid: monitor: .*drift_false_alarm_rat"
+    ) as error:
+        load_use_case(str(bad))
+    assert "valid settings are" in str(error.value)
