@@ -82,6 +82,10 @@ class AirflowAPI:
         query = urllib.parse.urlencode({"run_after_gte": since, "order_by": "run_after", "limit": 100})
         return self.get(f"/dags/{dag_id}/dagRuns?{query}")["dag_runs"]
 
+    def unfinished_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        """Return a DAG's queued and running runs, whatever started them."""
+        return self.get(f"/dags/{dag_id}/dagRuns?state=queued&state=running&limit=100")["dag_runs"]
+
     def queued_asset_events(self, dag_id: str) -> int:
         """Return how many asset events wait to start a run of ``dag_id``."""
         return int(self.get(f"/dags/{dag_id}/assets/queuedEvents")["total_entries"])

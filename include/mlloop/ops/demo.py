@@ -179,6 +179,13 @@ def wait_for_training(
         time.sleep(10)
 
 
+def wait_for_unfinished_runs(api: AirflowAPI, dag_id: str, timeout_s: float = 900.0) -> None:
+    """Wait until no run of ``dag_id`` (its scheduled ones included) is queued or running."""
+    for run in api.unfinished_runs(dag_id):
+        log.info("Waiting for %s run %s to finish first", dag_id, run["dag_run_id"])
+        wait_for_run(api, dag_id, run["dag_run_id"], timeout_s)
+
+
 def wait_for_run(api: AirflowAPI, dag_id: str, run_id: str, timeout_s: float = 900.0) -> str:
     """Poll one run until it finishes; return its state."""
     deadline = time.monotonic() + timeout_s
@@ -192,9 +199,7 @@ def wait_for_run(api: AirflowAPI, dag_id: str, run_id: str, timeout_s: float = 9
 def run_monitoring(api: AirflowAPI, days: tuple[tuple[str, str], ...], stamp: str) -> list[dict[str, Any]]:
     """Check each monitored day with monitor_drift, one after the other; return each check's summary."""
     api.set_paused(MONITOR_DAG, False)
-    for run in api.runs_since(MONITOR_DAG, "2000-01-01T00:00:00+00:00"):
-        if run["state"] not in TERMINAL:  # the scheduled run unpausing created: let it finish first
-            wait_for_run(api, MONITOR_DAG, run["dag_run_id"])
+    wait_for_unfinished_runs(api, MONITOR_DAG)  # the scheduled run unpausing created: let it finish first
     checks = []
     for day, scenario in days:
         run_id = f"demo__monitor__{day}__{stamp}"
@@ -362,16 +367,20 @@ def main(argv: list[str] | None = None) -> int:
     api.wait_for_dag(INGEST_DAG)
     api.wait_for_dag(TRAIN_DAG)
     since = datetime.now(UTC).isoformat()
-    api.set_paused(TRAIN_DAG, False)  # first, so the ingestion's Asset events start training runs
+    # train_model stays paused while the window lands: a paused DAG is not queued by Asset events, so the
+    # run ingest_transactions' own schedule adds on unpausing (yesterday's batch) cannot start training on
+    # a window of history days. The day that completes the window lands last, with train_model unpaused:
+    # its validated_transactions event starts train_model on the whole window.
+    api.set_paused(TRAIN_DAG, True)
     api.set_paused(INGEST_DAG, False)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     history = trigger_days(api, history_days(), stamp, start_training=False)
     wait_for_runs(api, history)
-    # The day that completes the training window lands last and alone: its validated_transactions event
-    # starts train_model on the whole window (earlier days would start it on a window of history days).
     *landing, completing = demo_days()
     runs = trigger_days(api, tuple(landing), stamp, start_training=False)
     wait_for_runs(api, runs)
+    wait_for_unfinished_runs(api, INGEST_DAG)
+    api.set_paused(TRAIN_DAG, False)
     runs += trigger_days(api, (completing,), stamp)
     wait_for_runs(api, runs)
     settings = get_settings()
