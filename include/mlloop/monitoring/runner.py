@@ -217,13 +217,16 @@ def size_window(
         ]
         rows = sum(pq.ParquetFile(io.BytesIO(storage.read_bytes(k))).metadata.num_rows for k in keys)
         day_rows[date.fromisoformat(day)] = rows
+    champion_days = [date.fromisoformat(d) for d in manifest["days"]]
     return drift_window(
         day_rows,
         end_day=days[-1],
         days=len(days),
         min_rows=config.drift_min_rows,
         max_days=config.drift_max_days,
-        champion_days=[date.fromisoformat(d) for d in manifest["days"]],
+        champion_days=champion_days,
+        # Days asked for by name are checked even when the champion learned them (a person asked).
+        include_champion_days=any(day in champion_days for day in days),
     )
 
 
