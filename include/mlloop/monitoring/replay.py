@@ -65,11 +65,6 @@ def land_days(
     return passed
 
 
-def labels_cutoff_at(anchor: date) -> datetime:
-    """Return the label cut-off of every run on ``anchor`` (the start of its UTC day)."""
-    return datetime.combine(anchor, time.min, tzinfo=UTC)
-
-
 def train_champion(
     storage: Storage, use_case: UseCase, days: Sequence[str], anchor: date, *, seed: int = 42
 ) -> MonitoredChampion:
@@ -78,7 +73,10 @@ def train_champion(
     from mlloop.training.train import TrainConfig, fit_model, load_training_data
 
     manifest = snapshot_days(
-        storage, use_case, [date.fromisoformat(d) for d in days], as_of=labels_cutoff_at(anchor)
+        storage,
+        use_case,
+        [date.fromisoformat(d) for d in days],
+        as_of=datetime.combine(anchor, time(12), tzinfo=UTC),  # snapshot_days applies the cut-off
     )
     config = TrainConfig(snapshot=manifest.digest, seed=seed)
     data = load_training_data(storage, config)

@@ -7,7 +7,6 @@ from typing import Any
 
 from airflow.sdk import Param
 
-TRAIN_WINDOW_DAYS = 4  # train_model's default window; the simulation lands as many warm-up days
 DEFAULT_ARGS: dict[str, Any] = {"owner": "mlloop", "retries": 1, "retry_delay": timedelta(seconds=30)}
 
 
