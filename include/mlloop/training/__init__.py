@@ -1,4 +1,7 @@
-"""Training: content-addressed training-set snapshots and their time split (more stages to come).
+"""Training: content-addressed snapshots and their time split, the training CLI, score calibration.
+
+The package exports the snapshot API; the training CLI that the local and Kubernetes backends both run
+is ``mlloop.training.train``.
 
 Light to import: pandas and pyarrow load when a function is first used.
 """
