@@ -33,25 +33,27 @@ install: $(RUNTIME_STAMP) ## Create .venv with the pinned runtime requirements
 install-dev: $(DEV_STAMP) ## Create .venv with runtime + test/lint requirements
 
 up: install ## Start Airflow (8080) and MLflow (5000) on 127.0.0.1 in the background
-	$(BIN)/python -m mlloop.ops.services up
+	$(BIN)/mlloop services up
 
+# No install here (`make clean` on a fresh clone); a .venv from before the `mlloop` script still stops.
 down: ## Stop everything `make up`/`make demo` started
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m mlloop.ops.services down; fi
+	@if [ -x $(BIN)/mlloop ]; then $(BIN)/mlloop services down; \
+	elif [ -x $(BIN)/python ]; then $(BIN)/python -m mlloop.ops.services down; fi
 
-status: ## Show which services are running
-	$(BIN)/python -m mlloop.ops.services status
+status: install ## Show which services are running
+	$(BIN)/mlloop services status
 
 demo: up ## Set up everything and run the main job (ingest several generated days) through the scheduler
-	$(BIN)/python -m mlloop.ops.demo
+	$(BIN)/mlloop demo
 
 serve: install ## Run the scoring service in the foreground (127.0.0.1:8000; `make up` also starts it)
-	$(BIN)/python -m mlloop.serving
+	$(BIN)/mlloop serve
 
 DAYS ?= 5
 DRIFT ?=
 ROWS ?=
 simulate: up ## Closed loop over DAYS days (after make demo): serve, land, monitor, retrain; DRIFT="covariate_amount@2 concept@4-6" ROWS=60000
-	$(BIN)/python -m mlloop.ops.simulate --days $(DAYS) $(foreach d,$(DRIFT),--drift $(d)) $(if $(ROWS),--rows $(ROWS))
+	$(BIN)/mlloop simulate --days $(DAYS) $(foreach d,$(DRIFT),--drift $(d)) $(if $(ROWS),--rows $(ROWS))
 
 test: install-dev ## Set up and run the test suite
 	$(BIN)/python -m pytest

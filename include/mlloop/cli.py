@@ -1,0 +1,197 @@
+"""The ``mlloop`` console command: one verb per thing a person runs by hand.
+
+Each verb delegates to the entry point that already owns its options (``main(argv)`` of its module):
+arguments pass through untouched, so an option is declared once, in that module's parser, and
+``python -m <module>`` keeps working as an alias. Use-case commands join as further groups, the way
+``services`` is one. Nothing heavy is imported until a verb runs, so ``mlloop --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import sys
+from collections.abc import Callable
+
+import click
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+def _entry_main(module: str) -> Callable[[list[str]], int]:
+    """Import ``module`` and return its ``main(argv)``; a missing dependency names the fix."""
+    try:
+        return importlib.import_module(module).main
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(
+            f"{module} needs the Python package {exc.name!r}, which is not installed in {sys.prefix}. "
+            "Run `make install` from the repository root (it installs requirements.txt into .venv)."
+        ) from exc
+
+
+class DelegatedCommand(click.Command):
+    """A verb whose options belong to an existing argparse entry point; its help shows them."""
+
+    def __init__(self, name: str, module: str, alias: str, examples: str, summary: str) -> None:
+        self.module = module
+        self.alias = alias
+        self.examples = examples
+        super().__init__(
+            name,
+            callback=self._run,
+            params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+            help=summary,
+            context_settings={**CONTEXT_SETTINGS, "ignore_unknown_options": True},
+        )
+
+    def _run(self, args: tuple[str, ...]) -> None:
+        main = _entry_main(self.module)
+        try:
+            code = main(list(args))
+        except SystemExit as exc:
+            if exc.code == 2:  # argparse's usage error, already printed with its cause
+                click.echo(
+                    f"({self.alias} is `mlloop {self.name}`.) Run `mlloop {self.name} --help` "
+                    "for its options and examples.",
+                    err=True,
+                )
+            raise
+        click.get_current_context().exit(code or 0)
+
+    def delegated_help(self) -> str:
+        """Return the entry point's own ``--help`` text, its program name replaced by this verb's."""
+        main = _entry_main(self.module)
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer), contextlib.suppress(SystemExit):
+            main(["--help"])
+        usage, _, rest = buffer.getvalue().partition("\n\n")
+        # argparse indents wrapped usage lines under the end of its program name: shift them with it.
+        shift = len(self.alias) - len(f"mlloop {self.name}")
+        first, *wrapped = usage.splitlines()
+        usage = "\n".join([first, *(line[shift:] if line[:shift].isspace() else line for line in wrapped)])
+        return f"{usage}\n\n{rest}".replace(self.alias, f"mlloop {self.name}").rstrip()
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The entry point's usage, description and options, then examples and the old spelling."""
+        formatter.write(f"{self.delegated_help()}\n\nexamples:\n{self.examples}\n\nalias: {self.alias}\n")
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(package_name="mlloop", prog_name="mlloop")
+def cli() -> None:
+    """mlloop: validate, train, gate, promote, serve and monitor models with Airflow and MLflow.
+
+    \b
+    Start here:
+      mlloop services up      start Airflow (8080), MLflow (5000) and scoring (8000) on 127.0.0.1
+      mlloop demo             run the main job through the scheduler (what `make demo` runs)
+      mlloop <command> -h     options and examples of one command
+    """
+
+
+cli.add_command(
+    DelegatedCommand(
+        "train",
+        module="mlloop.training.train",
+        alias="python -m mlloop.training.train",
+        summary="Train a model on a snapshot and register it in MLflow.",
+        examples=(
+            "  mlloop train --snapshot <sha256> --result-path /tmp/result.json\n"
+            "  mlloop train --snapshot <sha256> --model torch --seed 7 --result-path /tmp/result.json"
+        ),
+    )
+)
+cli.add_command(
+    DelegatedCommand(
+        "serve",
+        module="mlloop.serving.__main__",
+        alias="python -m mlloop.serving",
+        summary="Run the scoring service in the foreground.",
+        examples="  mlloop serve\n  mlloop serve --port 8001 --no-seed-history",
+    )
+)
+cli.add_command(
+    DelegatedCommand(
+        "demo",
+        module="mlloop.ops.demo",
+        alias="python -m mlloop.ops.demo",
+        summary="Run the demo job through the running stack.",
+        examples="  mlloop demo    # after `mlloop services up`; `make demo` runs both",
+    )
+)
+cli.add_command(
+    DelegatedCommand(
+        "simulate",
+        module="mlloop.ops.simulate",
+        alias="python -m mlloop.ops.simulate",
+        summary="Run the closed loop over simulated days on the running stack.",
+        examples=(
+            "  mlloop simulate --days 5\n"
+            "  mlloop simulate --days 8 --drift covariate_amount@2 --drift concept@4-6 --rows 60000"
+        ),
+    )
+)
+cli.add_command(
+    DelegatedCommand(
+        "generate",
+        module="mlloop.data.generator",
+        alias="python -m mlloop.data.generator",
+        summary="Write synthetic card transactions and their delayed labels.",
+        examples=(
+            "  mlloop generate --start 2026-01-01 --days 7 --out data/source\n"
+            "  mlloop generate --start 2026-01-01 --days 3 --scenario 2026-01-02=concept --out /tmp/source"
+        ),
+    )
+)
+
+
+@cli.group(context_settings=CONTEXT_SETTINGS)
+def services() -> None:
+    """Start, stop or list the local stack on 127.0.0.1.
+
+    \b
+    Examples:
+      mlloop services up
+      mlloop services status
+      mlloop services down
+
+    \b
+    Alias: python -m mlloop.ops.services up|down|status
+    """
+
+
+def _services_verb(action: str, summary: str, example: str) -> click.Command:
+    """Return the ``mlloop services <action>`` command: ``mlloop.ops.services.main([action])``."""
+
+    def run() -> None:
+        click.get_current_context().exit(_entry_main("mlloop.ops.services")([action]) or 0)
+
+    return click.Command(
+        action,
+        callback=run,
+        help=f"{summary}\n\n\b\nExample:\n  {example}",
+        context_settings=CONTEXT_SETTINGS,
+    )
+
+
+services.add_command(
+    _services_verb(
+        "up",
+        "Start Airflow (8080), MLflow (5000) and the scoring service (8000) in the background; "
+        "print the UI addresses.",
+        "mlloop services up   # then open http://127.0.0.1:8080 and http://127.0.0.1:5000",
+    )
+)
+services.add_command(
+    _services_verb(
+        "down", "Stop everything `mlloop services up` or `make demo` started.", "mlloop services down"
+    )
+)
+services.add_command(
+    _services_verb("status", "Show which services are running, with their pids.", "mlloop services status")
+)
+
+
+if __name__ == "__main__":
+    cli()
