@@ -9,7 +9,7 @@ RUNTIME_STAMP := $(VENV)/.runtime.stamp
 DEV_STAMP := $(VENV)/.dev.stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install install-dev up down status demo serve simulate test lint format bench clean
+.PHONY: help install install-dev up down status demo serve simulate test test-fast lint format bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,8 +55,11 @@ ROWS ?=
 simulate: up ## Closed loop over DAYS days (after make demo): serve, land, monitor, retrain; DRIFT="covariate_amount@2 concept@4-6" ROWS=60000
 	$(BIN)/mlloop simulate --days $(DAYS) $(foreach d,$(DRIFT),--drift $(d)) $(if $(ROWS),--rows $(ROWS))
 
-test: install-dev ## Set up and run the test suite
+test: install-dev ## Set up and run the whole test suite (every tier)
 	$(BIN)/python -m pytest
+
+test-fast: install-dev ## Inner loop: the unit and DAG tiers only (no servers started)
+	$(BIN)/python -m pytest -m "(unit or dags) and not slow"
 
 lint: install-dev ## Lint and check formatting with ruff
 	$(BIN)/ruff check .

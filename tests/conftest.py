@@ -30,6 +30,34 @@ os.environ.update(
 (_SESSION_DIR / "airflow").mkdir(parents=True, exist_ok=True)
 
 
+# The tier of each test is its folder under tests/: `-m unit`, `-m "unit or dags"` (`make test-fast`).
+TIER_BY_FOLDER = {
+    "unit": "unit",
+    "dags": "dags",
+    "integration": "integration",
+    "serving": "integration",
+    "production": "production",
+    "e2e": "e2e",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its tier, read from its folder; a test in no tier folder is an error."""
+    tests_root = Path(__file__).resolve().parent
+    for item in items:
+        path = Path(item.path).resolve()
+        if not path.is_relative_to(tests_root):
+            continue
+        folder = path.relative_to(tests_root).parts[0]
+        if folder not in TIER_BY_FOLDER:
+            raise pytest.UsageError(
+                f"{path.relative_to(REPO_ROOT)} is in no test tier: move it under one of "
+                f"{', '.join(f'tests/{name}/' for name in TIER_BY_FOLDER)} "
+                "or add its folder to TIER_BY_FOLDER in tests/conftest.py"
+            )
+        item.add_marker(TIER_BY_FOLDER[folder])
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _remove_session_dir():
     """Delete the session's Airflow home and data root when the test session ends."""
