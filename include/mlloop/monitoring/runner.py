@@ -287,13 +287,14 @@ def check_evidence(
     performance); otherwise on the window's batch re-scored by the champion. Labels count as known at the
     start of ``now``'s UTC day, as for the window's snapshot. ``reports=False`` (an offline replay) skips
     the HTML reports, the data-quality checks and the label-free estimate, which feed the record and
-    findings but no retraining rule.
+    findings but no retraining rule, and takes the drift verdicts from Evidently's stat tests without
+    building its Report (``drift_verdicts``: the full-data verdicts ``check_drift`` returns, with exact
+    scores, as the calibration computes them).
     """
     import numpy as np
     import pandas as pd
 
     from mlloop.features.spec import feature_columns
-    from mlloop.monitoring.drift import check_drift
     from mlloop.training.pipeline import labels_cutoff, snapshot_days
     from mlloop.training.snapshot import load_snapshot
     from mlloop.training.train import model_matrix
@@ -315,13 +316,7 @@ def check_evidence(
     numeric = [c for c in columns if c not in use_case.features.categorical]
     served = _champion_answers(storage, use_case, days, champion.version, now)
     html_dir = Path(tempfile.mkdtemp(prefix="mlloop-monitor-")) if reports else None
-    drift = check_drift(
-        reference,
-        current,
-        numeric=numeric,
-        categorical=categorical,
-        html_path=html_dir / "data_drift.html" if html_dir else None,
-    )
+    drift = _drift(reference, current, numeric, categorical, html_dir, "data_drift.html")
     spec, model = ref_manifest.spec(), champion.model
     ref_scores = model.predict_proba(model_matrix(reference, spec, ref_manifest.feature_columns))[:, 1]
     target, when = use_case.target_column, use_case.time_column
@@ -340,13 +335,14 @@ def check_evidence(
         else model.predict_proba(model_matrix(current, spec, ref_manifest.feature_columns))[:, 1]
     )
     window_scores = served["score"].to_numpy(dtype=np.float64) if scores_served else cur_scores
-    prediction = check_drift(
+    prediction = _drift(
         pd.DataFrame({"score": ref_scores}),
         pd.DataFrame({"score": window_scores}),
-        numeric=["score"],
-        categorical=[],
+        ["score"],
+        [],
+        html_dir,
+        "prediction_drift.html",
         sample_rows=None,  # exact, as the calibration's splits compute it
-        html_path=html_dir / "prediction_drift.html" if html_dir else None,
     )
     estimate, estimate_note = (
         _estimate(champion, window_scores, config, days[-1]) if reports else (None, "no estimate (replay)")
@@ -411,6 +407,31 @@ def check_evidence(
         full_window_days=use_case.training.window_days,
     )
     return CheckResult(evidence, drift, prediction, quality, current_manifest.digest)
+
+
+def _drift(
+    reference: Any,
+    current: Any,
+    numeric: list[str],
+    categorical: list[str],
+    html_dir: Path | None,
+    html_name: str,
+    **options: Any,
+) -> Any:
+    """Return the drift verdicts of ``current`` against ``reference``, with Evidently's HTML report in
+    ``html_dir`` (``check_drift``), or without a report when ``html_dir`` is None (``drift_verdicts``)."""
+    from mlloop.monitoring.drift import check_drift, drift_verdicts
+
+    if html_dir is None:
+        return drift_verdicts(reference, current, numeric=numeric, categorical=categorical)
+    return check_drift(
+        reference,
+        current,
+        numeric=numeric,
+        categorical=categorical,
+        html_path=html_dir / html_name,
+        **options,
+    )
 
 
 def _estimate(champion: MonitoredChampion, scores: Any, config: Any, day: date) -> tuple[Any, str]:
