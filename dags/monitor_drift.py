@@ -18,7 +18,8 @@ its model-version tags) with the newest validated window:
 The policy (`include/mlloop/monitoring/monitor_defaults.yaml`, then the use case's `monitor:` section, then
 the **overrides** below) fires on a drift share above the threshold, drift of a top feature, prediction
 drift or decay; the result says which rule fired with its numbers and records the effective policy. Each
-check's figures are MLflow metrics on the use case's timeline run, stepped by the monitored day.
+check's figures are MLflow metrics on the use case's timeline run, stepped by the monitored day, and StatsD
+gauges `mlloop.monitor.<use case>.<figure>` (Prometheus `mlloop_monitor_<figure>`, Grafana row *Monitoring*).
 Guards: no trigger while `train_model` runs, within the cooldown after the last trigger, or over the weekly
 budget; **dry run** records what would happen and triggers nothing. Every
 outcome is kept (`reports/monitoring/`, MLflow experiment `mlloop-monitoring`, extra link *Drift report*).
@@ -77,9 +78,10 @@ def monitor_drift() -> None:
         """Run the drift and decay checks against the champion's training data; decide and guard."""
         from mlloop.clock import platform_time
         from mlloop.monitoring.runner import monitor_window
+        from mlloop.orchestration.metrics import export_monitor_figures
 
         active = ti.get_dr_count(dag_id="train_model", states=["queued", "running"]) > 0
-        return monitor_window(
+        summary = monitor_window(
             end_day=params.get("end_day"),
             window_days=params["window_days"],
             now=platform_time(dag_run.run_after),
@@ -87,6 +89,9 @@ def monitor_drift() -> None:
             dry_run=bool(params.get("dry_run")),
             overrides=params.get("overrides"),
         )
+        if summary.get("figures"):
+            export_monitor_figures(summary["use_case"], summary["figures"])
+        return summary
 
     @task(outlets=[RETRAIN_REQUESTED])
     def request_retrain(summary: dict[str, Any], dag_run=None, outlet_events=None) -> dict[str, Any]:

@@ -417,20 +417,72 @@ def _serving_metric_names() -> set[str]:
     }
 
 
+# A capture reference in a statsd-exporter mapping's name or label: $1 or ${1}.
+CAPTURE = re.compile(r"\$(?:\{(\d+)\}|(\d+))")
+MONITORING_ROW = "Monitoring (monitor_drift)"
+
+
+def _statsd_mappings() -> list[dict[str, Any]]:
+    return yaml.safe_load(STATSD_MAPPING.read_text())["mappings"]
+
+
 def _statsd_metric_patterns() -> list[re.Pattern[str]]:
     patterns = []
-    for mapping in yaml.safe_load(STATSD_MAPPING.read_text())["mappings"]:
+    for mapping in _statsd_mappings():
         if mapping.get("action") == "drop":
             continue
-        name = re.escape(mapping["name"]).replace(r"\$\{1\}", "[a-z_]+").replace(r"\$1", "[a-z_]+")
+        parts = CAPTURE.split(mapping["name"])
+        # split keeps the two groups of each reference: literal, ${n} group, $n group, literal, ...
+        name = "".join(
+            re.escape(part) if i % 3 == 0 else ("[a-z0-9_]+" if part is not None else "")
+            for i, part in enumerate(parts)
+        )
         suffix = "(_bucket|_count|_sum)" if mapping.get("observer_type") == "histogram" else ""
         patterns.append(re.compile(name + suffix))
     return patterns
 
 
+def statsd_metric(stat: str, kind: str = "gauge") -> tuple[str, dict[str, str]] | None:
+    """Map a StatsD name as statsd-exporter does with our mapping: the first glob that matches wins.
+
+    Returns the Prometheus metric name and labels, or None when the mapping drops it or none matches.
+    """
+    for mapping in _statsd_mappings():
+        if mapping.get("match_metric_type", kind) != kind:
+            continue
+        glob = "".join(
+            "([^.]+)" if part == "*" else re.escape(part) for part in re.split(r"(\*)", mapping["match"])
+        )
+        match = re.fullmatch(glob, stat)
+        if match is None:
+            continue
+        if mapping.get("action") == "drop":
+            return None
+
+        def fill(text: str, match: re.Match[str] = match) -> str:
+            return CAPTURE.sub(lambda ref: match[int(ref[1] or ref[2])], text)
+
+        return fill(mapping["name"]), {k: fill(v) for k, v in (mapping.get("labels") or {}).items()}
+    return None
+
+
 def _dashboard_queries() -> list[tuple[str, str]]:
     panels = json.loads(DASHBOARD.read_text())["panels"]
     return [(p["title"], t["expr"]) for p in panels if p["type"] != "row" for t in p["targets"]]
+
+
+def monitoring_panels() -> list[dict[str, Any]]:
+    """Return the panels of the dashboard's monitoring row (those after it, up to the next row)."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    (start,) = [i for i, p in enumerate(panels) if p["type"] == "row" and p["title"] == MONITORING_ROW]
+    rest = panels[start + 1 :]
+    end = next((i for i, p in enumerate(rest) if p["type"] == "row"), len(rest))
+    return rest[:end]
+
+
+def queried_metrics(panel: dict[str, Any]) -> set[str]:
+    """Return the mlloop_/airflow_ metric names a panel's queries name."""
+    return {m for t in panel["targets"] for m in re.findall(r"\b(?:mlloop|airflow)_[a-z0-9_]+\b", t["expr"])}
 
 
 def test_dashboard_queries_only_metrics_the_stack_exports() -> None:
@@ -440,7 +492,7 @@ def test_dashboard_queries_only_metrics_the_stack_exports() -> None:
     assert len(queries) >= 10
     seen = set()
     for title, expr in queries:
-        metrics = set(re.findall(r"\b(?:mlloop|airflow)_[a-z0-9_]+\b", expr))
+        metrics = queried_metrics({"targets": [{"expr": expr}]})
         assert metrics, f"{title!r} queries no mlloop/airflow metric: {expr}"
         for metric in metrics:
             known = metric in serving or any(p.fullmatch(metric) for p in statsd)
@@ -474,6 +526,11 @@ def test_prometheus_scrapes_the_scoring_service_and_airflow_metrics() -> None:
     airflow_env = services["airflow-scheduler"]["environment"]
     assert airflow_env["AIRFLOW__METRICS__STATSD_HOST"] == "statsd-exporter"
     assert airflow_env["AIRFLOW__METRICS__STATSD_PORT"] == udp_port
+    # Task processes (the monitor's figures) send from the workers, through the same settings.
+    worker_env = services["airflow-worker"]["environment"]
+    for option in ("STATSD_ON", "STATSD_HOST", "STATSD_PORT", "STATSD_PREFIX"):
+        assert worker_env[f"AIRFLOW__METRICS__{option}"] == airflow_env[f"AIRFLOW__METRICS__{option}"], option
+    assert worker_env["AIRFLOW__METRICS__STATSD_ON"] == "True"
     assert all(
         m["match"].startswith(airflow_env["AIRFLOW__METRICS__STATSD_PREFIX"] + ".")
         for m in yaml.safe_load(STATSD_MAPPING.read_text())["mappings"]

@@ -683,7 +683,14 @@ def _record(
     key = f"{decisions_prefix(use_case.dataset)}/{check_id}.json"
     storage.write_json(key, record)
     summary_keys = ("action", "reason", "window", "end_day", "window_days", "champion_version", "reports")
+    generic = check_figures(
+        decision, result.evidence, outcome.action, champion_version, metric_key="performance"
+    )
     return {k: record[k] for k in summary_keys} | {
+        "use_case": use_case.name,
+        # What MLflow got, plus the monitored metric's figures under names every use case shares
+        # (``performance``, ``performance_interval_low``...), for one dashboard panel across use cases.
+        "figures": figures | generic,
         "current_snapshot": result.current_snapshot,
         "record": storage.uri(key),
         "report_run": run_id,
@@ -698,16 +705,27 @@ def _record(
 
 
 def check_figures(
-    decision: MonitorDecision, evidence: MonitorEvidence, action: str, champion_version: str
+    decision: MonitorDecision,
+    evidence: MonitorEvidence,
+    action: str,
+    champion_version: str,
+    *,
+    metric_key: str | None = None,
 ) -> dict[str, float]:
     """Return one check's figures as MLflow metrics: metric and band, base rates, drift, decision (0/1).
 
-    Figures a check could not measure are left out (the chart shows a gap, not a zero).
+    Drift figures come with their calibrated thresholds. The monitored metric's figures are keyed by
+    ``metric_key`` (default: the metric's own name, e.g. ``roc_auc``, ``roc_auc_interval_low``). Figures a
+    check could not measure are left out (the chart shows a gap, not a zero).
     """
     rules = {rule.rule: rule for rule in decision.rules}
     figures: dict[str, Any] = {
         "drift_share": evidence.drift_share,
+        "drift_threshold": evidence.drift_threshold,
+        "top_drift_share": evidence.top_drift_share,
+        "top_drift_threshold": evidence.top_drift_threshold,
         "prediction_drift_score": evidence.prediction_drift_score,
+        "prediction_drift_threshold": evidence.prediction_drift_threshold,
         "labelled_rows": evidence.labelled_rows,
         "labelled_positives": evidence.labelled_positives,
         "decision_fire": float(decision.fire),
@@ -716,7 +734,7 @@ def check_figures(
     }
     decay = rules["performance_decay"]
     if decay.figures.get("metric"):
-        metric, numbers = decay.figures["metric"], decay.figures
+        metric, numbers = metric_key or decay.figures["metric"], decay.figures
         low, high = numbers["interval"]
         figures |= {
             metric: numbers["estimate"],
