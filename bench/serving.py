@@ -101,8 +101,8 @@ def _setup(tmp: Path, tracking_uri: str) -> tuple[str, str, list[dict[str, Any]]
     from mlloop.registry.champion import promote
     from mlloop.serving.client import request_rows
     from mlloop.storage import Storage
-    from mlloop.training.pipeline import snapshot_days
     from mlloop.training.train import TrainConfig, load_model, model_matrix, serving_frame, train
+    from mlloop.training.windows import snapshot_days
     from mlloop.usecase import load_use_case
 
     os.environ.update(

@@ -81,7 +81,7 @@ def promoted(mlflow_auth_server, s3_server, tmp_path_factory) -> Promoted:
     """Ingest three days locally, train with the CLI, gate and promote to champion, all through the server."""
     from mlloop.ingestion.batches import ingest_day
     from mlloop.storage import Storage
-    from mlloop.training.pipeline import snapshot_days
+    from mlloop.training.windows import snapshot_days
     from mlloop.usecase import load_use_case
 
     root = tmp_path_factory.mktemp("prod-data") / "data"

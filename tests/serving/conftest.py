@@ -45,8 +45,8 @@ def registry(mlflow_server: str, tmp_path_factory) -> Registry:
 
     from mlloop.config import get_settings
     from mlloop.registry.champion import promote
-    from mlloop.training.pipeline import snapshot_days
     from mlloop.training.train import TrainConfig, train
+    from mlloop.training.windows import snapshot_days
 
     root = tmp_path_factory.mktemp("serving-data")
     name = f"serving-{uuid.uuid4().hex[:8]}"

@@ -29,7 +29,6 @@ from mlloop.data.generator import (
     SCENARIOS,
     GeneratedDay,
     generate_day,
-    labels_known_by,
     main,
 )
 from mlloop.usecase import load_use_case
@@ -363,18 +362,6 @@ def test_labels_arrive_after_a_delay() -> None:
     fraud = generated.labels["is_fraud"] == 1
     assert days[~fraud].max() <= 45
     assert days[fraud].median() > days[~fraud].median()
-
-
-def test_labels_known_by_filters_on_label_time() -> None:
-    labels = _day().labels
-    as_of = dt.datetime(2026, 11, 4, tzinfo=UTC)
-    known = labels_known_by(labels, as_of)
-    assert 0 < len(known) < len(labels)
-    assert (known["label_time"] <= pd.Timestamp(as_of)).all()
-    assert len(labels_known_by(labels, dt.datetime(2027, 6, 1, tzinfo=UTC))) == len(labels)
-    assert len(labels_known_by(labels, dt.datetime(2026, 11, 1, tzinfo=UTC))) == 0
-    with pytest.raises(ValueError, match="timezone"):
-        labels_known_by(labels, dt.datetime(2026, 11, 4))
 
 
 # --- inputs, speed, CLI ------------------------------------------------------------------------

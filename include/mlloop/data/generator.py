@@ -339,17 +339,6 @@ def frame_to_parquet_bytes(frame: pd.DataFrame) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def labels_known_by(labels: pd.DataFrame, as_of: dt.datetime) -> pd.DataFrame:
-    """Return the labels whose ``label_time`` is at or before ``as_of`` (a timezone-aware datetime)."""
-    if as_of.tzinfo is None or as_of.utcoffset() is None:
-        raise ValueError(
-            f"as_of {as_of!r} has no timezone; label times are UTC, pass a timezone-aware datetime "
-            "such as datetime(2026, 11, 20, tzinfo=timezone.utc)"
-        )
-    known = labels["label_time"] <= pd.Timestamp(as_of)
-    return labels.loc[known].reset_index(drop=True)
-
-
 def generate_day(day: dt.date, *, rows: int, seed: int, scenario: str = "none") -> GeneratedDay:
     """Generate one UTC day of transactions and their labels, deterministic for (seed, day, scenario).
 

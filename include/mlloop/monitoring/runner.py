@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from mlloop.config import get_settings
+from mlloop.labels import LABEL_TIME_COLUMN, labels_cutoff, read_known_labels
 from mlloop.monitoring.decision import (
     GuardOutcome,
     MonitorConfig,
@@ -52,7 +53,6 @@ MONITORING_EXPERIMENT = "mlloop-monitoring"
 REPORTS_AREA = "reports/monitoring"
 # Tag of the one run per use case that carries every check's figures, stepped by the monitored day.
 TIMELINE_TAG = "mlloop.monitor.timeline"
-LABEL_TIME_COLUMN = "label_time"  # when a delivered label became known (labels area)
 
 
 def decisions_prefix(dataset: str) -> str:
@@ -295,9 +295,9 @@ def check_evidence(
     import pandas as pd
 
     from mlloop.features.spec import feature_columns
-    from mlloop.training.pipeline import labels_cutoff, snapshot_days
     from mlloop.training.snapshot import load_snapshot
     from mlloop.training.train import model_matrix
+    from mlloop.training.windows import snapshot_days
 
     reference, ref_manifest = load_snapshot(storage, champion.snapshot_digest)
     current_manifest = snapshot_days(storage, use_case, list(days), as_of=now, validate=False)
@@ -557,15 +557,12 @@ def _base_rate_reference(
     """
     import pandas as pd
 
-    from mlloop.data.generator import labels_known_by
     from mlloop.monitoring.performance import maturity_matched_base_rate
 
-    delivered = storage.read_days("labels", use_case.dataset, days)
-    if delivered is None:
+    known = read_known_labels(storage, use_case, days, cutoff)
+    if known is None:
         return None
     key, target, when = use_case.key_column, use_case.target_column, use_case.time_column
-    known = labels_known_by(delivered, cutoff).sort_values(LABEL_TIME_COLUMN, kind="stable")
-    known = known.drop_duplicates(key, keep="last")
     rows = reference[[key, when]].merge(known[[key, target, LABEL_TIME_COLUMN]], on=key, how="inner")
     delays = pd.to_datetime(rows[LABEL_TIME_COLUMN], utc=True) - pd.to_datetime(rows[when], utc=True)
     return maturity_matched_base_rate(
@@ -581,7 +578,6 @@ def _champion_answers(
     The same label cut-off as the window's snapshot (``snapshot_days``), so both judge the same labels.
     """
     from mlloop.serving.inference_log import labelled_answers
-    from mlloop.training.pipeline import labels_cutoff
 
     answers = labelled_answers(storage, use_case, [d.isoformat() for d in days], labels_cutoff(now))
     if answers.empty:

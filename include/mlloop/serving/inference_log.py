@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from mlloop.features.build import epoch_nanoseconds
+from mlloop.labels import read_known_labels
 from mlloop.storage.store import partition_key
 
 if TYPE_CHECKING:
@@ -178,18 +179,16 @@ def labelled_answers(
 ) -> pd.DataFrame:
     """Return the answers logged for ``days`` with the labels known at ``as_of`` (target NaN if unknown).
 
-    A transaction answered twice (a replay) counts once, with its latest answer. Empty (no columns
-    beyond the key and target) when nothing was logged for those days.
+    A transaction answered twice (a replay) counts once, with its latest answer; a corrected label
+    counts with its latest correction (``mlloop.labels.known_labels``, as in a training snapshot). Empty
+    (no columns beyond the key and target) when nothing was logged for those days.
     """
-    from mlloop.data.generator import labels_known_by
-
     key, target = use_case.key_column, use_case.target_column
     served = storage.read_days(AREA, use_case.dataset, days)
     if served is None:
         return pd.DataFrame({key: pd.Series(dtype=object), target: pd.Series(dtype=float)})
     served = served.sort_values("served_at", kind="stable").drop_duplicates(key, keep="last")
-    labels = storage.read_days("labels", use_case.dataset, days)
-    if labels is None:
+    known = read_known_labels(storage, use_case, days, as_of)
+    if known is None:
         return served.assign(**{target: float("nan")}).reset_index(drop=True)
-    known = labels_known_by(labels, as_of)[[key, target]].drop_duplicates(key)
-    return served.merge(known, on=key, how="left").reset_index(drop=True)
+    return served.merge(known[[key, target]], on=key, how="left").reset_index(drop=True)

@@ -11,12 +11,13 @@ import os
 import subprocess
 import sys
 import tempfile
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from mlloop.config import get_settings
 from mlloop.storage import Storage
+from mlloop.training.windows import snapshot_days
 from mlloop.usecase import load_use_case
 
 log = logging.getLogger("mlloop.training")
@@ -38,7 +39,7 @@ def assemble_snapshot(
 ) -> dict[str, Any]:
     """Snapshot the last ``window_days`` validated days up to ``end_day`` with the labels known at ``as_of``.
 
-    Labels count as known from the start of ``as_of``'s UTC day (``snapshot_days``). Without
+    Labels count as known from the start of ``as_of``'s UTC day (``windows.snapshot_days``). Without
     ``end_day`` the window ends ``label_maturity_days`` (use case) before ``as_of``, so that most
     of its labels have arrived. ``train_from`` (a decay-triggered retrain: the day the relationship
     changed) drops the days before it, so the window may hold fewer than ``window_days`` days but at
@@ -114,27 +115,6 @@ def labels_shortfall(labels: Any, use_case: Any) -> str | None:
         f"{policy.min_rows} / {policy.min_positives} (training.min_rows / training.min_positives of use "
         f"case {use_case.name}). Wait for more labels, or widen window_days."
     )
-
-
-def snapshot_days(
-    storage: Storage, use_case: Any, days: list[date], *, as_of: datetime, validate: bool = True
-) -> Any:
-    """Snapshot ``days`` with the labels delivered for them that were known at the start of as_of's UTC day.
-
-    Labels trickle in all the time; counting them per day makes every run of one day (training or
-    monitoring) build the same content-addressed snapshot.
-    """
-    from mlloop.training.snapshot import create_snapshot
-
-    labels = storage.read_days("labels", use_case.dataset, days)
-    return create_snapshot(
-        storage, use_case, days, labels=labels, as_of=labels_cutoff(as_of), validate=validate
-    )
-
-
-def labels_cutoff(as_of: datetime) -> datetime:
-    """Return the start of ``as_of``'s UTC day: the labels known by then count, so a day's runs agree."""
-    return datetime.combine(as_of.astimezone(UTC).date(), time.min, tzinfo=UTC)
 
 
 def _version_trained_on(digest: str) -> Any:

@@ -14,7 +14,8 @@ adds no label) returns that manifest unchanged.
 
 Columns: ``key, time, target, LABEL_KNOWN_COLUMN, *feature_columns(spec)``.
 
-Labels not known yet: a label counts only if its ``label_time`` is at or before ``as_of``. Rows whose
+Labels not known yet: a label counts only if its ``label_time`` is at or before ``as_of``, and a corrected
+label counts with its latest correction (``mlloop.labels.known_labels``, the one rule). Rows whose
 label is not known by then are *kept*, with a null target and ``label_known`` false: dropping them
 would silently bias the set (fraud labels arrive later than genuine ones, so recent days look
 cleaner than they are) and they still serve unsupervised checks. Training filters on
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from mlloop.features.spec import FeatureSpec, feature_columns
+from mlloop.labels import LABEL_TIME_COLUMN, known_labels
 from mlloop.storage import Storage, StorageError, partition_key
 
 if TYPE_CHECKING:
@@ -166,7 +168,7 @@ def create_snapshot(
     *,
     labels: pd.DataFrame | None,
     as_of: datetime,
-    label_time_column: str = "label_time",
+    label_time_column: str = LABEL_TIME_COLUMN,
     validate: bool = True,
 ) -> SnapshotManifest:
     """Build features for ``days`` of validated data, join labels known by ``as_of``, store one snapshot.
@@ -549,18 +551,8 @@ def _attach_labels(
                 f"create_snapshot: the labels frame lacks columns {missing}; it needs {key!r}, {target!r} "
                 f"and {label_time_column!r} (pass label_time_column= if yours is named differently)"
             )
-        label_times = pd.to_datetime(labels[label_time_column], utc=True)
-        is_known = (label_times <= as_of).to_numpy()
-        known = pd.DataFrame(
-            {
-                key: labels[key].to_numpy()[is_known],
-                target: _nullable(labels[target]).array[is_known],
-                "_label_time": label_times.to_numpy()[is_known],
-            }
-        )
-        # A corrected label supersedes an earlier one: keep each key's latest label known by as_of.
-        known = known.sort_values("_label_time", kind="mergesort").drop_duplicates(key, keep="last")
-        known = known.drop(columns="_label_time")
+        chosen = known_labels(labels, as_of, key_column=key, label_time_column=label_time_column)
+        known = pd.DataFrame({key: chosen[key].to_numpy(), target: _nullable(chosen[target]).array})
     joined = features.merge(known, on=key, how="left", validate="one_to_one", indicator=True)
     front = pd.DataFrame(
         {
