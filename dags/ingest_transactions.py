@@ -27,11 +27,12 @@ from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from mlloop.data.scenarios import ALL_SCENARIOS
 from mlloop.orchestration.assets import VALIDATED_TRANSACTIONS
+from mlloop.orchestration.names import INGEST_DAG
 from mlloop.orchestration.params import DEFAULT_ARGS
 
 
 @dag(
-    dag_id="ingest_transactions",
+    dag_id=INGEST_DAG,
     # Data intervals, not trigger times: the run at midnight ingests the day that just ended.
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),

@@ -37,11 +37,12 @@ from airflow.sdk import Param, dag, task
 from mlloop.config import get_settings
 from mlloop.orchestration.assets import RETRAIN_REQUESTED
 from mlloop.orchestration.links import MonitoringReportLink, with_links
+from mlloop.orchestration.names import MONITOR_DAG, TRAIN_DAG
 from mlloop.orchestration.params import DEFAULT_ARGS, window_params
 
 
 @dag(
-    dag_id="monitor_drift",
+    dag_id=MONITOR_DAG,
     schedule=get_settings().monitor_schedule,
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
@@ -80,7 +81,7 @@ def monitor_drift() -> None:
         from mlloop.monitoring.runner import monitor_window
         from mlloop.orchestration.metrics import export_monitor_figures
 
-        active = ti.get_dr_count(dag_id="train_model", states=["queued", "running"]) > 0
+        active = ti.get_dr_count(dag_id=TRAIN_DAG, states=["queued", "running"]) > 0
         summary = monitor_window(
             end_day=params.get("end_day"),
             window_days=params["window_days"],

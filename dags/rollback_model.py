@@ -22,11 +22,12 @@ from airflow.sdk import Param, dag, task
 
 from mlloop.orchestration.assets import CHAMPION_MODEL
 from mlloop.orchestration.links import ModelVersionLink, with_links
+from mlloop.orchestration.names import ROLLBACK_DAG
 from mlloop.orchestration.params import DEFAULT_ARGS
 
 
 @dag(
-    dag_id="rollback_model",
+    dag_id=ROLLBACK_DAG,
     schedule=None,
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,

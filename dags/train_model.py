@@ -51,6 +51,7 @@ from airflow.sdk import Param, dag, task
 from mlloop.config import get_settings
 from mlloop.orchestration.assets import CHAMPION_MODEL, RETRAIN_REQUESTED, VALIDATED_TRANSACTIONS
 from mlloop.orchestration.links import GateReportLink, MlflowRunLink, ModelVersionLink, with_links
+from mlloop.orchestration.names import TRAIN_DAG
 from mlloop.orchestration.params import DEFAULT_ARGS, window_params
 from mlloop.usecase import load_use_case
 
@@ -60,7 +61,7 @@ BACKENDS = ["local", "kubernetes"] if DEFAULT_BACKEND == "kubernetes" else ["loc
 
 
 @dag(
-    dag_id="train_model",
+    dag_id=TRAIN_DAG,
     schedule=(VALIDATED_TRANSACTIONS | RETRAIN_REQUESTED),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
