@@ -151,7 +151,7 @@ def _scoring_service(stack: AirflowStack, env: dict[str, str], port: int):
 def _score_a_few_rows(url: str, out: Path, champion: str, day: str) -> int:
     """Wait until the service serves the champion, post 40 rows of ``day``; return how many it answered."""
     from mlloop.data.generator import generate_day
-    from mlloop.ops.simulate import replay_day, wait_until_serving
+    from mlloop.ops.traffic import replay_day, wait_until_serving
     from mlloop.usecase import load_use_case
 
     try:

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from mlloop.data.generator import generate_day
-from mlloop.ops.simulate import served_performance, timeline
+from mlloop.ops.timeline import timeline
+from mlloop.ops.traffic import served_performance
 from mlloop.promotion.metrics import pr_auc
 from mlloop.storage import Storage, partition_key
 from mlloop.usecase import load_use_case
@@ -99,7 +100,7 @@ def test_simulation_days_place_drifts_and_refuse_bad_ones() -> None:
 
 
 def test_loop_outcome_reports_detection_recovery_and_false_alarms() -> None:
-    from mlloop.ops.simulate import loop_outcome, outcome_lines
+    from mlloop.ops.timeline import loop_outcome, outcome_lines
 
     def day(i: int, scenario: str, pr_auc: float, monitor: str = "quiet") -> dict:
         return {"day": f"2026-10-{i:02d}", "scenario": scenario, "pr_auc": pr_auc, "monitor": monitor}
@@ -131,7 +132,7 @@ def test_loop_outcome_reports_detection_recovery_and_false_alarms() -> None:
 
 
 def test_loop_outcome_says_when_the_tolerance_is_within_day_to_day_noise() -> None:
-    from mlloop.ops.simulate import loop_outcome, outcome_lines
+    from mlloop.ops.timeline import loop_outcome, outcome_lines
 
     rows = [{"day": f"2026-10-0{i}", "scenario": "none", "pr_auc": p, "monitor": "quiet"}
             for i, p in enumerate((0.35, 0.44, 0.39), start=1)]  # fmt: skip

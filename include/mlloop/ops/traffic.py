@@ -1,0 +1,164 @@
+"""Production traffic for the closed loop: replay a day through the scoring service, score what it served.
+
+``replay_day`` sends a generated day's transactions to ``/predict`` in time order (what production
+traffic would do before the day's batch lands), so the inference log holds every answer with the
+version that gave it. ``served_performance`` joins that log with the delayed labels known by a time and
+scores the *served* answers per day: PR-AUC, recall and precision of the flag at the champion's
+threshold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+from mlloop import clock
+from mlloop.ops.services import http_json
+from mlloop.serving.client import request_rows
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlloop.storage import Storage
+    from mlloop.usecase import UseCase
+
+log = logging.getLogger(__name__)
+# The generator, the inference log and the metrics (pandas, numpy) load inside the functions that use
+# them: `mlloop simulate --help` and `mlloop demo --help` import this module.
+
+
+def replay_day(
+    serving_url: str, transactions: pd.DataFrame, use_case: UseCase, batch_rows: int = 500
+) -> dict[str, int]:
+    """POST a day's transactions in time order in batches; return how many rows each version answered.
+
+    Raises:
+        RuntimeError: naming the status and the service's message when a request is refused.
+    """
+    ordered = transactions.sort_values(use_case.time_column, kind="stable")
+    payload = request_rows(ordered, use_case)
+    versions: dict[str, int] = {}
+    started = time.perf_counter()
+    for start in range(0, len(payload), batch_rows):
+        body = json.dumps(payload[start : start + batch_rows]).encode()
+        request = urllib.request.Request(  # noqa: S310 - the configured service URL
+            f"{serving_url}/predict", data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
+                answer = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(
+                f"the scoring service refused rows {start}..{start + batch_rows} with {exc.code}: "
+                f"{exc.read()[:300]!r}"
+            ) from exc
+        version = str(answer["model_version"])
+        versions[version] = versions.get(version, 0) + len(answer["predictions"])
+    log.info(
+        "Replayed %d transactions through %s in %.1fs (versions %s)",
+        len(payload),
+        serving_url,
+        time.perf_counter() - started,
+        versions,
+    )
+    return versions
+
+
+def serve_day(
+    serving_url: str, use_case: UseCase, day: str, scenario: str, rows: int | None = None
+) -> dict[str, int]:
+    """Generate ``day``'s traffic (as its batch will land) and replay it through the service.
+
+    ``rows``: the day's transactions (default: the use case's ``rows_per_day``); the batch must land
+    with the same number, or the two would not be the same transactions.
+    """
+    from mlloop.data.generator import generate_day
+
+    traffic = generate_day(
+        dt.date.fromisoformat(day),
+        rows=rows or use_case.source.rows_per_day,
+        seed=use_case.source.seed,
+        scenario=scenario,
+    ).transactions
+    return replay_day(serving_url, traffic, use_case)
+
+
+def served_day(
+    storage: Storage, use_case: UseCase, day: str, timeout_s: float = 60.0, rows: int | None = None
+) -> dict[str, Any]:
+    """Return ``served_performance`` of ``day`` once the inference log holds its whole traffic.
+
+    ``rows``: the day's traffic as served (default: the use case's ``rows_per_day``). The service
+    writes its tail within MLLOOP_INFERENCE_FLUSH_SECONDS; after ``timeout_s`` the row is returned
+    with what was written.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = served_performance(storage, use_case, day, clock.now())
+        if row["served"] >= (rows or use_case.source.rows_per_day) or time.monotonic() > deadline:
+            return row
+        time.sleep(2)
+
+
+def wait_until_serving(serving_url: str, version: str, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Wait until ``/ready`` names ``version``; return its body.
+
+    Raises:
+        TimeoutError: naming what the service reported last.
+    """
+    deadline = time.monotonic() + timeout_s
+    ready: Any = None
+    while True:
+        try:
+            ready = http_json(f"{serving_url}/ready")
+        except OSError as exc:
+            ready = f"{type(exc).__name__}: {exc}"
+        if isinstance(ready, dict) and str(ready.get("model_version")) == str(version):
+            return ready
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the scoring service at {serving_url} does not serve v{version} after {timeout_s:.0f}s "
+                f"(last /ready: {ready}); see its log (.airflow/logs/scoring.out under make up)"
+            )
+        time.sleep(1)
+
+
+def served_performance(
+    storage: Storage, use_case: UseCase, day: str, as_of: dt.datetime, precision: float = 0.2
+) -> dict[str, Any]:
+    """Score the answers served for ``day`` against the labels known by ``as_of``.
+
+    A transaction answered twice (a replay) counts once, with its latest answer.
+    """
+    import numpy as np
+
+    from mlloop.promotion.metrics import pr_auc, recall_at_precision
+    from mlloop.serving.inference_log import labelled_answers
+
+    row: dict[str, Any] = {"day": day, "served": 0, "versions": "", "labelled": 0, "pr_auc": None}
+    served = labelled_answers(storage, use_case, [day], as_of)
+    if served.empty:
+        return row
+    joined = served[served[use_case.target_column].notna()]
+    counts = served["model_version"].astype(str).value_counts().sort_index()
+    row.update(
+        served=len(served),
+        versions=", ".join(f"v{v}: {n}" for v, n in counts.items()),
+        labelled=len(joined),
+    )
+    y = joined[use_case.target_column].to_numpy(dtype=np.int8)
+    if 0 < int(y.sum()) < len(y):
+        scores = joined["score"].to_numpy(dtype=np.float64)
+        flagged = joined["flagged"].to_numpy(dtype=bool)
+        row.update(
+            pr_auc=round(float(pr_auc(y, scores)), 4),
+            recall_at_precision=round(float(recall_at_precision(y, scores, precision)), 4),
+            flag_precision=round(float(y[flagged].mean()), 4) if flagged.any() else None,
+            flag_recall=round(float(flagged[y == 1].mean()), 4),
+        )
+    return row
