@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mlloop.registry import PromotionError, champion_version
-from mlloop.training.pipeline import GATE_ERROR_TAG, VERDICT_TAG, gate_challenger, promote_or_reject
+from mlloop.registry.tags import GATE_ERROR_TAG, GATE_VERDICT_TAG
+from mlloop.training.pipeline import gate_challenger, promote_or_reject
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def test_gate_error_tags_the_version_and_promotion_refuses_it(
         gate_challenger(registered, overrides)
 
     tags = client.get_model_version(name, version).tags
-    assert tags[VERDICT_TAG] == "error"
+    assert tags[GATE_VERDICT_TAG] == "error"
     assert tags[GATE_ERROR_TAG].startswith("the gate could not decide: ")
     assert cause in tags[GATE_ERROR_TAG] and cause in str(raised.value)
 

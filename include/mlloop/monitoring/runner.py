@@ -45,6 +45,7 @@ from mlloop.monitoring.decision import (
     policy_record,
     source_words,
 )
+from mlloop.registry.tags import SNAPSHOT_DIGEST_TAG, TRAIN_FROM_TAG
 from mlloop.storage import Storage
 from mlloop.usecase import UseCase, load_use_case
 
@@ -236,11 +237,10 @@ def load_champion(client: Any, registered: Any, storage: Storage) -> MonitoredCh
     The holdout is the one its run was judged on: its snapshot, labelled rows, split by time with the
     fractions logged as the run's parameters (``training.train.load_training_data``).
     """
-    from mlloop.training.pipeline import TRAIN_FROM_TAG
     from mlloop.training.train import IMPORTANCE_ARTIFACT, TrainConfig, load_model, load_training_data
 
     run = client.get_run(registered.run_id)
-    digest = registered.tags["mlloop.snapshot_digest"]
+    digest = registered.tags[SNAPSHOT_DIGEST_TAG]
     defaults = TrainConfig(snapshot=digest)
     params = run.data.params
     split = replace(

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlloop.registry.tags import AUDIT_TAG_PREFIX, DECISION_TAG, PROMOTED_AT_TAG, REASON_TAG
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
@@ -23,10 +25,6 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 PREVIOUS = "previous"
 AUDIT_EXPERIMENT = "mlloop-audit"
-TAG_PREFIX = "mlloop."
-PROMOTED_AT_TAG = f"{TAG_PREFIX}promoted_at"
-DECISION_TAG = f"{TAG_PREFIX}gate.decision"
-REASON_TAG = f"{TAG_PREFIX}gate.reason"
 
 
 class PromotionError(RuntimeError):
@@ -49,7 +47,7 @@ class AuditRecord:
     def tags(self) -> dict[str, str]:
         """Return the record as MLflow run tags."""
         return {
-            f"{TAG_PREFIX}audit.{key}": "" if value is None else str(value)
+            f"{AUDIT_TAG_PREFIX}{key}": "" if value is None else str(value)
             for key, value in self.__dict__.items()
         }
 
@@ -138,16 +136,16 @@ def audit_log(client: MlflowClient, name: str) -> list[AuditRecord]:
         return []
     runs = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`{TAG_PREFIX}audit.model` = '{name}'",
+        filter_string=f"tags.`{AUDIT_TAG_PREFIX}model` = '{name}'",
         order_by=["attributes.start_time ASC"],
         max_results=10_000,
     )
     records = []
     for run in runs:
         values = {
-            k.removeprefix(f"{TAG_PREFIX}audit."): v
+            k.removeprefix(AUDIT_TAG_PREFIX): v
             for k, v in run.data.tags.items()
-            if k.startswith(f"{TAG_PREFIX}audit.")
+            if k.startswith(AUDIT_TAG_PREFIX)
         }
         records.append(
             AuditRecord(

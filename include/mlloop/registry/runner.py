@@ -8,11 +8,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlloop.config import get_settings
 from mlloop.registry.champion import resolve_rollback_version, rollback
 from mlloop.usecase import load_use_case
+
+if TYPE_CHECKING:
+    from mlloop.config import Settings
+    from mlloop.usecase import UseCase
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +37,19 @@ def use_configured_mlflow() -> str:
     return uri
 
 
+def registered_model_name(settings: Settings | None = None, use_case: UseCase | None = None) -> str:
+    """Return the registered model's name: ``MLLOOP_MODEL_NAME`` when set, else the use case's declaration."""
+    settings = settings or get_settings()
+    if settings.model_name:
+        return settings.model_name
+    return (use_case or load_use_case(settings.use_case)).model_name
+
+
 def registry_client_and_model() -> tuple[Any, str]:
     """Return an MlflowClient for the configured server (set process-wide) and the registered model's name."""
     from mlflow import MlflowClient
 
-    settings = get_settings()
-    name = settings.model_name or load_use_case(settings.use_case).model_name
+    name = registered_model_name()
     uri = use_configured_mlflow()
     return MlflowClient(tracking_uri=uri, registry_uri=uri), name
 

@@ -16,13 +16,23 @@ from pathlib import Path
 from typing import Any
 
 from mlloop.config import get_settings
+from mlloop.registry.tags import (
+    DECISION_TAG,
+    GATE_CONFIG_TAG,
+    GATE_ERROR_TAG,
+    GATE_SOURCE_TAG,
+    GATE_SUMMARY_TAG,
+    GATE_VERDICT_TAG,
+    SNAPSHOT_DIGEST_TAG,
+    TRAIN_FROM_TAG,
+    TRIGGER_REASON_TAG,
+    TRIGGER_WINDOW_TAG,
+)
 from mlloop.storage import Storage
 from mlloop.training.windows import snapshot_days
 from mlloop.usecase import load_use_case
 
 log = logging.getLogger("mlloop.training")
-# Run tag: the first day a decay-triggered retrain was allowed to learn from (monitoring's window_catch_up).
-TRAIN_FROM_TAG = "mlloop.train_from"
 
 
 class NothingToTrain(Exception):
@@ -93,7 +103,7 @@ def assemble_snapshot(
         if earlier is not None:
             raise NothingToTrain(
                 f"v{earlier.version} was already trained on this snapshot ({manifest.digest[:12]}; "
-                f"gate: {earlier.tags.get('mlloop.gate.decision', 'undecided')}): nothing new to learn. "
+                f"gate: {earlier.tags.get(DECISION_TAG, 'undecided')}): nothing new to learn. "
                 "Trigger train_model by hand to retrain anyway."
             )
     return {
@@ -123,9 +133,7 @@ def _version_trained_on(digest: str) -> Any:
 
     client, name = registry_client_and_model()
     versions = [
-        v
-        for v in client.search_model_versions(f"name='{name}'")
-        if v.tags.get("mlloop.snapshot_digest") == digest
+        v for v in client.search_model_versions(f"name='{name}'") if v.tags.get(SNAPSHOT_DIGEST_TAG) == digest
     ]
     return max(versions, key=lambda v: int(v.version)) if versions else None
 
@@ -234,14 +242,6 @@ def training_declined(batches: list[dict[str, Any]]) -> str | None:
     )
 
 
-# Model version tags of the gate: its verdict (passed, failed, or error when it could not decide; only
-# passed can be promoted) and, for error, the reason. Run tags: the gate config's version and sources.
-VERDICT_TAG = "mlloop.gate.verdict"
-GATE_ERROR_TAG = "mlloop.gate.error"
-GATE_CONFIG_TAG = "mlloop.gate.config_version"
-GATE_SOURCE_TAG = "mlloop.gate.config_source"
-
-
 def gate_challenger(
     result: dict[str, Any], overrides: dict[str, Any] | None, trigger: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -268,8 +268,8 @@ def gate_challenger(
         _tag_gate_error(client, name, version, exc)
         raise
     if trigger:
-        client.set_tag(result["run_id"], "mlloop.trigger_reason", str(trigger.get("reason", ""))[:4900])
-        client.set_tag(result["run_id"], "mlloop.trigger_window", str(trigger.get("window", "")))
+        client.set_tag(result["run_id"], TRIGGER_REASON_TAG, str(trigger.get("reason", ""))[:4900])
+        client.set_tag(result["run_id"], TRIGGER_WINDOW_TAG, str(trigger.get("window", "")))
         if trigger.get("train_from"):
             client.set_tag(result["run_id"], TRAIN_FROM_TAG, str(trigger["train_from"]))
     # The run's operating point is the one judged (a run override of fixed_precision moves the served
@@ -283,8 +283,8 @@ def gate_challenger(
     client.log_text(result["run_id"], decision.to_markdown(), "gate/gate_report.md")
     if GATE_ERROR_TAG in client.get_model_version(name, version).tags:  # an earlier try failed
         client.delete_model_version_tag(name, version, GATE_ERROR_TAG)
-    client.set_model_version_tag(name, version, VERDICT_TAG, "passed" if decision.promote else "failed")
-    client.set_model_version_tag(name, version, "mlloop.gate.summary", decision.summary()[:4900])
+    client.set_model_version_tag(name, version, GATE_VERDICT_TAG, "passed" if decision.promote else "failed")
+    client.set_model_version_tag(name, version, GATE_SUMMARY_TAG, decision.summary()[:4900])
     log.info("Gate: %s", decision.summary())
     return {
         "model_name": name,
@@ -325,12 +325,12 @@ def _tag_gate_error(client: Any, name: str, version: str, error: Exception) -> N
     """Tag ``version`` with verdict ``error`` and the reason; a failure to tag is logged, not raised."""
     reason = f"the gate could not decide: {type(error).__name__}: {error}"
     try:
-        client.set_model_version_tag(name, version, VERDICT_TAG, "error")
+        client.set_model_version_tag(name, version, GATE_VERDICT_TAG, "error")
         client.set_model_version_tag(name, version, GATE_ERROR_TAG, reason[:4900])
     except Exception:  # the caller re-raises the gate's own error, which matters more
         log.exception("Could not tag %s v%s with the gate error", name, version)
         return
-    log.error("%s v%s tagged %s=error (it cannot be promoted): %s", name, version, VERDICT_TAG, reason)
+    log.error("%s v%s tagged %s=error (it cannot be promoted): %s", name, version, GATE_VERDICT_TAG, reason)
 
 
 def promote_or_reject(
@@ -356,10 +356,11 @@ def promote_or_reject(
         )
     if promote:
         tags = client.get_model_version(name, version).tags
-        if tags.get(VERDICT_TAG) != "passed":
+        if tags.get(GATE_VERDICT_TAG) != "passed":
+            verdict = tags.get(GATE_VERDICT_TAG, "(none)")
             raise PromotionError(
-                f"{name} v{version} carries gate verdict {tags.get(VERDICT_TAG, '(none)')!r}, not 'passed' "
-                f"({tags.get(GATE_ERROR_TAG) or tags.get('mlloop.gate.summary') or 'never gated'}); only a "
+                f"{name} v{version} carries gate verdict {verdict!r}, not 'passed' "
+                f"({tags.get(GATE_ERROR_TAG) or tags.get(GATE_SUMMARY_TAG) or 'never gated'}); only a "
                 "version the gate passed can be promoted: fix the cause and re-run train_model's gate task"
             )
         record = promote_version(

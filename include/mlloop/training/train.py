@@ -34,6 +34,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlloop.config import REPO_ROOT, get_settings
+from mlloop.registry.tags import (
+    BACKEND_TAG,
+    CODE_VERSION_TAG,
+    DAG_RUN_ID_TAG,
+    DEVICE_TAG,
+    FEATURE_SPEC_VERSION_TAG,
+    MODEL_TYPE_TAG,
+    SNAPSHOT_DIGEST_TAG,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,7 +62,7 @@ log = logging.getLogger("mlloop.training")
 MODEL_TYPES = ("xgboost", "torch")
 XGBOOST_PARAMS = ("max_rounds", "learning_rate", "max_depth", "min_child_weight", "subsample")
 TORCH_PYFUNC_PATH = Path(__file__).with_name("torch_pyfunc.py")
-MODEL_TYPE_KEY = "mlloop.model_type"  # in the MLmodel metadata of a torch model, and a run/version tag
+MODEL_TYPE_KEY = MODEL_TYPE_TAG  # in the MLmodel metadata of a torch model, and a run/version tag
 IMPORTANCE_MAX_ROWS = 20_000
 IMPORTANCE_ARTIFACT = "importance.json"  # {"kind": ..., "importance": {feature: value}}, most important first
 PACKAGES = ("mlloop", "xgboost", "pandas", "numpy", "scikit-learn", "mlflow", "great_expectations", "torch")
@@ -509,7 +518,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     from mlloop.promotion import load_gate_config
     from mlloop.promotion.gate import operating_metrics
     from mlloop.registry import register_version
-    from mlloop.registry.runner import use_configured_mlflow
+    from mlloop.registry.runner import registered_model_name, use_configured_mlflow
     from mlloop.storage import Storage
     from mlloop.training.calibration import calibration_metrics
     from mlloop.usecase import load_use_case
@@ -519,7 +528,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     started = time.perf_counter()
     settings = get_settings()
     use_case = load_use_case(settings.use_case)
-    model_name = settings.model_name or use_case.model_name
+    model_name = registered_model_name(settings, use_case)
     storage = Storage.from_settings(settings)
     data = load_training_data(storage, config)
     manifest, split, parts = data.manifest, data.split, data.parts
@@ -539,13 +548,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
     use_configured_mlflow()
     mlflow.set_experiment(use_case.name)
     tags = {
-        "mlloop.snapshot_digest": manifest.digest,
-        "mlloop.dag_run_id": config.dag_run_id,
-        "mlloop.backend": config.backend,
-        "mlloop.device": on,
-        MODEL_TYPE_KEY: config.model,
-        "mlloop.code_version": code_version(),
-        "mlloop.feature_spec_version": manifest.feature_spec_version,
+        SNAPSHOT_DIGEST_TAG: manifest.digest,
+        DAG_RUN_ID_TAG: config.dag_run_id,
+        BACKEND_TAG: config.backend,
+        DEVICE_TAG: on,
+        MODEL_TYPE_TAG: config.model,
+        CODE_VERSION_TAG: code_version(),
+        FEATURE_SPEC_VERSION_TAG: manifest.feature_spec_version,
     }
     with mlflow.start_run(run_name=f"{config.model} {manifest.digest[:12]}", tags=tags) as run:
         mlflow.log_params(
@@ -590,7 +599,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         description = f"{config.model} on snapshot {manifest.digest[:12]} ({config.backend}, {on})"
         version = register_version(
             mlflow.MlflowClient(), model_name, source=model_info.model_uri, run_id=run.info.run_id,
-            tags=tags, description=description, idempotency_tag="mlloop.dag_run_id",
+            tags=tags, description=description, idempotency_tag=DAG_RUN_ID_TAG,
             model_id=model_info.model_id,
         )  # fmt: skip
     result = {

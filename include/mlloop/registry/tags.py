@@ -1,0 +1,38 @@
+"""The names of the MLflow tags the platform writes and reads: defined here once, used through the name.
+
+The values are stored in MLflow (runs and model versions already carry them), so a name here is never
+renamed, only added. Run tags are on the training run; version tags on the registered model version.
+"""
+
+from __future__ import annotations
+
+# Lineage, on the training run and its registered version alike.
+SNAPSHOT_DIGEST_TAG = "mlloop.snapshot_digest"  # the content-addressed training snapshot
+DAG_RUN_ID_TAG = "mlloop.dag_run_id"  # one registered version per DAG run (idempotency key)
+BACKEND_TAG = "mlloop.backend"  # local | kubernetes
+DEVICE_TAG = "mlloop.device"  # cpu | cuda
+MODEL_TYPE_TAG = "mlloop.model_type"  # xgboost | torch; also the torch model's MLmodel metadata key
+CODE_VERSION_TAG = "mlloop.code_version"
+FEATURE_SPEC_VERSION_TAG = "mlloop.feature_spec_version"
+
+# Run tags of a retrain that monitoring requested.
+TRIGGER_REASON_TAG = "mlloop.trigger_reason"
+TRIGGER_WINDOW_TAG = "mlloop.trigger_window"
+TRAIN_FROM_TAG = "mlloop.train_from"  # the first day a decay-triggered retrain may learn from
+
+# The gate's judgement, on the version: verdict passed | failed | error (only passed can be promoted),
+# error's reason, and the one-line summary; on the run, the gate config's version and sources.
+GATE_VERDICT_TAG = "mlloop.gate.verdict"
+GATE_ERROR_TAG = "mlloop.gate.error"
+GATE_SUMMARY_TAG = "mlloop.gate.summary"
+GATE_CONFIG_TAG = "mlloop.gate.config_version"
+GATE_SOURCE_TAG = "mlloop.gate.config_source"
+
+# What then happened to the version (the registry's record, not the gate's): decision promoted | rejected,
+# a rejection's reason, and when it was promoted (a rollback may only return to a promoted version).
+DECISION_TAG = "mlloop.gate.decision"
+REASON_TAG = "mlloop.gate.reason"
+PROMOTED_AT_TAG = "mlloop.promoted_at"
+
+# Audit runs: one tag per field of the record (``mlloop.audit.<field>``).
+AUDIT_TAG_PREFIX = "mlloop.audit."
