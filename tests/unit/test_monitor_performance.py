@@ -130,3 +130,21 @@ def test_the_reference_base_rate_is_seen_at_the_windows_label_maturity() -> None
         1_000_000
     )
     assert np.isnan(maturity_matched_base_rate(reference, delays(reference), []).rate)
+
+
+def test_resampled_roc_auc_counts_ranks_as_the_sorting_metric_does() -> None:
+    """The rank-count ROC-AUC of a bootstrap draw equals promotion.metrics.roc_auc on it, ties included."""
+    from mlloop.monitoring.performance import _roc_auc_of_draw
+    from mlloop.promotion.metrics import roc_auc
+
+    rng = np.random.default_rng(5)
+    labels = (rng.random(3_000) < 0.1).astype(np.int8)
+    scores = np.round(rng.random(3_000) * 0.6 + 0.3 * labels, 2)  # rounded: many tied scores
+    ranks = np.unique(scores, return_inverse=True)[1]
+    positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    for n_positive, n_negative in ((1, 1), (7, 50), (300, 2_700)):
+        drawn_p = positives[rng.integers(0, positives.size, n_positive)]
+        drawn_n = negatives[rng.integers(0, negatives.size, n_negative)]
+        rows = np.concatenate([drawn_p, drawn_n])
+        expected = roc_auc(np.concatenate([np.ones(n_positive), np.zeros(n_negative)]), scores[rows])
+        assert _roc_auc_of_draw(ranks, drawn_p, drawn_n) == pytest.approx(expected, abs=1e-12)
