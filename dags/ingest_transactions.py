@@ -29,6 +29,7 @@ from mlloop.data.scenarios import ALL_SCENARIOS
 from mlloop.orchestration.assets import VALIDATED_TRANSACTIONS
 from mlloop.orchestration.names import INGEST_DAG
 from mlloop.orchestration.params import DEFAULT_ARGS
+from mlloop.orchestration.payloads import ValidatedBatch
 
 
 @dag(
@@ -111,14 +112,14 @@ def ingest_transactions() -> None:
         from mlloop.ingestion.runner import publish_day
 
         result = publish_day(batch)
-        outlet_events[VALIDATED_TRANSACTIONS].extra = {
-            "day": result["day"],
-            "batch_id": result["batch_id"],
-            "uri": result["validated_uri"],
-            "rows": result["rows"],
-            "validation_report": validation["report_uri"],
-            "start_training": bool(params.get("start_training", True)),
-        }
+        outlet_events[VALIDATED_TRANSACTIONS].extra = ValidatedBatch(
+            day=result["day"],
+            batch_id=result["batch_id"],
+            uri=result["validated_uri"],
+            rows=result["rows"],
+            validation_report=validation["report_uri"],
+            start_training=bool(params.get("start_training", True)),
+        ).to_extra()
         return result
 
     batch = land()

@@ -39,6 +39,7 @@ from mlloop.orchestration.assets import RETRAIN_REQUESTED
 from mlloop.orchestration.links import MonitoringReportLink, with_links
 from mlloop.orchestration.names import MONITOR_DAG, TRAIN_DAG
 from mlloop.orchestration.params import DEFAULT_ARGS, window_params
+from mlloop.orchestration.payloads import RetrainRequest
 
 
 @dag(
@@ -100,11 +101,10 @@ def monitor_drift() -> None:
         from airflow.sdk.exceptions import AirflowSkipException
 
         from mlloop.clock import platform_time
-        from mlloop.monitoring.runner import retrain_request
 
         if summary["action"] != "trigger":
             raise AirflowSkipException(f"No retrain ({summary['action']}): {summary['reason']}")
-        extra = retrain_request(summary, platform_time(dag_run.run_after))
+        extra = RetrainRequest.from_summary(summary, platform_time(dag_run.run_after)).to_extra()
         outlet_events[RETRAIN_REQUESTED].extra = extra
         return extra
 

@@ -24,6 +24,7 @@ from mlloop.orchestration.assets import CHAMPION_MODEL
 from mlloop.orchestration.links import ModelVersionLink, with_links
 from mlloop.orchestration.names import ROLLBACK_DAG
 from mlloop.orchestration.params import DEFAULT_ARGS
+from mlloop.orchestration.payloads import ChampionMoved
 
 
 @dag(
@@ -79,12 +80,7 @@ def rollback_model() -> None:
         record = rollback_champion(
             version, force=bool(params.get("force")), reason=str(params["reason"]), actor=actor
         )
-        outlet_events[CHAMPION_MODEL].extra = {
-            "model": record["model"],
-            "version": record["to_version"],
-            "previous": record["from_version"],
-            "rollback": True,
-        }
+        outlet_events[CHAMPION_MODEL].extra = ChampionMoved.from_record(record, rollback=True).to_extra()
         return record
 
     with_links(move_champion_back(resolve_target()), ModelVersionLink())

@@ -53,6 +53,7 @@ from mlloop.orchestration.assets import CHAMPION_MODEL, RETRAIN_REQUESTED, VALID
 from mlloop.orchestration.links import GateReportLink, MlflowRunLink, ModelVersionLink, with_links
 from mlloop.orchestration.names import TRAIN_DAG
 from mlloop.orchestration.params import DEFAULT_ARGS, window_params
+from mlloop.orchestration.payloads import ChampionMoved, TrainingTrigger
 from mlloop.usecase import load_use_case
 
 DEFAULT_BACKEND = get_settings().training_backend
@@ -120,31 +121,30 @@ def train_model() -> None:
         from airflow.sdk.exceptions import AirflowSkipException
 
         from mlloop.clock import platform_time
-        from mlloop.training.pipeline import (
-            NothingToTrain,
-            assemble_snapshot,
-            retrain_trigger,
-            training_declined,
-        )
+        from mlloop.training.pipeline import NothingToTrain, assemble_snapshot
 
         events = triggering_asset_events or {}
-        request = retrain_trigger([event.extra for event in events.get(RETRAIN_REQUESTED, [])])
-        declined = training_declined([event.extra for event in events.get(VALIDATED_TRANSACTIONS, [])])
-        if dag_run.run_type == "asset_triggered" and declined and not request:
+        trigger = TrainingTrigger.from_extras(
+            [event.extra for event in events.get(RETRAIN_REQUESTED, [])],
+            [event.extra for event in events.get(VALIDATED_TRANSACTIONS, [])],
+        )
+        scheduled = dag_run.run_type == "asset_triggered"
+        if declined := trigger.skip_reason(asset_triggered=scheduled):
             ti.xcom_push(key="skip_reason", value=declined)
             raise AirflowSkipException(f"Nothing to train: {declined}")
+        request = trigger.request
         try:
             snap = assemble_snapshot(
                 params["window_days"],
-                params.get("end_day") or request.get("end_day"),
+                params.get("end_day") or (request.end_day if request else None),
                 as_of=platform_time(dag_run.run_after),
-                scheduled=dag_run.run_type == "asset_triggered",
-                train_from=request.get("train_from"),
+                scheduled=scheduled,
+                train_from=request.train_from if request else None,
             )
         except NothingToTrain as reason:
             ti.xcom_push(key="skip_reason", value=str(reason))
             raise AirflowSkipException(f"Nothing to train: {reason}") from None
-        return snap | {"trigger": request}
+        return snap | {"trigger": request.to_extra() if request else {}}
 
     @task
     def train_local(snap: dict[str, Any], params: dict[str, Any], dag_run=None) -> dict[str, Any]:
@@ -216,12 +216,8 @@ def train_model() -> None:
         from mlloop.training.pipeline import promote_or_reject
 
         record = promote_or_reject(result, decision, actor=f"airflow:{dag_run.run_id}", promote=True)
-        outlet_events[CHAMPION_MODEL].extra = {
-            "model": record["model"],
-            "version": record["to_version"],
-            "previous": record["from_version"],
-            "gate_report": decision["report"],
-        }
+        moved = ChampionMoved.from_record(record, gate_report=decision["report"])
+        outlet_events[CHAMPION_MODEL].extra = moved.to_extra()
         return record
 
     @task(trigger_rule="none_failed_min_one_success")
