@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from mlloop.data.generator import generate_day
-from mlloop.features import build_use_case_features, feature_columns
+from mlloop.features import build_use_case_features, feature_columns, model_matrix
 from mlloop.training.torch_model import (
     Architecture,
     DeviceData,
@@ -34,7 +34,6 @@ from mlloop.training.torch_model import (
     to_device,
     train_epoch,
 )
-from mlloop.training.train import model_matrix
 from mlloop.usecase import load_use_case
 
 DAY = dt.date(2026, 1, 5)

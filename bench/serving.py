@@ -96,12 +96,13 @@ def _setup(tmp: Path, tracking_uri: str) -> tuple[str, str, list[dict[str, Any]]
 
     from mlloop.config import get_settings
     from mlloop.data.generator import generate_day
-    from mlloop.features.build import build_features, categorical_dtype
+    from mlloop.features.build import build_features, categorical_dtype, model_matrix
     from mlloop.ingestion.batches import ingest_day
     from mlloop.registry.champion import promote
     from mlloop.serving.client import request_rows
     from mlloop.storage import Storage
-    from mlloop.training.train import TrainConfig, load_model, model_matrix, serving_frame, train
+    from mlloop.training.model_io import load_model, serving_frame
+    from mlloop.training.train import TrainConfig, train
     from mlloop.training.windows import snapshot_days
     from mlloop.usecase import load_use_case
 

@@ -50,7 +50,8 @@ def reloaded(model_uri: str, digest: str, tracking_uri: str) -> tuple[ScoredMode
     """Load a registered model with ``load_model`` and score the snapshot's holdout as the gate does."""
     import mlflow
 
-    from mlloop.training.train import TrainConfig, load_model, load_training_data, score_model
+    from mlloop.training.model_io import load_model, score_model
+    from mlloop.training.train import TrainConfig, load_training_data
 
     mlflow.set_tracking_uri(tracking_uri)
     data = load_training_data(Storage.from_settings(), TrainConfig(snapshot=digest))
@@ -60,7 +61,7 @@ def reloaded(model_uri: str, digest: str, tracking_uri: str) -> tuple[ScoredMode
 
 def assert_calibrated(model_uri: str, run) -> None:
     """The registered model loads with the map its run fitted, and the run logged calibration before/after."""
-    from mlloop.training.train import load_model
+    from mlloop.training.model_io import load_model
 
     calibration = load_model(model_uri).calibration
     assert calibration.fitted and calibration.slope == pytest.approx(
@@ -122,7 +123,8 @@ def test_torch_model_registers_and_reloads_to_the_same_holdout_scores(
     import mlflow
 
     from mlloop.promotion import pr_auc
-    from mlloop.training.train import main, serving_frame
+    from mlloop.training.model_io import serving_frame
+    from mlloop.training.train import main
 
     result_path = tmp_path / "result.json"
     argv = ["--snapshot", configured, "--model", "torch", "--dag-run-id", "dr-torch"]

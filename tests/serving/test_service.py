@@ -62,9 +62,9 @@ def test_scores_equal_the_training_feature_path(registry, start_service) -> None
     """Serving applies the same feature code as training: row by row with history == whole-day features."""
     import mlflow
 
+    from mlloop.features import model_matrix
     from mlloop.features.build import build_features
     from mlloop.serving.scorer import load_served_model
-    from mlloop.training.train import model_matrix
 
     service = start_service()
     service.wait_ready()

@@ -9,9 +9,8 @@ import pandas as pd
 import pytest
 
 from mlloop.data.generator import generate_day
-from mlloop.features import build_use_case_features, feature_columns
+from mlloop.features import build_use_case_features, feature_columns, model_matrix
 from mlloop.training import time_split
-from mlloop.training.train import model_matrix
 from mlloop.usecase import load_use_case
 
 Part = tuple[pd.DataFrame, np.ndarray]

@@ -173,7 +173,7 @@ def test_a_model_logged_without_calibration_loads_with_the_identity(tmp_path: Pa
     import mlflow
     import xgboost as xgb
 
-    from mlloop.training.train import load_model
+    from mlloop.training.model_io import load_model
 
     x_train, y_train = generated_parts["train"]
     booster = xgb.XGBClassifier(n_estimators=20, max_depth=3, enable_categorical=True, n_jobs=1)
@@ -203,8 +203,8 @@ def test_a_torch_model_logged_without_calibration_loads_with_the_identity(
 ) -> None:
     import mlflow
 
+    from mlloop.training.model_io import MODEL_TYPE_KEY, TORCH_PYFUNC_PATH, load_model, serving_frame
     from mlloop.training.torch_model import TabularParams, fit_tabular
-    from mlloop.training.train import MODEL_TYPE_KEY, TORCH_PYFUNC_PATH, load_model, serving_frame
 
     params = TabularParams(hidden_sizes=(16,), max_epochs=1, patience=1, batch_size=4096, seed=3)
     network = fit_tabular(*generated_parts["train"], *generated_parts["validation"], params)

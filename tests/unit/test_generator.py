@@ -231,8 +231,8 @@ def _learned_pr_auc(scenario: str, start: dt.date, train_days: int) -> float:
     """PR-AUC on the next day of an XGBoost model trained by mlloop's trainer on ``train_days`` days."""
     from sklearn.metrics import average_precision_score
 
-    from mlloop.features import build_use_case_features, feature_columns
-    from mlloop.training.train import TrainConfig, model_matrix, train_xgboost
+    from mlloop.features import build_use_case_features, feature_columns, model_matrix
+    from mlloop.training.train import TrainConfig, train_xgboost
 
     use_case = load_use_case("card_fraud")
     days = [_day(scenario, day=start + dt.timedelta(days=i), rows=20_000) for i in range(train_days + 1)]

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from mlloop.promotion import pr_auc
+from mlloop.training.model_io import model_size_mb, serving_frame
 from mlloop.training.torch_model import (
     PREPROCESSING_FILE,
     STATE_DICT_FILE,
@@ -24,7 +25,7 @@ from mlloop.training.torch_model import (
     fit_tabular,
     load_files,
 )
-from mlloop.training.train import model_size_mb, permutation_importance, serving_frame
+from mlloop.training.train import permutation_importance
 from mlloop.usecase import load_use_case
 
 USE_CASE = load_use_case("card_fraud")

@@ -17,6 +17,7 @@ _BUILD_EXPORTS = (
     "categorical_dtype",
     "feature_arrays",
     "feature_frame",
+    "model_matrix",
 )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "feature_arrays",
     "feature_columns",
     "feature_frame",
+    "model_matrix",
     "window_length",
 ]
 

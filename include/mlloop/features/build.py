@@ -234,6 +234,24 @@ def categorical_column(values: pd.Series, vocabulary: list[str]) -> pd.Series:
     return pd.Series(pd.Categorical.from_codes(codes, dtype=dtype), index=values.index, name=values.name)
 
 
+def model_matrix(frame: pd.DataFrame, spec: FeatureSpec, columns: list[str]) -> pd.DataFrame:
+    """Return the model's input: categoricals with the spec's vocabulary, everything else float32.
+
+    The one conversion from built features to what a model sees, for training, the gate, serving and
+    monitoring alike.
+    """
+    out = {}
+    for column in columns:
+        values = frame[column]
+        if column in spec.categorical:
+            out[column] = categorical_column(values, spec.categorical[column])
+        elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+            out[column] = values.to_numpy(dtype="float32", na_value=float("nan"))
+        else:
+            out[column] = pd.to_numeric(values, errors="raise").astype("float32")
+    return pd.DataFrame(out, index=frame.index)
+
+
 def categorical_codes(values: Any, vocabulary: list[str]) -> np.ndarray:
     """Return the codes of ``values`` in ``categorical_dtype(vocabulary)``: unseen -> unknown, null -> -1."""
     dtype = categorical_dtype(vocabulary)

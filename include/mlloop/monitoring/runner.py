@@ -237,7 +237,8 @@ def load_champion(client: Any, registered: Any, storage: Storage) -> MonitoredCh
     The holdout is the one its run was judged on: its snapshot, labelled rows, split by time with the
     fractions logged as the run's parameters (``training.train.load_training_data``).
     """
-    from mlloop.training.train import IMPORTANCE_ARTIFACT, TrainConfig, load_model, load_training_data
+    from mlloop.training.model_io import load_model
+    from mlloop.training.train import IMPORTANCE_ARTIFACT, TrainConfig, load_training_data
 
     run = client.get_run(registered.run_id)
     digest = registered.tags[SNAPSHOT_DIGEST_TAG]
@@ -294,9 +295,9 @@ def check_evidence(
     import numpy as np
     import pandas as pd
 
+    from mlloop.features.build import model_matrix
     from mlloop.features.spec import feature_columns
     from mlloop.training.snapshot import load_snapshot
-    from mlloop.training.train import model_matrix
     from mlloop.training.windows import snapshot_days
 
     reference, ref_manifest = load_snapshot(storage, champion.snapshot_digest)

@@ -27,6 +27,7 @@ from mlloop.features.build import (
     epoch_nanoseconds,
     feature_arrays,
     feature_frame,
+    model_matrix,
 )
 from mlloop.features.spec import FeatureSpec, feature_columns
 
@@ -79,8 +80,6 @@ def predictor(model: Any, spec: FeatureSpec, columns: Sequence[str]) -> Callable
     raw, calibration = unwrap(model)
 
     def general(features: Features) -> np.ndarray:
-        from mlloop.training.train import model_matrix
-
         frame = model_matrix(feature_frame(features, spec), spec, columns)
         return np.asarray(model.predict_proba(frame))[:, 1]
 
@@ -135,8 +134,8 @@ def load_served_model(client: MlflowClient, name: str, alias: str, version: Any 
     import mlflow
 
     from mlloop.registry.champion import champion_version
+    from mlloop.training.model_io import MODEL_TYPE_KEY, load_model
     from mlloop.training.snapshot import SnapshotManifest
-    from mlloop.training.train import MODEL_TYPE_KEY, load_model
 
     version = version or champion_version(client, name, alias)
     if version is None:

@@ -11,7 +11,7 @@ The fit also keeps the map's own uncertainty: the asymptotic covariance of (slop
 of the logistic regression's Fisher information. A map fitted on ~200 validation positives is uncertain
 enough to matter downstream (``monitoring.estimate`` draws plausible maps from it). The map travels with
 the logged model as a few numbers (``Calibration.to_dict``, in the MLmodel metadata under
-``CALIBRATION_KEY``); ``training.train.load_model`` wraps the loaded model in a ``CalibratedModel``,
+``CALIBRATION_KEY``); ``training.model_io.load_model`` wraps the loaded model in a ``CalibratedModel``,
 so the scoring service, the monitor and the gate all read calibrated probabilities. A model logged before
 calibration existed loads with the identity map.
 """

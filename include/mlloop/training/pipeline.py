@@ -207,7 +207,7 @@ def train_local(digest: str, *, model: str, seed: int, dag_run_id: str) -> dict[
 
 def _scored(name: str, model_uri: str, matrix: Any) -> Any:
     """Load a registered model (XGBoost or torch) and score the holdout with its latency and size."""
-    from mlloop.training.train import load_model, score_model
+    from mlloop.training.model_io import load_model, score_model
 
     return score_model(name, load_model(model_uri), matrix)
 
