@@ -1,9 +1,10 @@
-"""The closed loop through the running stack, day by day (``make simulate DAYS=n``, ``mlloop simulate``).
+"""Run the closed loop through the running stack, day by day: serve, land, monitor, retrain.
 
-Each simulated day: serve its traffic (``ops/traffic.py``), land it (``ingest_transactions``), check it
-(``monitor_drift``), let a triggered ``train_model`` gate and promote, wait until the service serves the
-champion, next day. The per-day rows become the timeline (``ops/timeline.py``): a table, a plot and the
-detection and recovery of each drift event.
+``mlloop simulate`` (``make simulate DAYS=n``). Each simulated day: serve its traffic
+(``ops/traffic.py``), land it (``ingest_transactions``), check it (``monitor_drift``), let a triggered
+``train_model`` gate and promote, wait until the service serves the champion, next day. The per-day
+rows become the timeline (``ops/timeline.py``): a table, a plot and the detection and recovery of each
+drift event.
 """
 
 from __future__ import annotations
