@@ -124,6 +124,7 @@ def summarise_monitoring(checks: list[dict[str, Any]], retrains: list[tuple[str,
 
 def summarise_champion(model_name: str) -> list[str]:
     """Return the champion's lines: version, what it was trained on, holdout metrics and MLflow links."""
+    # MLflow loads only when the demo runs (here and below): `mlloop demo --help` imports this module.
     from mlloop.registry import champion_version
     from mlloop.registry.runner import registry_client_and_model
     from mlloop.registry.ui import model_version_url, run_url
