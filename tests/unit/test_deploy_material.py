@@ -407,7 +407,7 @@ def test_airflow_and_mlflow_accept_the_commands_and_settings(monkeypatch: pytest
 
 # -- monitoring ----------------------------------------------------------------------------------------
 def _serving_metric_names() -> set[str]:
-    from mlloop.serving.app import Metrics
+    from mlloop.serving.service import Metrics
 
     suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created")}
     return {
