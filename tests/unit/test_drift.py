@@ -18,7 +18,8 @@ from mlloop.data.generator import generate_day
 from mlloop.data.scenarios import DRIFT_SCENARIOS
 from mlloop.features import build_use_case_features, feature_columns
 from mlloop.monitoring import ReferenceProfile, check_drift, evidently_drift
-from mlloop.monitoring.drift import _mid_quantile_positions, _w1_to_sketch, drift_verdicts
+from mlloop.monitoring.drift import drift_verdicts
+from mlloop.monitoring.sketch import mid_quantile_positions, w1_to_sketch
 from mlloop.usecase import load_use_case
 
 USE_CASE = load_use_case("card_fraud")
@@ -178,9 +179,9 @@ def test_a_score_too_close_to_the_threshold_is_recomputed_on_the_full_columns() 
 @pytest.mark.parametrize(("n", "m"), [(10, 3), (1000, 7), (1000, 999), (12_345, 1000), (100_003, 5000)])
 def test_sketch_error_is_the_exact_wasserstein_distance(n: int, m: int) -> None:
     ordered = np.sort(np.random.default_rng(n).lognormal(3.0, 1.5, n))
-    positions = _mid_quantile_positions(n, m)
+    positions = mid_quantile_positions(n, m)
 
-    assert _w1_to_sketch(ordered, positions) == pytest.approx(
+    assert w1_to_sketch(ordered, positions) == pytest.approx(
         wasserstein_distance(ordered, ordered[positions]), rel=1e-9
     )
 

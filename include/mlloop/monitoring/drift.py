@@ -86,6 +86,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from mlloop.monitoring.sketch import (
+    FEW_VALUES,
+    ColumnSketch,
+    full_score_interval,
+    sample_positions,
+    sketch_frame,
+)
+
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
 
@@ -94,9 +102,6 @@ log = logging.getLogger(__name__)
 DEFAULT_SAMPLE_ROWS = 50_000
 MIN_SAMPLE_ROWS = 1_000
 EVIDENTLY_SMALL_REFERENCE = 1_000  # Evidently picks p-value tests at or below this many reference rows
-_FEW_VALUES = 5  # numeric columns with at most this many distinct values get Jensen-Shannon
-_MIN_STD = 0.001  # Evidently's floor for the Wasserstein normalisation
-_ROUNDING = 1e-6  # relative slack on the bounds for float rounding (float32 columns included)
 Kind = Literal["numeric", "categorical"]
 SplitsBy = Literal["both", "time", "random"]
 DRIFT_SHARE = "drift_share"  # calibrate_drift's statistic: the share of drifted columns
@@ -177,18 +182,6 @@ class DriftResult:
         return [c.column for c in self.columns if c.drifted]
 
 
-@dataclass(frozen=True)
-class _Sketch:
-    """What the bounds need of one column on one side: sizes, spreads and the sketch's distance to it."""
-
-    clean_rows: int  # non-missing (finite) values of the full column
-    std: float = 0.0  # population std of the full column's finite values (numeric)
-    sketch_std: float = 0.0  # the same of the sketch
-    w1_error: float = 0.0  # Wasserstein-1 distance between the full column and its sketch (numeric)
-    js_error: float = 0.0  # Jensen-Shannon distance between their value distributions (few values)
-    few_values: frozenset[Any] | None = None  # the distinct values when there are at most _FEW_VALUES
-
-
 @dataclass(frozen=True, eq=False)
 class ReferenceProfile:
     """The reference side of a drift check, built once per champion snapshot and reused for every batch."""
@@ -201,7 +194,7 @@ class ReferenceProfile:
     sketched: bool  # whether ``frame`` is a quantile sketch (False: the reference columns themselves)
     small_reference: bool  # a column has too few values for sketches: Evidently's p-value tests, no sketch
     frame: pd.DataFrame = field(repr=False)  # what Evidently sees as the reference
-    sketches: dict[str, _Sketch] = field(repr=False)
+    sketches: dict[str, ColumnSketch] = field(repr=False)
     source: pd.DataFrame = field(repr=False)  # the full reference, for exact recomputation
 
     @classmethod
@@ -236,8 +229,8 @@ class ReferenceProfile:
                 EVIDENTLY_SMALL_REFERENCE,
             )
         sketched = sample_rows is not None and not small and len(reference) > sample_rows
-        rows = _sample_rows(len(reference), sample_rows, seed, stream=0) if sketched else None
-        frame, sketches = _sketch_frame(reference, numeric, categorical, rows)
+        rows = sample_positions(len(reference), sample_rows, seed, stream=0) if sketched else None
+        frame, sketches = sketch_frame(reference, numeric, categorical, rows)
         log.info(
             "Drift reference profile: %d rows, %d columns, %s in %.2fs",
             len(reference),
@@ -285,24 +278,17 @@ def check_drift(
         ValueError: naming a missing, mistyped or empty column, an empty frame, or bad arguments.
     """
     started = time.perf_counter()
-    if isinstance(reference, ReferenceProfile):
-        profile = reference
-        if (list(numeric), list(categorical)) != (list(profile.numeric), list(profile.categorical)):
-            raise ValueError(
-                f"check_drift: the reference profile was built for numeric={list(profile.numeric)} and "
-                f"categorical={list(profile.categorical)}, not numeric={list(numeric)} and "
-                f"categorical={list(categorical)}; rebuild it with ReferenceProfile.build for these columns."
-            )
-    else:
-        profile = ReferenceProfile.build(
-            reference, numeric=numeric, categorical=categorical, seed=seed, sample_rows=sample_rows
-        )
+    profile = _reference_profile(reference, numeric, categorical, seed=seed, sample_rows=sample_rows)
     numeric, categorical = profile.numeric, profile.categorical
     _check_frame(current, "current", numeric, categorical)
     small = profile.small_reference
     sketch_current = profile.sample_rows is not None and not small and len(current) > profile.sample_rows
-    rows = _sample_rows(len(current), profile.sample_rows, profile.seed, stream=1) if sketch_current else None
-    current_frame, current_sketches = _sketch_frame(current, numeric, categorical, rows)
+    rows = (
+        sample_positions(len(current), profile.sample_rows, profile.seed, stream=1)
+        if sketch_current
+        else None
+    )
+    current_frame, current_sketches = sketch_frame(current, numeric, categorical, rows)
     sketched = profile.sketched or sketch_current
     log.info(
         "Drift check: %d reference rows, %d current rows, %d columns%s",
@@ -312,14 +298,7 @@ def check_drift(
         f"; Evidently runs on sketches of {profile.sample_rows} rows" if sketched else "",
     )
 
-    methods: dict[str, str | None] = dict.fromkeys([*numeric, *categorical])
-    if not small:
-        for column in methods:
-            methods[column] = _default_method(
-                "numeric" if column in numeric else "categorical",
-                profile.sketches[column],
-                current_sketches[column],
-            )
+    methods = _column_methods(profile, current_sketches)
     thresholds = {c: _default_threshold(m, c in numeric) if m else None for c, m in methods.items()}
     evidently_started = time.perf_counter()
     snapshot = _run_value_drift(profile.frame, current_frame, numeric, categorical, methods, thresholds)
@@ -327,32 +306,11 @@ def check_drift(
         "Drift: Evidently computed %d columns in %.2fs", len(methods), time.perf_counter() - evidently_started
     )
 
-    columns: list[ColumnDrift] = []
-    recomputed: list[str] = []
-    max_bound = 0.0
-    for verdict in _snapshot_verdicts(snapshot, numeric):
-        if not sketched:
-            columns.append(verdict)
-            continue
-        ref_sketch, cur_sketch = profile.sketches[verdict.column], current_sketches[verdict.column]
-        low, high = _full_score_interval(verdict, ref_sketch, cur_sketch)
-        bound = max(abs(verdict.score - low), abs(high - verdict.score))
-        if (low >= verdict.threshold) == (high >= verdict.threshold) == verdict.drifted:
-            max_bound = max(max_bound, bound)
-            columns.append(replace(verdict, exact=bound == 0.0, error_bound=bound))
-            continue
-        score, drifted = _exact_score(profile.source[verdict.column], current[verdict.column], verdict)
-        log.info(
-            "Drift: %s sketch score %.4f +- %.4f straddles the threshold %.3g; recomputed on the full "
-            "columns: %.4f",
-            verdict.column,
-            verdict.score,
-            bound,
-            verdict.threshold,
-            score,
-        )
-        recomputed.append(verdict.column)
-        columns.append(replace(verdict, score=score, drifted=drifted))
+    verdicts = _snapshot_verdicts(snapshot, numeric)
+    if sketched:
+        columns, recomputed, max_bound = _full_data_verdicts(verdicts, profile, current, current_sketches)
+    else:
+        columns, recomputed, max_bound = verdicts, [], 0.0
 
     report_path = None
     if html_path is not None:
@@ -375,6 +333,79 @@ def check_drift(
         result.drifted_names or "none",
     )
     return result
+
+
+def _reference_profile(
+    reference: pd.DataFrame | ReferenceProfile,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    *,
+    seed: int,
+    sample_rows: int | None,
+) -> ReferenceProfile:
+    """Return the reference's profile: the one given (checked against the columns) or one built now."""
+    if not isinstance(reference, ReferenceProfile):
+        return ReferenceProfile.build(
+            reference, numeric=numeric, categorical=categorical, seed=seed, sample_rows=sample_rows
+        )
+    if (list(numeric), list(categorical)) != (list(reference.numeric), list(reference.categorical)):
+        raise ValueError(
+            f"check_drift: the reference profile was built for numeric={list(reference.numeric)} and "
+            f"categorical={list(reference.categorical)}, not numeric={list(numeric)} and "
+            f"categorical={list(categorical)}; rebuild it with ReferenceProfile.build for these columns."
+        )
+    return reference
+
+
+def _column_methods(
+    profile: ReferenceProfile, current_sketches: dict[str, ColumnSketch]
+) -> dict[str, str | None]:
+    """Return the stat test Evidently picks for each column on the full frames (None: let it pick)."""
+    methods: dict[str, str | None] = dict.fromkeys([*profile.numeric, *profile.categorical])
+    if not profile.small_reference:
+        for column in methods:
+            methods[column] = _default_method(
+                "numeric" if column in profile.numeric else "categorical",
+                profile.sketches[column],
+                current_sketches[column],
+            )
+    return methods
+
+
+def _full_data_verdicts(
+    verdicts: list[ColumnDrift],
+    profile: ReferenceProfile,
+    current: pd.DataFrame,
+    current_sketches: dict[str, ColumnSketch],
+) -> tuple[list[ColumnDrift], list[str], float]:
+    """Turn verdicts on sketches into full-data verdicts: bound each score, recompute the undecided.
+
+    Returns the columns (with their error bounds), the recomputed columns and the largest bound kept.
+    """
+    columns: list[ColumnDrift] = []
+    recomputed: list[str] = []
+    max_bound = 0.0
+    for verdict in verdicts:
+        ref_sketch, cur_sketch = profile.sketches[verdict.column], current_sketches[verdict.column]
+        low, high = full_score_interval(verdict.method, verdict.score, ref_sketch, cur_sketch)
+        bound = max(abs(verdict.score - low), abs(high - verdict.score))
+        if (low >= verdict.threshold) == (high >= verdict.threshold) == verdict.drifted:
+            max_bound = max(max_bound, bound)
+            columns.append(replace(verdict, exact=bound == 0.0, error_bound=bound))
+            continue
+        score, drifted = _exact_score(profile.source[verdict.column], current[verdict.column], verdict)
+        log.info(
+            "Drift: %s sketch score %.4f +- %.4f straddles the threshold %.3g; recomputed on the full "
+            "columns: %.4f",
+            verdict.column,
+            verdict.score,
+            bound,
+            verdict.threshold,
+            score,
+        )
+        recomputed.append(verdict.column)
+        columns.append(replace(verdict, score=score, drifted=drifted))
+    return columns, recomputed, max_bound
 
 
 def evidently_drift(
@@ -867,148 +898,10 @@ def _small_columns(frame: pd.DataFrame, numeric: Sequence[str], categorical: Seq
     return small + [c for c in categorical if frame[c].notna().sum() <= EVIDENTLY_SMALL_REFERENCE]
 
 
-# --- sketches ----------------------------------------------------------------------------------------
-
-
-def _sample_rows(n: int, m: int | None, seed: int, *, stream: int) -> np.ndarray:
-    """Return ``m`` distinct row positions out of ``n``, ascending (so row order is kept), for a seed."""
-    rng = np.random.default_rng([seed, stream])
-    return np.sort(rng.choice(n, size=m, replace=False))
-
-
-def _sketch_frame(
-    frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str], rows: np.ndarray | None
-) -> tuple[pd.DataFrame, dict[str, _Sketch]]:
-    """Return the frame Evidently sees (the declared columns, sketched onto ``rows`` if given), sketches."""
-    out: dict[str, Any] = {}
-    sketches: dict[str, _Sketch] = {}
-    for column in numeric:
-        out[column], sketches[column] = _numeric_sketch(frame[column], rows)
-    for column in categorical:
-        out[column], sketches[column] = _categorical_sketch(frame[column], rows)
-    return pd.DataFrame(out), sketches
-
-
-def _mid_quantile_positions(n: int, m: int) -> np.ndarray:
-    """Return the positions of the m mid-quantiles of n sorted values: (2j + 1) n // 2m."""
-    return (2 * np.arange(m, dtype=np.int64) + 1) * n // (2 * m)
-
-
-def _numeric_sketch(series: pd.Series, rows: np.ndarray | None) -> tuple[Any, _Sketch]:
-    """Return a numeric column (or its sketch on ``rows``) and what the bounds need of it."""
-    values = series.to_numpy()
-    if values.dtype.kind not in "iuf":
-        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-    finite = np.isfinite(values) if values.dtype.kind == "f" else np.ones(len(values), dtype=bool)
-    ordered = np.sort(values[finite])
-    n = len(ordered)
-    std = float(np.std(ordered, dtype=np.float64))
-    few = _few_distinct(ordered)
-    if rows is None:
-        return series.reset_index(drop=True), _Sketch(n, std=std, sketch_std=std, few_values=few)
-    sketch = values[rows].copy()
-    slots = np.flatnonzero(finite[rows])
-    if len(slots) == 0:  # every sampled row is missing: give the sketch one value so it is not empty
-        slots = np.array([0])
-    positions = _mid_quantile_positions(n, len(slots))
-    picked = ordered[positions]
-    sketch[slots[np.argsort(sketch[slots], kind="stable")]] = picked
-    js_error = _js_distance(*_value_shares(ordered, picked, few)) if few is not None else 0.0
-    return sketch, _Sketch(
-        n,
-        std=std,
-        sketch_std=float(np.std(picked, dtype=np.float64)),
-        w1_error=_w1_to_sketch(ordered, positions),
-        js_error=js_error,
-        few_values=few,
-    )
-
-
-def _categorical_sketch(series: pd.Series, rows: np.ndarray | None) -> tuple[Any, _Sketch]:
-    """Return a categorical column (or its sketch on ``rows``) and what the bounds need of it."""
-    is_category = isinstance(series.dtype, pd.CategoricalDtype)
-    if is_category:
-        codes = series.cat.codes.to_numpy().astype(np.int64)
-        levels = len(series.cat.categories)
-        uniques = None
-    else:
-        codes, uniques = pd.factorize(series, use_na_sentinel=True)
-        levels = len(uniques)
-    counts = np.bincount(codes[codes >= 0], minlength=levels)
-    n = int(counts.sum())
-    if rows is None:
-        return series.reset_index(drop=True), _Sketch(n)
-    sketch_codes = codes[rows].copy()
-    slots = np.flatnonzero(sketch_codes >= 0)
-    if len(slots) == 0:
-        slots = np.array([0])
-    picked = np.searchsorted(np.cumsum(counts), _mid_quantile_positions(n, len(slots)), side="right")
-    sketch_codes[slots[np.argsort(sketch_codes[slots], kind="stable")]] = picked
-    error = _js_distance(counts / n, np.bincount(picked, minlength=levels) / len(picked))
-    if is_category:
-        sketch: Any = pd.Categorical.from_codes(sketch_codes, dtype=series.dtype)
-    else:
-        sketch = series.iloc[rows].reset_index(drop=True)
-        sketch.iloc[slots] = np.asarray(uniques)[sketch_codes[slots]]
-    return sketch, _Sketch(n, js_error=error)
-
-
-def _few_distinct(ordered: np.ndarray) -> frozenset[Any] | None:
-    """Return the distinct values of a sorted array when there are at most _FEW_VALUES, else None."""
-    if len(ordered) == 0:
-        return frozenset()
-    starts = np.flatnonzero(ordered[1:] != ordered[:-1])
-    if len(starts) >= _FEW_VALUES:
-        return None
-    return frozenset(ordered[np.concatenate(([0], starts + 1))].tolist())
-
-
-def _value_shares(
-    ordered: np.ndarray, picked: np.ndarray, few: frozenset[Any]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return the shares of each of a few distinct values in the full sorted column and in its sketch."""
-    values = np.array(sorted(few), dtype=ordered.dtype)
-    full = np.diff(np.searchsorted(ordered, values, side="left"), append=len(ordered))
-    sketch = np.diff(np.searchsorted(picked, values, side="left"), append=len(picked))  # picked is sorted
-    return full / len(ordered), sketch / len(picked)
-
-
-def _js_distance(p: np.ndarray, q: np.ndarray) -> float:
-    """Return the Jensen-Shannon distance (natural log, as Evidently computes it) of two distributions."""
-    from scipy.spatial import distance
-
-    return float(distance.jensenshannon(p, q))
-
-
-def _w1_to_sketch(ordered: np.ndarray, positions: np.ndarray) -> float:
-    """Return the exact Wasserstein-1 distance between n sorted values and their m picked mid-quantiles.
-
-    Both quantile functions are steps: value i holds u in [i/n, (i+1)/n), sketch value j holds u in
-    [j/m, (j+1)/m); in units of 1/(n m) these are [i m, (i+1) m) and [j n, (j+1) n). Each value is
-    first charged in full to the sketch interval it starts in; a value whose interval holds a sketch
-    boundary (m <= n, so at most one) then moves its part beyond the boundary to the next sketch value.
-    """
-    n, m = len(ordered), len(positions)
-    if m >= n:
-        return 0.0
-    x = ordered.astype(np.float64, copy=False)
-    picked = x[positions]
-    j = np.arange(m + 1, dtype=np.int64)
-    first_value = -((-j * n) // m)  # ceil(j n / m): the first value starting in sketch interval j
-    total = m * float(np.abs(x - np.repeat(picked, np.diff(first_value))).sum())
-    boundary = j[1:-1] * n
-    crossing = boundary % m != 0
-    boundary, right = boundary[crossing], j[1:-1][crossing]
-    value = boundary // m  # the value whose interval holds the boundary
-    beyond = (value + 1) * m - boundary
-    total += float((beyond * (np.abs(x[value] - picked[right]) - np.abs(x[value] - picked[right - 1]))).sum())
-    return total / (float(n) * m)
-
-
 # --- Evidently ---------------------------------------------------------------------------------------
 
 
-def _default_method(kind: Kind, reference: _Sketch, current: _Sketch) -> str | None:
+def _default_method(kind: Kind, reference: ColumnSketch, current: ColumnSketch) -> str | None:
     """Return the stat test Evidently picks for a column on the full frames (None: let Evidently pick)."""
     if reference.clean_rows <= EVIDENTLY_SMALL_REFERENCE:
         return None
@@ -1016,7 +909,7 @@ def _default_method(kind: Kind, reference: _Sketch, current: _Sketch) -> str | N
         return "jensenshannon"
     if reference.few_values is None or current.few_values is None:
         return "wasserstein"
-    return "jensenshannon" if len(reference.few_values | current.few_values) <= _FEW_VALUES else "wasserstein"
+    return "jensenshannon" if len(reference.few_values | current.few_values) <= FEW_VALUES else "wasserstein"
 
 
 def _default_threshold(method: str, numeric: bool) -> float:
@@ -1084,19 +977,6 @@ def _stattest_names() -> dict[str, str]:
     from evidently.legacy.calculations.stattests.registry import StatTest
 
     return {t.display_name: t.name for t in vars(stattests).values() if isinstance(t, StatTest)}
-
-
-def _full_score_interval(verdict: ColumnDrift, reference: _Sketch, current: _Sketch) -> tuple[float, float]:
-    """Return bounds of the column's score on the full frames, given its score on the sketches."""
-    if verdict.method == "wasserstein":
-        distance = verdict.score * max(reference.sketch_std, _MIN_STD)  # W1 between the sketches
-        error = reference.w1_error + current.w1_error + _ROUNDING * (distance + 1.0)
-        norm = max(reference.std, _MIN_STD)
-        return max(distance - error, 0.0) / norm, (distance + error) / norm
-    if verdict.method == "jensenshannon":
-        error = reference.js_error + current.js_error + _ROUNDING
-        return max(verdict.score - error, 0.0), verdict.score + error
-    raise ValueError(f"no error bound for sketched drift method {verdict.method!r}")  # never sketched
 
 
 def _exact_score(reference: pd.Series, current: pd.Series, verdict: ColumnDrift) -> tuple[float, bool]:
