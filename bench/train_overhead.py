@@ -30,6 +30,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mlloop.orchestration.names import MONITOR_DAG, TRAIN_DAG
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIRST_DAY = date(2026, 1, 5)  # old enough that every label has arrived
 log = logging.getLogger("bench.train_overhead")
@@ -109,12 +111,12 @@ def _warm_executor(api: Any) -> None:
     """
     from mlloop.ops.demo import wait_for_run
 
-    api.wait_for_dag("monitor_drift")
-    api.set_paused("monitor_drift", False)
+    api.wait_for_dag(MONITOR_DAG)
+    api.set_paused(MONITOR_DAG, False)
     run_id = f"bench-warm-{time.time_ns()}"
     started = time.perf_counter()
-    api.trigger("monitor_drift", run_id, {"dry_run": True})
-    state = wait_for_run(api, "monitor_drift", run_id)
+    api.trigger(MONITOR_DAG, run_id, {"dry_run": True})
+    state = wait_for_run(api, MONITOR_DAG, run_id)
     log.info("executor warm-up (monitor_drift, untimed): %s in %.1fs", state, time.perf_counter() - started)
 
 
@@ -131,13 +133,13 @@ def _through_airflow(
         if line.startswith("MLLOOP_AIRFLOW_PASSWORD=")
     )
     api = AirflowAPI(f"http://127.0.0.1:{port}", "admin", password)
-    api.wait_for_dag("train_model")
-    api.set_paused("train_model", False)
+    api.wait_for_dag(TRAIN_DAG)
+    api.set_paused(TRAIN_DAG, False)
     _warm_executor(api)
     run_id = f"bench-{time.time_ns()}"
     started = time.perf_counter()
-    api.trigger("train_model", run_id, {"window_days": window, "end_day": end_day, "seed": seed})
-    while (state := api.run_state("train_model", run_id)) not in {"success", "failed"}:
+    api.trigger(TRAIN_DAG, run_id, {"window_days": window, "end_day": end_day, "seed": seed})
+    while (state := api.run_state(TRAIN_DAG, run_id)) not in {"success", "failed"}:
         time.sleep(1)
     elapsed = time.perf_counter() - started
     tis = api.get(f"/dags/train_model/dagRuns/{run_id}/taskInstances")["task_instances"]

@@ -801,16 +801,3 @@ def _log_figures(client: Any, run_id: str, figures: Mapping[str, float], day: da
     stamp = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
     step = day_step(day)
     client.log_batch(run_id, metrics=[Metric(key, value, stamp, step) for key, value in figures.items()])
-
-
-def retrain_request(summary: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    """Return the Asset event extra asking train_model to retrain: reason, window and report link."""
-    return {
-        "reason": summary["reason"],
-        "window": summary["window"],
-        "end_day": summary["end_day"],
-        "train_from": summary.get("train_from"),
-        "monitor_record": summary.get("record"),
-        "report_run": summary.get("report_run"),
-        "requested_at": now.astimezone(UTC).isoformat(),
-    }

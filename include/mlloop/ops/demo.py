@@ -46,6 +46,8 @@ from mlloop.ops.dagruns import (
 from mlloop.ops.timeline import save_timeline
 from mlloop.ops.traffic import serve_day, served_day, wait_until_serving
 from mlloop.orchestration.names import INGEST_DAG, MONITOR_DAG, TRAIN_DAG
+from mlloop.registry.runner import registered_model_name
+from mlloop.registry.tags import GATE_SUMMARY_TAG
 from mlloop.storage import Storage, partition_key
 from mlloop.usecase import load_use_case
 
@@ -140,7 +142,7 @@ def summarise_champion(model_name: str) -> list[str]:
         f"  holdout PR-AUC {metrics.get('holdout_pr_auc', float('nan')):.3f}, "
         f"ROC-AUC {metrics.get('holdout_roc_auc', float('nan')):.3f}, "
         f"recall at the gate's precision {metrics.get('holdout_recall_at_precision', float('nan')):.3f}",
-        f"  gate: {champion.tags.get('mlloop.gate.summary', 'n/a')[:200]}",
+        f"  gate: {champion.tags.get(GATE_SUMMARY_TAG, 'n/a')[:200]}",
         f"  MLflow run (metrics, plots, gate report): {run_url(champion.run_id)}",
         f"  Model version (aliases, tags):            {model_version_url(model_name, champion.version)}",
     ]
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     training = wait_for_training(api, since)
     outcomes = [(r["dag_run_id"], r["state"], training_outcome(api, r)) for r in training]
-    name = settings.model_name or use_case.model_name
+    name = registered_model_name(settings, use_case)
     champion = summarise_champion(name)
     print(summarise_training(outcomes, champion, password))
     failed = [run_id for run_id, state, _ in outcomes if state != "success"]

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from mlloop.config import Settings, get_settings
 from mlloop.ingestion.pii import MissingPIIKeyError, resolve_pii_key
-from mlloop.registry.runner import registry_client_and_model
+from mlloop.registry.runner import registered_model_name, registry_client_and_model
 from mlloop.serving.inference_log import InferenceLog
 from mlloop.serving.routes import add_routes
 from mlloop.serving.schema import RequestAdapters
@@ -36,7 +36,7 @@ def create_app(
     """Build the service app; on startup it loads the champion (if any) and starts following the alias."""
     settings = settings or get_settings()
     use_case = load_use_case(settings.use_case)
-    model_name = settings.model_name or use_case.model_name
+    model_name = registered_model_name(settings, use_case)
     service = Service(
         settings=settings,
         use_case=use_case,

@@ -212,36 +212,6 @@ def _scored(name: str, model_uri: str, matrix: Any) -> Any:
     return score_model(name, load_model(model_uri), matrix)
 
 
-def retrain_trigger(requests: list[dict[str, Any]]) -> dict[str, Any]:
-    """Return the newest retrain request among an Asset-triggered run's events ({} when none), logged."""
-    if not requests:
-        return {}
-    request = max(requests, key=lambda r: str(r.get("requested_at", "")))
-    log.info(
-        "Retrain requested by monitor_drift for window %s: %s (record %s)",
-        request.get("window"),
-        request.get("reason"),
-        request.get("monitor_record"),
-    )
-    return request
-
-
-def training_declined(batches: list[dict[str, Any]]) -> str | None:
-    """Return why an Asset-started run should skip when every batch that started it declined training.
-
-    ``batches`` are the extras of the run's ``validated_transactions`` events; ingest_transactions sets
-    ``start_training`` from its Param of that name. None (train) when any batch asks for training or
-    when there is no batch (the run was started by something else).
-    """
-    if not batches or any(batch.get("start_training", True) for batch in batches):
-        return None
-    days = ", ".join(sorted(str(batch.get("day")) for batch in batches))
-    return (
-        f"the batch(es) that started this run ({days}) were ingested with start_training off; "
-        "trigger train_model by hand (or let monitor_drift request a retrain) to train on them"
-    )
-
-
 def gate_challenger(
     result: dict[str, Any], overrides: dict[str, Any] | None, trigger: dict[str, Any] | None = None
 ) -> dict[str, Any]:
