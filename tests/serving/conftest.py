@@ -98,7 +98,11 @@ class ServiceProcess:
         )
 
     def wait_ready(self, timeout_s: float = 120.0, status: int = 200) -> dict:
-        """Wait until /ready answers ``status``; return its body."""
+        """Wait until /ready answers ``status`` with the first model check done; return its body.
+
+        A 503 whose reason is still "loading" means the service has not looked for its model yet,
+        so it is not an answer to wait for.
+        """
         import json
 
         deadline = time.monotonic() + timeout_s
@@ -110,7 +114,9 @@ class ServiceProcess:
                         return json.loads(resp.read())
             except urllib.error.HTTPError as exc:
                 if exc.code == status:
-                    return json.loads(exc.read())
+                    body = json.loads(exc.read())
+                    if body.get("reason") != "loading":
+                        return body
             except OSError:
                 pass
             assert time.monotonic() < deadline, f"service not ready in {timeout_s}s\n{self.log()}"
