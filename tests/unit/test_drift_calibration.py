@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import binom
+from scipy.stats import t as t_dist
 
 from mlloop.data.generator import generate_day
 from mlloop.features import build_use_case_features, feature_columns
@@ -177,12 +178,52 @@ def test_time_ordered_splits_carry_day_to_day_variation_that_random_splits_leave
         ]
 
         assert calibration.thresholds["time"] > calibration.thresholds["random"]
-        assert calibration.set_by == "time" and calibration.threshold == calibration.thresholds["time"]
-        for kind, threshold in calibration.thresholds.items():
-            alarms[kind] += sum(score > threshold for score in scores)
+        for kind in alarms:
+            alarms[kind] += sum(score > calibration.thresholds[kind] for score in scores)
 
     print(f"60 new days with their own level: alarms {alarms['time']} by time, {alarms['random']} by rows")
     assert alarms["time"] < alarms["random"]
+
+
+def test_a_short_reference_bounds_a_score_by_its_disjoint_blocks() -> None:
+    # Four reference days, each with its own level: the overlapping time splits see only four days, so
+    # their 95th percentile understates the tail; the disjoint blocks' prediction bound does not.
+    alarms = {"time": 0, "random": 0, "blocks": 0}
+    new_days = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        levels = rng.normal(0.0, 0.2, 14)
+        days = [pd.DataFrame({"x": rng.normal(level, 1.0, 1_000)}) for level in levels]
+        reference = pd.concat(days[:4], ignore_index=True)
+
+        calibration = calibrate_drift(reference, 1_000, numeric=["x"], categorical=[], statistic="x")
+
+        assert len(calibration.nulls["blocks"]) == 4
+        assert calibration.threshold == max(calibration.thresholds.values())
+        for day in days[4:]:
+            score = drift_verdicts(reference, day, numeric=["x"], categorical=[]).columns[0].score
+            new_days += 1
+            for kind, threshold in calibration.thresholds.items():
+                alarms[kind] += score > threshold
+
+    print(f"{new_days} new days against four reference days: alarms {alarms}")
+    assert alarms["time"] > binom.ppf(0.99, new_days, FALSE_ALARM)  # measured 53 of 200
+    assert alarms["blocks"] <= binom.ppf(0.99, new_days, FALSE_ALARM)  # measured 5 of 200
+
+
+def test_the_block_bound_is_students_prediction_bound_on_the_log_scale() -> None:
+    frame = pd.DataFrame({"x": np.random.default_rng(3).normal(size=5_000)})
+
+    calibration = calibrate_drift(frame, 1_000, numeric=["x"], categorical=[], statistic="x")
+    share = calibrate_drift(frame, 1_000, numeric=["x"], categorical=[])
+    too_short = calibrate_drift(frame.iloc[:2_500], 1_000, numeric=["x"], categorical=[], statistic="x")
+
+    logs = np.log(calibration.nulls["blocks"])
+    expected = np.exp(logs.mean() + t_dist.ppf(0.95, 4) * logs.std(ddof=1) * np.sqrt(1 + 1 / 5))
+    assert calibration.thresholds["blocks"] == pytest.approx(expected)
+    assert "prediction bound of 5 disjoint time-ordered blocks" in calibration.describe()
+    assert "blocks" not in share.nulls  # a share of columns keeps the ranked splits
+    assert "blocks" not in too_short.nulls  # two blocks: too few for the bound
 
 
 def test_the_threshold_is_the_rank_that_bounds_false_alarms_for_each_kind_of_split() -> None:
@@ -218,6 +259,7 @@ def test_a_p_value_statistic_fires_below_its_threshold() -> None:
     )
 
     assert calibration.methods == {"score": "ks"} and not calibration.higher_is_drift
+    assert "blocks" not in calibration.nulls  # a p-value keeps the ranked splits
     assert calibration.threshold == min(min(null) for null in calibration.nulls.values())
     assert calibration.false_alarm_bound == pytest.approx(0.05)
     assert calibration.fires(calibration.threshold / 2) and not calibration.fires(calibration.threshold)

@@ -448,6 +448,11 @@ def _estimate(champion: MonitoredChampion, scores: Any, config: Any, day: date) 
     return estimate.metrics[config.performance_metric], estimate.summary()
 
 
+# Part of a stored calibration's key: change it when calibrate_drift's method changes, so a champion's
+# thresholds are derived again rather than read back from the old method.
+CALIBRATION_METHOD = "ranked-splits+block-bound"
+
+
 class DriftThresholds:
     """The champion's drift thresholds, calibrated on its own data and kept in storage per champion.
 
@@ -480,6 +485,7 @@ class DriftThresholds:
 
         config, time_column = self.config, self.use_case.time_column
         settings = {
+            "method": CALIBRATION_METHOD,
             "champion": self.champion.version,
             "snapshot": self.champion.snapshot_digest,
             "statistic": statistic,
