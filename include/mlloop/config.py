@@ -53,9 +53,6 @@ class Settings(BaseSettings):
     pii_conn_id: str = Field(
         default="mlloop_pii", description="Airflow connection whose password is the PII HMAC key."
     )
-    min_rows_per_batch: int | None = Field(
-        default=None, description="Override of the use case's lower row-count bound for one batch."
-    )
     clock_shift_days: int = Field(
         default=0,
         description="Whole days added to wall time wherever the platform asks what time it is "

@@ -21,7 +21,8 @@ import pytest
 
 from mlloop.ingestion.batches import land_batch, publish_validated, validate_landed_batch
 from mlloop.monitoring.decision import load_monitor_config
-from mlloop.monitoring.runner import TIMELINE_TAG, day_step, decisions_prefix
+from mlloop.monitoring.runner import day_step, decisions_prefix
+from mlloop.registry.tags import TIMELINE_TAG
 from mlloop.storage import Storage
 from mlloop.usecase import load_use_case
 

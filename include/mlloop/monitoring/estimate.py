@@ -131,7 +131,7 @@ def estimate_performance(
         raise ValueError(
             f"estimate_performance needs probabilities in [0, 1]; the scores span [{np.nanmin(p):.4g}, "
             f"{np.nanmax(p):.4g}] with {int((~np.isfinite(p)).sum())} non-finite. Score with a calibrated "
-            "model (training.train.load_model) and drop rows without a score."
+            "model (training.model_io.load_model) and drop rows without a score."
         )
     if draws < 2 or not 0 < confidence < 1:
         raise ValueError(f"draws={draws} must be >= 2 and confidence={confidence} inside (0, 1)")

@@ -45,7 +45,18 @@ from mlloop.monitoring.decision import (
     policy_record,
     source_words,
 )
-from mlloop.registry.tags import SNAPSHOT_DIGEST_TAG, TRAIN_FROM_TAG
+from mlloop.registry.tags import (
+    MODEL_VERSION_TAG,
+    MONITOR_ACTION_TAG,
+    MONITOR_POLICY_FINGERPRINT_TAG,
+    MONITOR_POLICY_VERSION_TAG,
+    MONITOR_REASON_TAG,
+    SNAPSHOT_DIGEST_TAG,
+    TIMELINE_TAG,
+    TRAIN_FROM_TAG,
+    USE_CASE_TAG,
+    WINDOW_TAG,
+)
 from mlloop.storage import Storage
 from mlloop.usecase import UseCase, load_use_case
 
@@ -53,7 +64,6 @@ log = logging.getLogger("mlloop.monitoring")
 MONITORING_EXPERIMENT = "mlloop-monitoring"
 REPORTS_AREA = "reports/monitoring"
 # Tag of the one run per use case that carries every check's figures, stepped by the monitored day.
-TIMELINE_TAG = "mlloop.monitor.timeline"
 
 
 def decisions_prefix(dataset: str) -> str:
@@ -662,12 +672,12 @@ def _record(
 
     experiment_id = get_experiment_id(client, MONITORING_EXPERIMENT)
     tags = {
-        "mlloop.model_version": champion_version,
-        "mlloop.window": window,
-        "mlloop.monitor.action": outcome.action,
-        "mlloop.monitor.reason": outcome.reason[:4900],
-        "mlloop.monitor.policy_version": policy["version"],
-        "mlloop.monitor.policy_fingerprint": policy["fingerprint"],
+        MODEL_VERSION_TAG: champion_version,
+        WINDOW_TAG: window,
+        MONITOR_ACTION_TAG: outcome.action,
+        MONITOR_REASON_TAG: outcome.reason[:4900],
+        MONITOR_POLICY_VERSION_TAG: policy["version"],
+        MONITOR_POLICY_FINGERPRINT_TAG: policy["fingerprint"],
     }
     run = client.create_run(
         experiment_id, run_name=f"{outcome.action} {window} v{champion_version}", tags=tags
@@ -789,7 +799,7 @@ def timeline_run_id(client: Any, experiment_id: str, use_case_name: str) -> str:
     run = client.create_run(
         experiment_id,
         run_name=f"timeline {use_case_name}",
-        tags={TIMELINE_TAG: use_case_name, "mlloop.use_case": use_case_name},
+        tags={TIMELINE_TAG: use_case_name, USE_CASE_TAG: use_case_name},
     )
     client.set_terminated(run.info.run_id)
     return run.info.run_id

@@ -36,3 +36,14 @@ PROMOTED_AT_TAG = "mlloop.promoted_at"
 
 # Audit runs: one tag per field of the record (``mlloop.audit.<field>``).
 AUDIT_TAG_PREFIX = "mlloop.audit."
+
+# Monitoring runs (experiment "monitoring"): one run per check, tagged with what it judged and decided; one
+# timeline run per use case, tagged with the use case's name, that steps every figure by the monitored day.
+USE_CASE_TAG = "mlloop.use_case"
+MODEL_VERSION_TAG = "mlloop.model_version"  # the champion version the check judged
+WINDOW_TAG = "mlloop.window"  # the monitored days, first..last
+MONITOR_ACTION_TAG = "mlloop.monitor.action"  # quiet | trigger | suppressed | ...
+MONITOR_REASON_TAG = "mlloop.monitor.reason"
+MONITOR_POLICY_VERSION_TAG = "mlloop.monitor.policy_version"
+MONITOR_POLICY_FINGERPRINT_TAG = "mlloop.monitor.policy_fingerprint"
+TIMELINE_TAG = "mlloop.monitor.timeline"
