@@ -1,11 +1,13 @@
 """Benchmark: how often the monitor's decisions are wrong, measured offline on generated days.
 
-Run: ``.venv/bin/python bench/monitor_calibration.py [--starts 3] [--clean-days 20] [--drift-days 3]
-[--rows 20000] [--rows-60k-starts 1]``. The functions ``monitor_drift`` runs (``check_evidence``,
-``decide``), through ``mlloop.monitoring.replay``, with no stack:
+Run: ``.venv/bin/python bench/monitor_calibration.py [--starts 3] [--clean-days 60] [--drift-days 3]
+[--rows 20000] [--rows-60k-starts 1] [--workers 2]``. The functions ``monitor_drift`` runs
+(``check_evidence``, ``decide``), through ``mlloop.monitoring.replay``, with no stack:
 
-- per start date, the champion is trained with the project's trainer on 4 clean days (labels known as on
-  the day after its last day plus ``label_maturity_days``, as the default training window sees them);
+- per start date, a week of history lands first (a deployment's champion learns days whose 7-day history
+  features saw earlier days; without them its features come from a cold start no later day has), then the
+  champion is trained with the project's trainer on 4 clean days (labels known as on the day after its last
+  day plus ``label_maturity_days``, as the default training window sees them);
 - then ``--clean-days`` clean days follow, each checked alone ``--label-age`` days after it (as the demo
   checks its days: most labels known): a clean day that fires is a false alarm;
 - then, per drift scenario of the generator, ``--drift-days`` days of a lasting drift, each checked the
@@ -27,27 +29,46 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as day_time
 from typing import Any
 
 DRIFTS = ("covariate_amount", "covariate_new_categories", "covariate_channel", "prior", "concept")
 BASE_RATES = (0.01, 0.10, 0.35, 0.50)
+HISTORY_DAYS = 7  # the longest history feature window
 
 
 def run_start(start: date, *, rows: int, clean_days: int, drift_days: int, label_age: int) -> dict[str, Any]:
+    """Run one start date in a data root of its own, removed afterwards (``_run_start``)."""
+    root = tempfile.mkdtemp(prefix="mlloop-bench-monitor-")
+    try:
+        return _run_start(
+            root, start, rows=rows, clean_days=clean_days, drift_days=drift_days, label_age=label_age
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run_start(
+    root: str, start: date, *, rows: int, clean_days: int, drift_days: int, label_age: int
+) -> dict[str, Any]:
     """Train a champion on 4 clean days from ``start``, then check clean days and each drift scenario."""
     from mlloop.config import get_settings
     from mlloop.monitoring.replay import check_days, land_days, train_champion
     from mlloop.storage import Storage
     from mlloop.usecase import load_use_case
 
+    started = time.perf_counter()
     use_case = load_use_case(get_settings().use_case)
-    storage = Storage(tempfile.mkdtemp(prefix="mlloop-bench-monitor-"))
+    storage = Storage(root)
     window = use_case.training.window_days
+    history = [(start - timedelta(days=HISTORY_DAYS - i), "none") for i in range(HISTORY_DAYS)]
+    land_days(storage, use_case, history, rows)
     train = [(start + timedelta(days=i), "none") for i in range(window)]
     trained_on = land_days(storage, use_case, train, rows)
     trained_at = start + timedelta(days=window + use_case.label_maturity_days)
@@ -78,6 +99,8 @@ def run_start(start: date, *, rows: int, clean_days: int, drift_days: int, label
         "drift_rules": {
             s: sorted({r for c in checks if c.scenario == s for r in c.fired_rules}) for s in DRIFTS
         },
+        "false_alarm_days": [f"{c.day}: {c.reason[:300]}" for c in clean if c.fired_rules],
+        "seconds": round(time.perf_counter() - started, 1),
     }
 
 
@@ -119,32 +142,43 @@ def main(argv: list[str] | None = None) -> int:
     """Run the offline monitor and gate checks; print a table and one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=3, help="start dates at --rows rows a day")
-    parser.add_argument("--clean-days", type=int, default=20, help="clean days checked per start")
+    parser.add_argument("--clean-days", type=int, default=60, help="clean days checked per start")
     parser.add_argument("--drift-days", type=int, default=3, help="days of each drift scenario per start")
     parser.add_argument("--rows", type=int, default=20_000, help="rows a day (the default volume)")
     parser.add_argument("--rows-60k-starts", type=int, default=1, help="start dates at 60,000 rows a day")
     parser.add_argument("--label-age", type=int, default=12, help="days between a day and its check")
+    parser.add_argument("--workers", type=int, default=2, help="start dates run at once (processes)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     started = time.perf_counter()
     first = date(2025, 2, 3)
-    span = 4 + args.clean_days + len(DRIFTS) * args.drift_days + 7
-    runs = []
+    span = HISTORY_DAYS + 4 + args.clean_days + len(DRIFTS) * args.drift_days + 7
     plan = [(args.rows, i) for i in range(args.starts)]
     plan += [(60_000, args.starts + i) for i in range(args.rows_60k_starts)]
-    for rows, i in plan:
-        start = first + timedelta(days=i * span)
-        t = time.perf_counter()
-        run = run_start(
-            start, rows=rows, clean_days=args.clean_days, drift_days=args.drift_days, label_age=args.label_age
-        )
-        runs.append(run)
-        print(
-            f"{run['start']} {rows:>6} rows/day: {run['false_alarms']}/{run['clean_days']} clean days fired "
-            f"{run['false_alarm_rules'] or ''}; delays {run['detection_delay_days']} "
-            f"({time.perf_counter() - t:.0f}s)",
-            flush=True,
-        )
+    runs = []
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        pending = [
+            pool.submit(
+                run_start,
+                first + timedelta(days=i * span + HISTORY_DAYS),
+                rows=rows,
+                clean_days=args.clean_days,
+                drift_days=args.drift_days,
+                label_age=args.label_age,
+            )
+            for rows, i in plan
+        ]
+        for done in as_completed(pending):
+            run = done.result()
+            runs.append(run)
+            print(
+                f"{run['start']} {run['rows_per_day']:>6} rows/day: "
+                f"{run['false_alarms']}/{run['clean_days']} clean days fired "
+                f"{run['false_alarm_rules'] or ''}; delays {run['detection_delay_days']} "
+                f"({run['seconds']:.0f}s)",
+                flush=True,
+            )
+    runs.sort(key=lambda r: (r["rows_per_day"], r["start"]))
     gate = gate_on_no_skill()
     for rate, outcome in gate.items():
         print(

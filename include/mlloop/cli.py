@@ -88,6 +88,9 @@ def cli() -> None:
       mlloop demo             run the main job through the scheduler (what `make demo` runs)
       mlloop <command> -h     options and examples of one command
     """
+    from mlloop.orchestration.connections import use_airflow_connections
+
+    use_airflow_connections()  # MLLOOP_STORAGE_CONN_ID and the PII key may name Airflow connections
 
 
 cli.add_command(

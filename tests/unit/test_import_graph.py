@@ -11,17 +11,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 INCLUDE = Path(__file__).resolve().parents[2] / "include"
 ORCHESTRATION = "mlloop.orchestration"
-
-# Imports of Airflow outside orchestration/ that exist today, each optional (inside a function, used
-# only when running under Airflow). New ones fail the test; the strict xfail below says when these go.
-KNOWN_AIRFLOW_IMPORTS = {
-    "mlloop.storage.store": "S3Hook builds the S3 client from an Airflow connection (MLLOOP_S3_CONN_ID)",
-    "mlloop.ingestion.pii": "the PII key from an Airflow connection, and Airflow's log masker",
-}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -135,18 +126,7 @@ def test_no_import_circle_among_mlloop_modules() -> None:
 
 def test_no_module_outside_orchestration_imports_airflow() -> None:
     _, names = import_graph(INCLUDE, "mlloop")
-    unexpected = {m: n for m, n in airflow_importers(names).items() if m not in KNOWN_AIRFLOW_IMPORTS}
-    assert unexpected == {}, "import Airflow only below include/mlloop/orchestration/"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="known optional Airflow imports outside orchestration/: "
-    + "; ".join(f"{m} ({why})" for m, why in KNOWN_AIRFLOW_IMPORTS.items()),
-)
-def test_the_known_airflow_imports_outside_orchestration_are_gone() -> None:
-    _, names = import_graph(INCLUDE, "mlloop")
-    assert not set(airflow_importers(names)) & set(KNOWN_AIRFLOW_IMPORTS)
+    assert airflow_importers(names) == {}, "import Airflow only below include/mlloop/orchestration/"
 
 
 def test_the_check_sees_a_circle_hidden_in_a_function(tmp_path: Path) -> None:

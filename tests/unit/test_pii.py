@@ -35,3 +35,42 @@ def test_missing_or_short_key_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("MLLOOP_PII_KEY", "short")
     with pytest.raises(MissingPIIKeyError, match="shorter than 16"):
         resolve_pii_key(Settings())
+
+
+def test_key_from_the_hosts_connection_reader_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlloop import connections
+
+    masked: list[str] = []
+    before = connections.readers()
+    connections.install(
+        connections.ConnectionReaders(
+            password={"pii_test": "a-long-enough-connection-key"}.get, mask=masked.append, host="Test"
+        )
+    )
+    try:
+        monkeypatch.delenv("MLLOOP_PII_KEY", raising=False)
+        monkeypatch.setenv("MLLOOP_PII_CONN_ID", "pii_test")
+        assert resolve_pii_key(Settings()) == b"a-long-enough-connection-key"
+        assert masked == ["a-long-enough-connection-key"]
+        monkeypatch.setenv("MLLOOP_PII_CONN_ID", "pii_absent")
+        with pytest.raises(MissingPIIKeyError, match="create the Airflow connection 'pii_absent'"):
+            resolve_pii_key(Settings())
+    finally:
+        connections.install(before)
+
+
+def test_key_from_an_airflow_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlloop import connections
+    from mlloop.orchestration.connections import use_airflow_connections
+
+    before = connections.readers()
+    use_airflow_connections()
+    try:
+        monkeypatch.delenv("MLLOOP_PII_KEY", raising=False)
+        monkeypatch.setenv("MLLOOP_PII_CONN_ID", "mlloop_pii_test")
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_MLLOOP_PII_TEST", '{"conn_type": "generic", "password": "an-airflow-held-key-0123"}'
+        )
+        assert resolve_pii_key(Settings()) == b"an-airflow-held-key-0123"
+    finally:
+        connections.install(before)

@@ -111,3 +111,44 @@ def test_unsupported_scheme_is_refused() -> None:
         Storage("gs://bucket/x")
     with pytest.raises(StorageError, match="names no bucket"):
         Storage("s3://")
+
+
+@pytest.fixture
+def restore_readers():
+    """Put back this process's connection readers after a test installs its own."""
+    from mlloop import connections
+
+    before = connections.readers()
+    yield
+    connections.install(before)
+
+
+def test_a_named_connection_without_a_reader_names_the_fix(restore_readers) -> None:
+    from mlloop.connections import ConnectionReaders, install
+
+    install(ConnectionReaders())
+    with pytest.raises(StorageError, match=r"MLLOOP_STORAGE_CONN_ID='data_s3' names a connection.*unset"):
+        Storage("s3://bucket/prefix", conn_id="data_s3")
+
+
+def test_a_named_connection_is_read_through_airflow(
+    restore_readers, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import boto3
+
+    from mlloop.orchestration.connections import use_airflow_connections
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="through-airflow")
+    extra = {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}
+    connection = {"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_DATA_S3_TEST", json.dumps(connection))
+    use_airflow_connections()
+
+    storage = Storage("s3://through-airflow/prefix", conn_id="data_s3_test")
+    storage.write_bytes("a/b.txt", b"hello")
+
+    assert (
+        Storage("s3://through-airflow/prefix", s3_endpoint_url=s3_endpoint).read_bytes("a/b.txt") == b"hello"
+    )

@@ -1,18 +1,18 @@
-"""PII tokenisation with a keyed HMAC; the key comes from the environment or an Airflow connection."""
+"""PII tokenisation with a keyed HMAC; the key comes from the environment or a connection (Airflow's)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 from typing import TYPE_CHECKING
+
+from mlloop.connections import readers
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from mlloop.config import Settings
 
-log = logging.getLogger(__name__)
 MIN_KEY_BYTES = 16
 
 
@@ -30,7 +30,7 @@ def resolve_pii_key(settings: Settings) -> bytes:
     source = "MLLOOP_PII_KEY"
     if not key:
         key = _connection_password(settings.pii_conn_id)
-        source = f"Airflow connection {settings.pii_conn_id!r}"
+        source = f"{readers().host} connection {settings.pii_conn_id!r}"
     if not key:
         raise MissingPIIKeyError(
             f"No PII tokenisation key: set MLLOOP_PII_KEY or create the Airflow connection "
@@ -46,25 +46,16 @@ def resolve_pii_key(settings: Settings) -> bytes:
 
 
 def _connection_password(conn_id: str) -> str | None:
-    """Read a connection password through Airflow when running inside it; None when unavailable."""
-    try:
-        from airflow.sdk import Connection
-    except ImportError:  # not running with Airflow installed
-        return None
-    try:
-        return Connection.get(conn_id).password
-    except Exception as exc:
-        log.info("PII key connection %r not available (%s)", conn_id, type(exc).__name__)
-        return None
+    """Read a connection's password through the host's reader (Airflow's); None when there is none."""
+    read = readers().password
+    return read(conn_id) if read else None
 
 
 def _mask(secret: str) -> None:
-    """Register the key with Airflow's log masker so it can never appear in a task log."""
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:
-        return
-    mask_secret(secret)
+    """Register the key with the host's log masker (Airflow's) so it can never appear in a task log."""
+    mask = readers().mask
+    if mask:
+        mask(secret)
 
 
 def token(value: object, key: bytes) -> str | None:

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from mlloop.config import Settings, get_settings
 from mlloop.ingestion.pii import MissingPIIKeyError, resolve_pii_key
+from mlloop.orchestration.connections import use_airflow_connections
 from mlloop.registry.runner import registered_model_name, registry_client_and_model
 from mlloop.serving.inference_log import InferenceLog
 from mlloop.serving.routes import add_routes
@@ -34,6 +35,7 @@ def create_app(
     settings: Settings | None = None, *, seed_history: bool = True, client: Any | None = None
 ) -> FastAPI:
     """Build the service app; on startup it loads the champion (if any) and starts following the alias."""
+    use_airflow_connections()  # compose hands the service the data root's Airflow connection (AIRFLOW_CONN_*)
     settings = settings or get_settings()
     use_case = load_use_case(settings.use_case)
     model_name = registered_model_name(settings, use_case)

@@ -127,11 +127,19 @@ class _S3Backend:
 
 
 def _s3_client(endpoint_url: str | None, conn_id: str | None) -> Any:
-    """Build a boto3 S3 client from an Airflow AWS connection, or from the standard AWS env/chain."""
+    """Build a boto3 S3 client from a named connection (the host's reader), or the standard AWS env/chain."""
     if conn_id:
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from mlloop.connections import readers
 
-        return S3Hook(aws_conn_id=conn_id).get_conn()
+        build = readers().s3_client
+        if build is None:
+            raise StorageError(
+                f"MLLOOP_STORAGE_CONN_ID={conn_id!r} names a connection, but this process reads connections "
+                "from the environment only (no Airflow here). Run it through Airflow, the `mlloop` command "
+                "or the scoring service, or unset MLLOOP_STORAGE_CONN_ID and give the AWS credentials in the "
+                "environment (MLLOOP_S3_ENDPOINT_URL for an S3-compatible store)."
+            )
+        return build(conn_id)
     import boto3
 
     return boto3.client("s3", endpoint_url=endpoint_url)

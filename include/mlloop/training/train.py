@@ -465,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result-path", type=Path, required=True, help="where to write the result JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mlloop.orchestration.connections import use_airflow_connections
+
+    use_airflow_connections()  # the local backend's subprocess inherits the worker's MLLOOP_STORAGE_CONN_ID
     result = train(
         TrainConfig(
             snapshot=args.snapshot,
