@@ -190,25 +190,82 @@ def create_snapshot(
         FeatureContractError: when the features fail their suite (report kept, nothing written).
         SnapshotError: for ambiguous partitions, duplicate keys, or bad arguments.
     """
-    import pandas as pd
-
     from mlloop.features.build import build_features
 
     started = time.perf_counter()
+    window, as_of_ts = _check_request(use_case, days, as_of)
+    validated, in_window, sources, context_missing = _read_window(storage, use_case, window)
+    features = build_features(
+        validated,
+        use_case.features,
+        key_column=use_case.key_column,
+        time_column=use_case.time_column,
+    ).loc[in_window]
+    snapshot = _attach_labels(features, use_case, labels, as_of_ts, label_time_column)
+    snapshot = snapshot.sort_values(use_case.key_column, kind="mergesort").reset_index(drop=True)
+    data = canonical_parquet_bytes(snapshot)
+    digest = hashlib.sha256(data).hexdigest()
+    data_key, manifest_key = snapshot_keys(digest)
+    log.info("Snapshot of %d rows is %s (%d bytes)", len(snapshot), digest, len(data))
+
+    if storage.exists(manifest_key) and storage.exists(data_key):
+        log.info("Snapshot %s already exists at %s; not rewriting it", digest, storage.uri(manifest_key))
+        return SnapshotManifest.model_validate(storage.read_json(manifest_key))
+
+    feature_validation = _validate_features(storage, use_case, features, digest) if validate else None
+    manifest = _describe(
+        snapshot,
+        use_case,
+        digest=digest,
+        window=window,
+        as_of=as_of_ts,
+        sources=sources,
+        context_missing=context_missing,
+        feature_validation=feature_validation,
+    )
+    if not storage.exists(data_key) or hashlib.sha256(storage.read_bytes(data_key)).hexdigest() != digest:
+        storage.write_bytes(data_key, data)
+    _write_manifest(storage, manifest)  # last: its presence commits the snapshot
+    log.info(
+        "Wrote snapshot %s: %d rows, %d known labels, in %.1fs",
+        storage.uri(f"{SNAPSHOT_AREA}/{digest}"),
+        manifest.row_count,
+        manifest.labels.known,
+        time.perf_counter() - started,
+    )
+    return manifest
+
+
+def _check_request(use_case: UseCase, days: list[date], as_of: datetime) -> tuple[list[date], pd.Timestamp]:
+    """Return the window's sorted days and ``as_of`` in UTC; refuse an empty window or clashing names."""
     window = sorted(set(days))
     if not window:
         raise SnapshotError(
             "create_snapshot: no days given; pass the window's days, e.g. [date(2026, 11, 20)]"
         )
-    as_of_ts = _utc_instant(as_of)
-    spec = use_case.features
     reserved = {use_case.key_column, use_case.time_column, use_case.target_column, LABEL_KNOWN_COLUMN}
-    clashing = sorted(reserved & set(feature_columns(spec)))
+    clashing = sorted(reserved & set(feature_columns(use_case.features)))
     if clashing:
         raise SnapshotError(
             f"create_snapshot: feature names {clashing} clash with the snapshot's key/time/label columns; "
             "rename them in the use case's features"
         )
+    return window, _utc_instant(as_of)
+
+
+def _read_window(
+    storage: Storage, use_case: UseCase, window: list[date]
+) -> tuple[pd.DataFrame, Any, list[SourcePartition], list[str]]:
+    """Read the window's validated batches, then the history context before it.
+
+    Returns the rows (window first), a mask of the window's rows, the partitions read and the context
+    days without a batch.
+
+    Raises:
+        MissingPartitionsError: naming the window's days without a validated batch.
+        SnapshotError: when one key is in two batches.
+    """
+    import pandas as pd
 
     window_parts, missing = _find_partitions(storage, use_case, window, role="window")
     if missing:
@@ -220,7 +277,7 @@ def create_snapshot(
             "reason.json under quarantine/), or leave them out of the window.",
             missing,
         )
-    context_days = _context_days(window, spec)
+    context_days = _context_days(window, use_case.features)
     context_parts, context_missing = _find_partitions(storage, use_case, context_days, role="context")
     if context_missing:
         log.warning(
@@ -245,36 +302,34 @@ def create_snapshot(
             f"partitions read (e.g. {sample}); one transaction is in two batches. Remove the stale batch "
             "from validated/ (raw/ keeps every delivery) and retry."
         )
+    return validated, in_window, sources, context_missing
 
-    features = build_features(
-        validated,
-        spec,
-        key_column=use_case.key_column,
-        time_column=use_case.time_column,
-    ).loc[in_window]
-    snapshot = _attach_labels(features, use_case, labels, as_of_ts, label_time_column)
-    snapshot = snapshot.sort_values(use_case.key_column, kind="mergesort").reset_index(drop=True)
-    data = canonical_parquet_bytes(snapshot)
-    digest = hashlib.sha256(data).hexdigest()
+
+def _describe(
+    snapshot: pd.DataFrame,
+    use_case: UseCase,
+    *,
+    digest: str,
+    window: list[date],
+    as_of: pd.Timestamp,
+    sources: list[SourcePartition],
+    context_missing: list[str],
+    feature_validation: Any,
+) -> SnapshotManifest:
+    """Return the manifest of ``snapshot``: where it lives, what it holds, where it came from."""
+    spec, target, when = use_case.features, use_case.target_column, use_case.time_column
     data_key, manifest_key = snapshot_keys(digest)
-    log.info("Snapshot of %d rows is %s (%d bytes)", len(snapshot), digest, len(data))
-
-    if storage.exists(manifest_key) and storage.exists(data_key):
-        log.info("Snapshot %s already exists at %s; not rewriting it", digest, storage.uri(manifest_key))
-        return SnapshotManifest.model_validate(storage.read_json(manifest_key))
-
-    feature_validation = _validate_features(storage, use_case, features, digest) if validate else None
-    manifest = SnapshotManifest(
+    return SnapshotManifest(
         digest=digest,
         data_key=data_key,
         manifest_key=manifest_key,
         use_case=use_case.name,
         dataset=use_case.dataset,
         days=[d.isoformat() for d in window],
-        as_of=as_of_ts.to_pydatetime(),
+        as_of=as_of.to_pydatetime(),
         key_column=use_case.key_column,
-        time_column=use_case.time_column,
-        target_column=use_case.target_column,
+        time_column=when,
+        target_column=target,
         label_known_column=LABEL_KNOWN_COLUMN,
         feature_spec_version=spec.version,
         feature_spec_fingerprint=spec.fingerprint(),
@@ -283,31 +338,18 @@ def create_snapshot(
         columns=[str(c) for c in snapshot.columns],
         column_dtypes={str(c): str(t) for c, t in snapshot.dtypes.items()},
         row_count=len(snapshot),
-        time_start=_instant_or_none(snapshot[use_case.time_column].min()),
-        time_end=_instant_or_none(snapshot[use_case.time_column].max()),
+        time_start=_instant_or_none(snapshot[when].min()),
+        time_end=_instant_or_none(snapshot[when].max()),
         source_partitions=sources,
         context_days_missing=context_missing,
-        labels=_label_counts(snapshot, use_case.target_column),
+        labels=_label_counts(snapshot, target),
         labels_per_day={
-            day.strftime("%Y-%m-%d"): _label_counts(part, use_case.target_column)
-            for day, part in snapshot.groupby(
-                snapshot[use_case.time_column].dt.tz_convert("UTC").dt.normalize()
-            )
+            day.strftime("%Y-%m-%d"): _label_counts(part, target)
+            for day, part in snapshot.groupby(snapshot[when].dt.tz_convert("UTC").dt.normalize())
         },
         feature_validation=feature_validation,
         parquet={"compression": PARQUET_COMPRESSION, "pyarrow": _pyarrow_version()},
     )
-    if not storage.exists(data_key) or hashlib.sha256(storage.read_bytes(data_key)).hexdigest() != digest:
-        storage.write_bytes(data_key, data)
-    _write_manifest(storage, manifest)  # last: its presence commits the snapshot
-    log.info(
-        "Wrote snapshot %s: %d rows, %d known labels, in %.1fs",
-        storage.uri(f"{SNAPSHOT_AREA}/{digest}"),
-        manifest.row_count,
-        manifest.labels.known,
-        time.perf_counter() - started,
-    )
-    return manifest
 
 
 def load_snapshot(storage: Storage, digest_or_uri: str) -> tuple[pd.DataFrame, SnapshotManifest]:
