@@ -483,107 +483,26 @@ def _pick(cdf_rows: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 
 def _clean_day(day: dt.date, *, rows: int, seed: int, scenario: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return the valid transactions and labels of a day (faults are applied afterwards)."""
+    """Return the valid transactions and labels of a day (faults are applied afterwards).
+
+    Each step draws from one generator in a fixed order, so a (seed, day, scenario) always gives the same
+    day: keep the order when changing a step.
+    """
     rng = np.random.default_rng(np.random.SeedSequence([seed, day.toordinal()]))
     n = rows
-
-    # When: a daily cycle over UTC hours, delivered in time order.
-    hour_cdf = np.cumsum(_HOUR_WEIGHTS) / _HOUR_WEIGHTS.sum()
-    hour = np.searchsorted(hour_cdf, rng.random(n), side="right")
-    ms_of_day = np.sort(hour * _MS_PER_HOUR + (rng.random(n) * _MS_PER_HOUR).astype(np.int64))
-    hour = ms_of_day // _MS_PER_HOUR
-
-    # Who: recent accounts from the last 90 days, the rest established (up to 25 years).
-    is_new = rng.random(n) < _NEW_ACCOUNT_SHARE
-    new_age = rng.integers(0, 90, n)
-    old_age = 90 + np.minimum(np.floor(rng.lognormal(np.log(1400.0), 0.8, n)), _MAX_ACCOUNT_DAYS - 90)
-    account_age = np.where(is_new, new_age, old_age).astype(np.int64)
-    slot = rng.integers(0, _SLOTS, n)
-    keys = (day.toordinal() - account_age - _EPOCH.toordinal()) * _SLOTS + slot
-    unique_keys, inverse = np.unique(keys, return_inverse=True)
-    customers = _customers(unique_keys, seed)
-    home = customers.home[inverse]
+    ms_of_day, hour = _draw_times(rng, n)
+    account_age, customers, inverse, customer_age = _draw_accounts(rng, n, day, seed)
+    category, channel, device, merchant_number = _draw_merchants(rng, n, scenario)
+    remote, abroad, country, currency = _draw_geography(rng, n, channel, customers.home[inverse])
     spend = customers.spend[inverse]
-    # Accounts open at 18 or older; the clip only absorbs day-count rounding at the boundaries.
-    customer_age = np.clip((day.toordinal() - customers.birth_ordinal[inverse]) // 365.25, 18, 100)
-
-    # Where: merchant category, channel, device, merchant.
-    weights = np.array([c.weight for c in _ALL_CATEGORIES])
-    if scenario == "covariate_new_categories":
-        base = len(_BASE_CATEGORIES)
-        weights[:base] *= (1.0 - _NEW_CATEGORY_SHARE) / weights[:base].sum()
-        weights[base:] *= _NEW_CATEGORY_SHARE / weights[base:].sum()
-    else:
-        weights[len(_BASE_CATEGORIES) :] = 0.0
-    category = np.searchsorted(np.cumsum(weights) / weights.sum(), rng.random(n), side="right")
-    category = np.minimum(category, len(weights) - 1)
-    channel_mix = _CAT_CHANNELS * (_CHANNEL_SHIFT if scenario == "covariate_channel" else 1.0)
-    channel_cdf = np.cumsum(channel_mix / channel_mix.sum(axis=1, keepdims=True), axis=1)
-    channel = _pick(channel_cdf[category], rng.random(n))
-    device_cdf = np.cumsum(_CHANNEL_DEVICES, axis=1)
-    device = _pick(device_cdf[channel], rng.random(n))
-    merchant_rank = (_CAT_MERCHANTS[category] * rng.random(n) ** 2).astype(np.int64)
-    merchant_number = category * 100_000 + merchant_rank
-
-    # Abroad or at home, and in which currency.
-    remote = (channel == _ONLINE) | (channel == _MOBILE)
-    abroad = rng.random(n) < np.where(remote, 0.08, 0.04)
-    n_countries = len(ALLOWED_COUNTRIES)
-    other = (home + 1 + (rng.random(n) * (n_countries - 1)).astype(np.int64)) % n_countries
-    country = np.where(abroad, other, home)
-    currency = _COUNTRY_CURRENCY[country]
-    foreign_currency = rng.random(n) < 0.03  # dynamic currency conversion at the terminal
-    currency = np.where(
-        foreign_currency, (rng.random(n) * len(ALLOWED_CURRENCIES)).astype(np.int64), currency
+    log_ratio, amount_eur = _draw_amounts(rng, n, category, spend)
+    tx_count_1h, tx_count_24h, amount_sum_eur = _draw_history(rng, n, customers.activity[inverse], spend)
+    distance = _draw_distance(rng, n, remote, abroad)
+    drivers = _FraudDrivers(
+        category, channel, hour, account_age, abroad, log_ratio, tx_count_1h, customer_age
     )
-
-    # How much: lognormal per category around the customer's usual level, a few big purchases.
-    big = rng.random(n) < 0.03
-    log_ratio = _CAT_SIGMA[category] * rng.standard_normal(n)
-    log_ratio += np.where(big, 0.6 + 0.8 * np.abs(rng.standard_normal(n)), 0.0)
-    amount_eur = _CAT_MEDIAN[category] * spend * np.exp(log_ratio)
-
-    # History: activity-driven counts with occasional bursts.
-    tx_count_24h = rng.poisson(customers.activity[inverse])
-    tx_count_1h = rng.binomial(tx_count_24h, 0.1)
-    burst = np.where(rng.random(n) < 0.025, rng.geometric(0.25, n), 0)
-    tx_count_1h += burst
-    tx_count_24h += burst
-    amount_sum_eur = spend * _AVG_TICKET_EUR * tx_count_24h * np.exp(0.3 * rng.standard_normal(n))
-
-    # Distance between the payment and the customer's home.
-    near = np.where(remote, np.log(18.0), np.log(5.0))
-    distance = np.exp(
-        np.where(abroad, np.log(900.0) + 0.7 * rng.standard_normal(n), near + rng.standard_normal(n))
-    )
-    distance = np.round(np.minimum(distance, 19_000.0), 1)
-
-    # Ground truth: the hidden logistic pattern plus unobserved noise.
-    pattern = _CONCEPT_PATTERN if scenario == "concept" else _BASE_PATTERN
-    logit = (
-        pattern.intercept
-        + pattern.category[category]
-        + pattern.channel[channel]
-        + pattern.hour[hour]
-        + pattern.new_account * (account_age < 30)
-        + pattern.young_account * (account_age < 180)
-        + pattern.abroad * abroad
-        + pattern.amount_up * np.clip(log_ratio, 0.0, 4.0)
-        + pattern.amount_down * np.clip(-log_ratio, 0.0, 3.0)
-        + pattern.velocity * np.log1p(tx_count_1h)
-        + pattern.senior * (customer_age >= 70)
-        + pattern.noise * rng.standard_normal(n)
-    )
-    if scenario == "prior":
-        logit += _PRIOR_SHIFT
-    is_fraud = rng.random(n) < 1.0 / (1.0 + np.exp(-logit))
-
-    # Chargebacks take longer than confirmations of genuine payments.
-    delay_s = np.where(
-        is_fraud,
-        np.clip(np.exp(np.log(9 * _DAY_S) + 0.75 * rng.standard_normal(n)), 3_600.0, 120 * _DAY_S),
-        np.clip(np.exp(np.log(3 * _DAY_S) + 0.55 * rng.standard_normal(n)), 3_600.0, 45 * _DAY_S),
-    )
+    is_fraud = _draw_fraud(rng, n, scenario, drivers)
+    delay_s = _draw_label_delays(rng, n, is_fraud)
 
     inflation = _AMOUNT_INFLATION if scenario == "covariate_amount" else 1.0
     fx = _FX_FROM_EUR[currency] * inflation
@@ -628,6 +547,149 @@ def _clean_day(day: dt.date, *, rows: int, seed: int, scenario: str) -> tuple[pd
         columns=list(LABEL_COLUMNS),
     )
     return transactions, labels
+
+
+def _draw_times(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return when: milliseconds into the day (sorted: delivered in time order) and the UTC hour."""
+    hour_cdf = np.cumsum(_HOUR_WEIGHTS) / _HOUR_WEIGHTS.sum()
+    hour = np.searchsorted(hour_cdf, rng.random(n), side="right")
+    ms_of_day = np.sort(hour * _MS_PER_HOUR + (rng.random(n) * _MS_PER_HOUR).astype(np.int64))
+    return ms_of_day, ms_of_day // _MS_PER_HOUR
+
+
+def _draw_accounts(
+    rng: np.random.Generator, n: int, day: dt.date, seed: int
+) -> tuple[np.ndarray, _Customers, np.ndarray, np.ndarray]:
+    """Return who: account ages, the customers (recent accounts from 90 days, the rest up to 25 years),
+    each row's customer index and the customer's age."""
+    is_new = rng.random(n) < _NEW_ACCOUNT_SHARE
+    new_age = rng.integers(0, 90, n)
+    old_age = 90 + np.minimum(np.floor(rng.lognormal(np.log(1400.0), 0.8, n)), _MAX_ACCOUNT_DAYS - 90)
+    account_age = np.where(is_new, new_age, old_age).astype(np.int64)
+    slot = rng.integers(0, _SLOTS, n)
+    keys = (day.toordinal() - account_age - _EPOCH.toordinal()) * _SLOTS + slot
+    unique_keys, inverse = np.unique(keys, return_inverse=True)
+    customers = _customers(unique_keys, seed)
+    # Accounts open at 18 or older; the clip only absorbs day-count rounding at the boundaries.
+    customer_age = np.clip((day.toordinal() - customers.birth_ordinal[inverse]) // 365.25, 18, 100)
+    return account_age, customers, inverse, customer_age
+
+
+def _draw_merchants(
+    rng: np.random.Generator, n: int, scenario: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return where: merchant category, channel, device and merchant number of each payment."""
+    weights = np.array([c.weight for c in _ALL_CATEGORIES])
+    if scenario == "covariate_new_categories":
+        base = len(_BASE_CATEGORIES)
+        weights[:base] *= (1.0 - _NEW_CATEGORY_SHARE) / weights[:base].sum()
+        weights[base:] *= _NEW_CATEGORY_SHARE / weights[base:].sum()
+    else:
+        weights[len(_BASE_CATEGORIES) :] = 0.0
+    category = np.searchsorted(np.cumsum(weights) / weights.sum(), rng.random(n), side="right")
+    category = np.minimum(category, len(weights) - 1)
+    channel_mix = _CAT_CHANNELS * (_CHANNEL_SHIFT if scenario == "covariate_channel" else 1.0)
+    channel_cdf = np.cumsum(channel_mix / channel_mix.sum(axis=1, keepdims=True), axis=1)
+    channel = _pick(channel_cdf[category], rng.random(n))
+    device_cdf = np.cumsum(_CHANNEL_DEVICES, axis=1)
+    device = _pick(device_cdf[channel], rng.random(n))
+    merchant_rank = (_CAT_MERCHANTS[category] * rng.random(n) ** 2).astype(np.int64)
+    return category, channel, device, category * 100_000 + merchant_rank
+
+
+def _draw_geography(
+    rng: np.random.Generator, n: int, channel: np.ndarray, home: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return whether each payment is remote and abroad, its country and its currency."""
+    remote = (channel == _ONLINE) | (channel == _MOBILE)
+    abroad = rng.random(n) < np.where(remote, 0.08, 0.04)
+    n_countries = len(ALLOWED_COUNTRIES)
+    other = (home + 1 + (rng.random(n) * (n_countries - 1)).astype(np.int64)) % n_countries
+    country = np.where(abroad, other, home)
+    currency = _COUNTRY_CURRENCY[country]
+    foreign_currency = rng.random(n) < 0.03  # dynamic currency conversion at the terminal
+    currency = np.where(
+        foreign_currency, (rng.random(n) * len(ALLOWED_CURRENCIES)).astype(np.int64), currency
+    )
+    return remote, abroad, country, currency
+
+
+def _draw_amounts(
+    rng: np.random.Generator, n: int, category: np.ndarray, spend: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return how much: the log ratio to the customer's usual level and the amount in EUR (lognormal per
+    category, a few big purchases)."""
+    big = rng.random(n) < 0.03
+    log_ratio = _CAT_SIGMA[category] * rng.standard_normal(n)
+    log_ratio += np.where(big, 0.6 + 0.8 * np.abs(rng.standard_normal(n)), 0.0)
+    return log_ratio, _CAT_MEDIAN[category] * spend * np.exp(log_ratio)
+
+
+def _draw_history(
+    rng: np.random.Generator, n: int, activity: np.ndarray, spend: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the payments in the last hour and day and the day's sum in EUR (activity-driven, bursts)."""
+    tx_count_24h = rng.poisson(activity)
+    tx_count_1h = rng.binomial(tx_count_24h, 0.1)
+    burst = np.where(rng.random(n) < 0.025, rng.geometric(0.25, n), 0)
+    tx_count_1h += burst
+    tx_count_24h += burst
+    amount_sum_eur = spend * _AVG_TICKET_EUR * tx_count_24h * np.exp(0.3 * rng.standard_normal(n))
+    return tx_count_1h, tx_count_24h, amount_sum_eur
+
+
+def _draw_distance(rng: np.random.Generator, n: int, remote: np.ndarray, abroad: np.ndarray) -> np.ndarray:
+    """Return the distance in km between the payment and the customer's home."""
+    near = np.where(remote, np.log(18.0), np.log(5.0))
+    distance = np.exp(
+        np.where(abroad, np.log(900.0) + 0.7 * rng.standard_normal(n), near + rng.standard_normal(n))
+    )
+    return np.round(np.minimum(distance, 19_000.0), 1)
+
+
+@dataclass(frozen=True)
+class _FraudDrivers:
+    """The drawn attributes the hidden fraud pattern reads."""
+
+    category: np.ndarray
+    channel: np.ndarray
+    hour: np.ndarray
+    account_age: np.ndarray
+    abroad: np.ndarray
+    log_ratio: np.ndarray
+    tx_count_1h: np.ndarray
+    customer_age: np.ndarray
+
+
+def _draw_fraud(rng: np.random.Generator, n: int, scenario: str, x: _FraudDrivers) -> np.ndarray:
+    """Return the ground truth: the hidden logistic pattern (the concept scenario's own) plus noise."""
+    pattern = _CONCEPT_PATTERN if scenario == "concept" else _BASE_PATTERN
+    logit = (
+        pattern.intercept
+        + pattern.category[x.category]
+        + pattern.channel[x.channel]
+        + pattern.hour[x.hour]
+        + pattern.new_account * (x.account_age < 30)
+        + pattern.young_account * (x.account_age < 180)
+        + pattern.abroad * x.abroad
+        + pattern.amount_up * np.clip(x.log_ratio, 0.0, 4.0)
+        + pattern.amount_down * np.clip(-x.log_ratio, 0.0, 3.0)
+        + pattern.velocity * np.log1p(x.tx_count_1h)
+        + pattern.senior * (x.customer_age >= 70)
+        + pattern.noise * rng.standard_normal(n)
+    )
+    if scenario == "prior":
+        logit += _PRIOR_SHIFT
+    return rng.random(n) < 1.0 / (1.0 + np.exp(-logit))
+
+
+def _draw_label_delays(rng: np.random.Generator, n: int, is_fraud: np.ndarray) -> np.ndarray:
+    """Return each label's delay in seconds: chargebacks take longer than confirmations of genuine ones."""
+    return np.where(
+        is_fraud,
+        np.clip(np.exp(np.log(9 * _DAY_S) + 0.75 * rng.standard_normal(n)), 3_600.0, 120 * _DAY_S),
+        np.clip(np.exp(np.log(3 * _DAY_S) + 0.55 * rng.standard_normal(n)), 3_600.0, 45 * _DAY_S),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
