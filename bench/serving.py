@@ -101,8 +101,9 @@ def _setup(tmp: Path, tracking_uri: str) -> tuple[str, str, list[dict[str, Any]]
     from mlloop.registry.champion import promote
     from mlloop.serving.client import request_rows
     from mlloop.storage import Storage
+    from mlloop.training.fit import TrainConfig
     from mlloop.training.model_io import load_model, serving_frame
-    from mlloop.training.train import TrainConfig, train
+    from mlloop.training.train import train
     from mlloop.training.windows import snapshot_days
     from mlloop.usecase import load_use_case
 

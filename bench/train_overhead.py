@@ -80,8 +80,9 @@ def _direct_script(
 
 def _direct(window: int, end_day: str, seed: int) -> dict[str, float]:
     """Run snapshot -> train -> gate -> promote in this process; return each step's wall time."""
+    from mlloop.training.fit import TrainConfig
     from mlloop.training.pipeline import assemble_snapshot, gate_challenger, promote_or_reject
-    from mlloop.training.train import TrainConfig, train
+    from mlloop.training.train import train
 
     steps: dict[str, float] = {}
     started = last = time.perf_counter()

@@ -50,8 +50,8 @@ def reloaded(model_uri: str, digest: str, tracking_uri: str) -> tuple[ScoredMode
     """Load a registered model with ``load_model`` and score the snapshot's holdout as the gate does."""
     import mlflow
 
+    from mlloop.training.fit import TrainConfig, load_training_data
     from mlloop.training.model_io import load_model, score_model
-    from mlloop.training.train import TrainConfig, load_training_data
 
     mlflow.set_tracking_uri(tracking_uri)
     data = load_training_data(Storage.from_settings(), TrainConfig(snapshot=digest))

@@ -45,7 +45,8 @@ def registry(mlflow_server: str, tmp_path_factory) -> Registry:
 
     from mlloop.config import get_settings
     from mlloop.registry.champion import promote
-    from mlloop.training.train import TrainConfig, train
+    from mlloop.training.fit import TrainConfig
+    from mlloop.training.train import train
     from mlloop.training.windows import snapshot_days
 
     root = tmp_path_factory.mktemp("serving-data")

@@ -152,7 +152,7 @@ def test_calibrated_model_scores_through_its_map() -> None:
 
 
 def test_trained_model_is_calibrated_on_the_generated_holdout(generated_parts) -> None:
-    from mlloop.training.train import TrainConfig, TrainingData, fit_model
+    from mlloop.training.fit import TrainConfig, TrainingData, fit_model
 
     data = TrainingData(manifest=None, split=None, parts=generated_parts)  # fit_model reads the parts only
     fitted = fit_model(data, TrainConfig(snapshot="generated", max_rounds=300), "cpu")

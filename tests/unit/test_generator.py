@@ -232,7 +232,7 @@ def _learned_pr_auc(scenario: str, start: dt.date, train_days: int) -> float:
     from sklearn.metrics import average_precision_score
 
     from mlloop.features import build_use_case_features, feature_columns, model_matrix
-    from mlloop.training.train import TrainConfig, train_xgboost
+    from mlloop.training.fit import TrainConfig, train_xgboost
 
     use_case = load_use_case("card_fraud")
     days = [_day(scenario, day=start + dt.timedelta(days=i), rows=20_000) for i in range(train_days + 1)]

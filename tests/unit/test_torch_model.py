@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from mlloop.promotion import pr_auc
+from mlloop.training.fit import permutation_importance
 from mlloop.training.model_io import model_size_mb, serving_frame
 from mlloop.training.torch_model import (
     PREPROCESSING_FILE,
@@ -25,7 +26,6 @@ from mlloop.training.torch_model import (
     fit_tabular,
     load_files,
 )
-from mlloop.training.train import permutation_importance
 from mlloop.usecase import load_use_case
 
 USE_CASE = load_use_case("card_fraud")

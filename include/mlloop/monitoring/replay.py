@@ -69,7 +69,7 @@ def train_champion(
     storage: Storage, use_case: UseCase, days: Sequence[str], anchor: date, *, seed: int = 42
 ) -> MonitoredChampion:
     """Snapshot ``days`` with the labels known on ``anchor`` and train the champion as train_model does."""
-    from mlloop.training.train import TrainConfig, fit_model, load_training_data
+    from mlloop.training.fit import TrainConfig, fit_model, load_training_data
     from mlloop.training.windows import snapshot_days
 
     manifest = snapshot_days(

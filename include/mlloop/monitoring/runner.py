@@ -245,10 +245,10 @@ def load_champion(client: Any, registered: Any, storage: Storage) -> MonitoredCh
     """Load a registered champion: its model, its holdout rebuilt with training's split, its top features.
 
     The holdout is the one its run was judged on: its snapshot, labelled rows, split by time with the
-    fractions logged as the run's parameters (``training.train.load_training_data``).
+    fractions logged as the run's parameters (``training.fit.load_training_data``).
     """
-    from mlloop.training.model_io import load_model
-    from mlloop.training.train import IMPORTANCE_ARTIFACT, TrainConfig, load_training_data
+    from mlloop.training.fit import TrainConfig, load_training_data
+    from mlloop.training.model_io import IMPORTANCE_ARTIFACT, load_model
 
     run = client.get_run(registered.run_id)
     digest = registered.tags[SNAPSHOT_DIGEST_TAG]

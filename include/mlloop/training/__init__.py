@@ -1,7 +1,7 @@
 """Training: content-addressed snapshots and their time split, the training CLI, score calibration.
 
-The package exports the snapshot API; the training CLI that the local and Kubernetes backends both run
-is ``mlloop.training.train``.
+The package exports the snapshot API; fitting a model on a snapshot is ``mlloop.training.fit`` (a library,
+no MLflow), and the training CLI that the local and Kubernetes backends both run is ``mlloop.training.train``.
 
 Light to import: pandas and pyarrow load when a function is first used.
 """

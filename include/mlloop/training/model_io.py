@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 TORCH_PYFUNC_PATH = Path(__file__).with_name("torch_pyfunc.py")
 MODEL_TYPE_KEY = MODEL_TYPE_TAG  # in the MLmodel metadata of a torch model, and a run/version tag
 PACKAGES = ("mlloop", "xgboost", "pandas", "numpy", "scikit-learn", "mlflow", "great_expectations", "torch")
+IMPORTANCE_ARTIFACT = "importance.json"  # {"kind": ..., "importance": {feature: value}}, most important first
 
 
 def _pinned(*names: str) -> list[str]:

@@ -273,7 +273,7 @@ def _gate_decision(client: Any, result: dict[str, Any], overrides: dict[str, Any
     """Return the gate's decision on the challenger of ``result`` and the champion version it faced."""
     from mlloop.promotion import evaluate_gate, load_gate_config
     from mlloop.registry import champion_version
-    from mlloop.training.train import TrainConfig, load_training_data
+    from mlloop.training.fit import TrainConfig, load_training_data
 
     settings = get_settings()
     config = load_gate_config(overrides, use_case=load_use_case(settings.use_case))  # before any scoring
