@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
+
+from mlloop.ops.polling import poll_until
 
 
 class AirflowAPIError(RuntimeError):
@@ -48,18 +49,21 @@ class AirflowAPI:
 
     def wait_for_dag(self, dag_id: str, timeout_s: float = 180.0) -> dict[str, Any]:
         """Wait until the DAG processor has registered ``dag_id``; raise naming import errors on timeout."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        def registered() -> dict[str, Any] | None:
             try:
                 return self.get(f"/dags/{dag_id}")
             except AirflowAPIError:
-                if time.monotonic() > deadline:
-                    errors = self.get("/importErrors").get("import_errors", [])
-                    raise AirflowAPIError(
-                        f"DAG {dag_id} was not registered within {timeout_s:.0f}s; import errors: "
-                        f"{[e.get('filename') + ': ' + e.get('stack_trace', '')[-300:] for e in errors]}"
-                    ) from None
-                time.sleep(3)
+                return None
+
+        def not_registered(_: float) -> AirflowAPIError:
+            errors = self.get("/importErrors").get("import_errors", [])
+            return AirflowAPIError(
+                f"DAG {dag_id} was not registered within {timeout_s:.0f}s; import errors: "
+                f"{[e.get('filename') + ': ' + e.get('stack_trace', '')[-300:] for e in errors]}"
+            )
+
+        return poll_until(registered, every_s=3, timeout_s=timeout_s, timed_out=not_registered)
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
         """Pause or unpause a DAG."""

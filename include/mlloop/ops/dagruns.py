@@ -7,12 +7,12 @@ come from ``orchestration/names.py``.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from mlloop.ops import services
 from mlloop.ops.airflow_api import AirflowAPI
+from mlloop.ops.polling import poll_until
 from mlloop.orchestration.names import INGEST_DAG, TRAIN_DAG
 
 log = logging.getLogger(__name__)
@@ -57,15 +57,15 @@ def trigger_days(
 
 def wait_for_runs(api: AirflowAPI, runs: list[DemoRun], timeout_s: float = 900.0) -> None:
     """Poll the runs until all are finished, logging progress."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def finished() -> bool | None:
         for run in runs:
             if run.state not in TERMINAL:
                 run.state = api.run_state(INGEST_DAG, run.run_id)
         done = sum(r.state in TERMINAL for r in runs)
         log.info("Runs finished: %d/%d (%s)", done, len(runs), ", ".join(f"{r.day}:{r.state}" for r in runs))
         if done == len(runs):
-            return
+            return True
         stopped = [name for name, pid in services.status().items() if pid is None]
         if stopped:
             raise RuntimeError(
@@ -73,12 +73,17 @@ def wait_for_runs(api: AirflowAPI, runs: list[DemoRun], timeout_s: float = 900.0
                 f"{services.AIRFLOW_HOME / 'logs'}/<service>.out, then `make up` restarts it and "
                 "`make demo` retries (finished days are not redone)."
             )
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"{len(runs) - done} runs still not finished after {timeout_s:.0f}s; "
-                f"open {services.AIRFLOW_URL}/dags/{INGEST_DAG} to see why"
-            )
-        time.sleep(5)
+        return None
+
+    poll_until(
+        finished,
+        every_s=5,
+        timeout_s=timeout_s,
+        timed_out=lambda _: TimeoutError(
+            f"{sum(r.state not in TERMINAL for r in runs)} runs still not finished after {timeout_s:.0f}s; "
+            f"open {services.AIRFLOW_URL}/dags/{INGEST_DAG} to see why"
+        ),
+    )
 
 
 def wait_for_training(
@@ -88,9 +93,10 @@ def wait_for_training(
 
     With ``allow_none`` an empty result is accepted once nothing has been queued for a few polls.
     """
-    deadline = time.monotonic() + timeout_s
     idle_polls = 0
-    while True:
+
+    def settled() -> list[dict[str, Any]] | None:
+        nonlocal idle_polls
         runs = api.runs_since(TRAIN_DAG, since)
         queued = api.queued_asset_events(TRAIN_DAG)
         done = [r for r in runs if r["state"] in TERMINAL]
@@ -105,13 +111,16 @@ def wait_for_training(
         if runs and len(done) == len(runs) and not queued:
             return runs
         idle_polls = idle_polls + 1 if not runs and not queued else 0
-        if allow_none and idle_polls >= 3:
-            return []
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"{TRAIN_DAG} still busy after {timeout_s:.0f}s; open {services.AIRFLOW_URL}/dags/{TRAIN_DAG}"
-            )
-        time.sleep(10)
+        return [] if allow_none and idle_polls >= 3 else None
+
+    return poll_until(
+        settled,
+        every_s=10,
+        timeout_s=timeout_s,
+        timed_out=lambda _: TimeoutError(
+            f"{TRAIN_DAG} still busy after {timeout_s:.0f}s; open {services.AIRFLOW_URL}/dags/{TRAIN_DAG}"
+        ),
+    )
 
 
 def wait_for_unfinished_runs(api: AirflowAPI, dag_id: str, timeout_s: float = 900.0) -> None:
@@ -123,12 +132,12 @@ def wait_for_unfinished_runs(api: AirflowAPI, dag_id: str, timeout_s: float = 90
 
 def wait_for_run(api: AirflowAPI, dag_id: str, run_id: str, timeout_s: float = 900.0) -> str:
     """Poll one run until it finishes; return its state."""
-    deadline = time.monotonic() + timeout_s
-    while (state := api.run_state(dag_id, run_id)) not in TERMINAL:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{dag_id} run {run_id} not finished after {timeout_s:.0f}s")
-        time.sleep(3)
-    return state
+    return poll_until(
+        lambda: state if (state := api.run_state(dag_id, run_id)) in TERMINAL else None,
+        every_s=3,
+        timeout_s=timeout_s,
+        timed_out=lambda _: TimeoutError(f"{dag_id} run {run_id} not finished after {timeout_s:.0f}s"),
+    )
 
 
 def training_outcome(api: AirflowAPI, run: dict[str, Any]) -> str:

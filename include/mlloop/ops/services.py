@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlloop.config import REPO_ROOT
+from mlloop.ops.polling import poll_until
 
 log = logging.getLogger("mlloop.ops")
 
@@ -286,13 +287,14 @@ def serving_healthy() -> bool:
 def wait_until(check: object, what: str, timeout_s: float = 240.0) -> None:
     """Poll ``check()`` every 2 s until it is true; raise naming ``what`` and the logs on timeout."""
     started = time.monotonic()
-    while not check():  # type: ignore[operator]
-        if time.monotonic() - started > timeout_s:
-            raise TimeoutError(
-                f"{what} did not become healthy within {timeout_s:.0f}s; "
-                f"see the logs in {AIRFLOW_HOME / 'logs'}"
-            )
-        time.sleep(2)
+    poll_until(
+        lambda: True if check() else None,  # type: ignore[operator]
+        every_s=2,
+        timeout_s=timeout_s,
+        timed_out=lambda _: TimeoutError(
+            f"{what} did not become healthy within {timeout_s:.0f}s; see the logs in {AIRFLOW_HOME / 'logs'}"
+        ),
+    )
     log.info("%s is healthy (%.0fs)", what, time.monotonic() - started)
 
 

@@ -18,6 +18,7 @@ import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from mlloop import clock
+from mlloop.ops.polling import poll_until
 from mlloop.ops.services import http_json
 from mlloop.serving.client import request_rows
 
@@ -111,21 +112,25 @@ def wait_until_serving(serving_url: str, version: str, timeout_s: float = 120.0)
     Raises:
         TimeoutError: naming what the service reported last.
     """
-    deadline = time.monotonic() + timeout_s
     ready: Any = None
-    while True:
+
+    def serves_it() -> dict[str, Any] | None:
+        nonlocal ready
         try:
             ready = http_json(f"{serving_url}/ready")
         except OSError as exc:
             ready = f"{type(exc).__name__}: {exc}"
-        if isinstance(ready, dict) and str(ready.get("model_version")) == str(version):
-            return ready
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"the scoring service at {serving_url} does not serve v{version} after {timeout_s:.0f}s "
-                f"(last /ready: {ready}); see its log (.airflow/logs/scoring.out under make up)"
-            )
-        time.sleep(1)
+        return ready if isinstance(ready, dict) and str(ready.get("model_version")) == str(version) else None
+
+    return poll_until(
+        serves_it,
+        every_s=1,
+        timeout_s=timeout_s,
+        timed_out=lambda _: TimeoutError(
+            f"the scoring service at {serving_url} does not serve v{version} after {timeout_s:.0f}s "
+            f"(last /ready: {ready}); see its log (.airflow/logs/scoring.out under make up)"
+        ),
+    )
 
 
 def served_performance(
