@@ -696,8 +696,9 @@ def calibrate_drift(
     blocks_apply = statistic != DRIFT_SHARE and higher and splits_by in ("both", "time")
     if blocks_apply and len(reference) // size >= MIN_BLOCKS:
         blocks = [columns[0].score for columns in (tests.verdicts(b, r) for b, r in _blocks(order, size))]
-        nulls["blocks"] = tuple(float(v) for v in blocks)
-        thresholds["blocks"] = _prediction_bound(nulls["blocks"], false_alarm)
+        if all(v is not None and math.isfinite(v) for v in blocks):  # else the ranked splits decide alone
+            nulls["blocks"] = tuple(float(v) for v in blocks)
+            thresholds["blocks"] = _prediction_bound(nulls["blocks"], false_alarm)
     calibration = DriftCalibration(
         statistic=statistic,
         threshold=max(thresholds.values()) if higher else min(thresholds.values()),
