@@ -290,13 +290,15 @@ def test_bad_calibration_arguments_name_the_fix() -> None:
 
 
 def test_calibration_splits_score_columns_as_evidently_does() -> None:
-    """The splits' sorted-once Wasserstein equals Evidently's test on the same rows, missing values too."""
+    """The splits' sorted-once Wasserstein and counted Jensen-Shannon equal Evidently's tests on the same
+    rows, missing values too."""
     from mlloop.monitoring.drift import _splits, _SplitTests
 
     reference, _ = world(date(2026, 3, 2), 42, 1_500, ())
     frame = reference[[*NUMERIC, *CATEGORICAL]].copy()
     frame.loc[frame.index[::7], NUMERIC[0]] = np.nan
     frame.loc[frame.index[::11], NUMERIC[1]] = np.inf
+    frame.loc[frame.index[::13], CATEGORICAL[0]] = None
     methods = {"wasserstein": 0, "jensenshannon": 0}
     tests = _SplitTests(
         frame,
@@ -305,6 +307,7 @@ def test_calibration_splits_score_columns_as_evidently_does() -> None:
         [*NUMERIC, *CATEGORICAL],
     )
     assert set(tests.sorted) == set(NUMERIC)  # the fast path is taken for every numeric column
+    assert set(tests.codes) == set(CATEGORICAL)  # ... and for every categorical one
     for kind in ("time", "random"):
         for block, rest in list(_splits(np.arange(len(frame)), 1_000, 5, kind, 3)):
             fast = tests.verdicts(block, rest)

@@ -745,7 +745,9 @@ class _SplitTests:
     column by cumulative counts, O(n) per split instead of two sorts in each call of scipy's
     ``wasserstein_distance``. It is the statistic of Evidently's ``wasserstein`` test (normed by the
     rest's standard deviation, drifted at its default threshold), equal to it up to rounding
-    (``tests/unit/test_drift_calibration.py`` compares them). Every other test runs through Evidently.
+    (``tests/unit/test_drift_calibration.py`` compares them). Likewise a Jensen-Shannon column that
+    Evidently bins by value (categorical, or numeric with at most 20 values) is coded once, and each
+    split's distance comes from value counts. Every other test runs through Evidently.
     """
 
     def __init__(
@@ -766,6 +768,22 @@ class _SplitTests:
             rows = clean[np.argsort(values[clean], kind="stable")]
             self.sorted[column] = (rows, values[rows])
         self.threshold = _default_threshold("wasserstein", True)
+        # Jensen-Shannon on a column Evidently bins by value (every categorical one; a numeric one of at
+        # most 20 values): the distance of the two sides' value shares, from per-split value counts.
+        self.codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for column in self.columns:
+            if methods[column] != "jensenshannon":
+                continue
+            series = frame[column]
+            if _kind(column, numeric) == "numeric":
+                series = series.replace([-np.inf, np.inf], np.nan)  # as _clean
+            present = series.notna().to_numpy()
+            if _kind(column, numeric) == "numeric" and series[present].nunique() > 20:
+                continue  # Evidently bins such a column by histogram: its own test handles it
+            codes = np.full(len(frame), -1, dtype=np.int64)  # -1: missing (dropped, as _clean drops it)
+            codes[present] = pd.factorize(series[present])[0]
+            self.codes[column] = (codes, np.bincount(codes[present]))
+        self.js_threshold = _default_threshold("jensenshannon", False)
 
     def verdicts(self, block: np.ndarray, rest: np.ndarray) -> list[ColumnDrift]:
         """Return each column's verdict of the rows ``block`` (a window) against ``rest`` (the reference)."""
@@ -776,6 +794,20 @@ class _SplitTests:
             warnings.simplefilter("ignore", RuntimeWarning)  # as drift_verdicts
             for column in self.columns:
                 kind = _kind(column, self.numeric)
+                if column in self.codes:
+                    score = self._jensenshannon(column, in_block)
+                    if score is not None:
+                        verdicts.append(
+                            ColumnDrift(
+                                column,
+                                kind,
+                                "jensenshannon",
+                                score,
+                                self.js_threshold,
+                                score >= self.js_threshold,
+                            )
+                        )
+                        continue
                 score = self._wasserstein(column, in_block) if column in self.sorted else None
                 if score is None:
                     series = self.frame[column]
@@ -802,6 +834,17 @@ class _SplitTests:
         rest_cdf = (np.arange(1, len(rows)) - np.cumsum(block)[:-1]) / in_rest
         distance = float(np.sum(np.abs(window_cdf - rest_cdf) * np.diff(values)))
         return distance / max(float(np.std(values[~block])), 0.001)
+
+    def _jensenshannon(self, column: str, in_block: np.ndarray) -> float | None:
+        """Return the Jensen-Shannon distance of the block's value shares to the rest's (None: one empty)."""
+        from scipy.spatial import distance
+
+        codes, total = self.codes[column]
+        block = np.bincount(codes[in_block & (codes >= 0)], minlength=len(total))
+        rest = total - block
+        if block.sum() == 0 or rest.sum() == 0:
+            return None
+        return float(distance.jensenshannon(rest / rest.sum(), block / block.sum()))
 
 
 def _blocks(order: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
