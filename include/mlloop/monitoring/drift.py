@@ -767,23 +767,25 @@ class _SplitTests:
             clean = np.flatnonzero(np.isfinite(values))  # as _clean: infinities and missing values out
             rows = clean[np.argsort(values[clean], kind="stable")]
             self.sorted[column] = (rows, values[rows])
-        self.threshold = _default_threshold("wasserstein", True)
         # Jensen-Shannon on a column Evidently bins by value (every categorical one; a numeric one of at
         # most 20 values): the distance of the two sides' value shares, from per-split value counts.
-        self.codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.codes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for column in self.columns:
             if methods[column] != "jensenshannon":
                 continue
+            kind = _kind(column, numeric)
             series = frame[column]
-            if _kind(column, numeric) == "numeric":
+            if kind == "numeric":
                 series = series.replace([-np.inf, np.inf], np.nan)  # as _clean
             present = series.notna().to_numpy()
-            if _kind(column, numeric) == "numeric" and series[present].nunique() > 20:
+            if kind == "numeric" and series[present].nunique() > 20:
                 continue  # Evidently bins such a column by histogram: its own test handles it
-            codes = np.full(len(frame), -1, dtype=np.int64)  # -1: missing (dropped, as _clean drops it)
-            codes[present] = pd.factorize(series[present])[0]
-            self.codes[column] = (codes, np.bincount(codes[present]))
-        self.js_threshold = _default_threshold("jensenshannon", False)
+            codes = pd.factorize(series[present])[0]  # missing values dropped, as _clean drops them
+            self.codes[column] = (np.flatnonzero(present), codes, np.bincount(codes))
+        self.thresholds = {
+            "wasserstein": _default_threshold("wasserstein", True),
+            "jensenshannon": _default_threshold("jensenshannon", False),
+        }
 
     def verdicts(self, block: np.ndarray, rest: np.ndarray) -> list[ColumnDrift]:
         """Return each column's verdict of the rows ``block`` (a window) against ``rest`` (the reference)."""
@@ -793,33 +795,21 @@ class _SplitTests:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # as drift_verdicts
             for column in self.columns:
-                kind = _kind(column, self.numeric)
-                if column in self.codes:
+                kind, method = _kind(column, self.numeric), self.methods[column]
+                if column in self.sorted:
+                    score = self._wasserstein(column, in_block)
+                elif column in self.codes:
                     score = self._jensenshannon(column, in_block)
-                    if score is not None:
-                        verdicts.append(
-                            ColumnDrift(
-                                column,
-                                kind,
-                                "jensenshannon",
-                                score,
-                                self.js_threshold,
-                                score >= self.js_threshold,
-                            )
-                        )
-                        continue
-                score = self._wasserstein(column, in_block) if column in self.sorted else None
+                else:
+                    score = None
                 if score is None:
                     series = self.frame[column]
                     verdicts.append(
-                        _column_test(
-                            column, kind, series.iloc[rest], series.iloc[block], self.methods[column], None
-                        )
+                        _column_test(column, kind, series.iloc[rest], series.iloc[block], method, None)
                     )
                     continue
-                verdicts.append(
-                    ColumnDrift(column, kind, "wasserstein", score, self.threshold, score >= self.threshold)
-                )
+                threshold = self.thresholds[method]
+                verdicts.append(ColumnDrift(column, kind, method, score, threshold, score >= threshold))
         return verdicts
 
     def _wasserstein(self, column: str, in_block: np.ndarray) -> float | None:
@@ -839,8 +829,8 @@ class _SplitTests:
         """Return the Jensen-Shannon distance of the block's value shares to the rest's (None: one empty)."""
         from scipy.spatial import distance
 
-        codes, total = self.codes[column]
-        block = np.bincount(codes[in_block & (codes >= 0)], minlength=len(total))
+        rows, codes, total = self.codes[column]
+        block = np.bincount(codes[in_block[rows]], minlength=len(total))
         rest = total - block
         if block.sum() == 0 or rest.sum() == 0:
             return None
