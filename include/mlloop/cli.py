@@ -13,8 +13,12 @@ import importlib
 import io
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from mlloop.usecase import DeclaredUseCase
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -194,6 +198,103 @@ services.add_command(
 services.add_command(
     _services_verb("status", "Show which services are running, with their pids.", "mlloop services status")
 )
+
+
+@cli.group("use-cases", context_settings=CONTEXT_SETTINGS)
+def use_cases() -> None:
+    """List and check the use-case declarations: one <name>.yaml each in the use-case folder.
+
+    The folder is MLLOOP_USECASES_DIR (default: the packaged include/mlloop/usecases/); MLLOOP_USE_CASES
+    (comma-separated names) enables some of them, all when unset.
+
+    \b
+    Examples:
+      mlloop use-cases list
+      mlloop use-cases check
+      MLLOOP_USECASES_DIR=/srv/usecases mlloop use-cases check churn
+    """
+
+
+@use_cases.command("list", context_settings=CONTEXT_SETTINGS)
+def list_use_cases() -> None:
+    """Print one line per declared use case: name, enabled or not, dataset, model name and source kind.
+
+    A declaration that does not load shows "invalid:" and its first problem (`mlloop use-cases check`
+    shows them all). Exits 0 unless the folder itself cannot be read.
+
+    \b
+    Examples:
+      mlloop use-cases list
+      MLLOOP_USE_CASES=card_fraud mlloop use-cases list
+    """
+    from mlloop.usecase import check_declared, enabled_use_cases, usecases_dir
+
+    checked = _checked_use_cases(check_declared)
+    try:
+        enabled: set[str] | None = set(enabled_use_cases())
+    except ValueError as exc:
+        click.echo(f"warning: {exc}", err=True)
+        enabled = None
+    click.echo(f"use-case folder: {usecases_dir()}")
+    width = max((len(item.name) for item in checked), default=0)
+    for item in checked:
+        state = "?" if enabled is None else "enabled" if item.name in enabled else "disabled"
+        if item.use_case is None:
+            detail = f"invalid: {item.problems[0]}"
+        else:
+            declared = item.use_case
+            detail = (
+                f"dataset={declared.dataset} model_name={declared.model_name} source={declared.source.kind}"
+            )
+        click.echo(f"{item.name:<{width}}  {state:<8}  {detail}")
+
+
+@use_cases.command("check", context_settings=CONTEXT_SETTINGS)
+@click.argument("names", nargs=-1)
+def check_use_cases(names: tuple[str, ...]) -> None:
+    """Validate every declared use case, or the NAMES given (declared names or YAML paths).
+
+    Prints OK per valid declaration and, for an invalid one, each problem with its file, key and fix.
+    Without NAMES it also checks MLLOOP_USE_CASES and that no two use cases share a dataset or a
+    model_name. Exits 1 if anything is invalid.
+
+    \b
+    Examples:
+      mlloop use-cases check
+      mlloop use-cases check card_fraud
+      mlloop use-cases check /srv/usecases/churn.yaml
+    """
+    from mlloop.usecase import check_declared, declaration_conflicts, enabled_use_cases
+
+    checked = _checked_use_cases(lambda: check_declared(list(names) or None))
+    for item in checked:
+        if item.use_case is not None:
+            click.echo(f"OK       {item.name}  ({item.path})")
+        else:
+            click.echo(f"INVALID  {item.name}  ({item.path})")
+            for problem in item.problems:
+                click.echo(f"  - {problem}")
+    conflicts = declaration_conflicts({i.name: i.use_case for i in checked if i.use_case is not None})
+    problems = [f"{name}: {problem}" for name, problem in conflicts.items()]
+    if not names:
+        try:
+            enabled_use_cases()
+        except ValueError as exc:
+            problems.append(str(exc))
+    for problem in problems:
+        click.echo(f"INVALID  {problem}")
+    invalid = sum(item.use_case is None for item in checked)
+    click.echo(f"{len(checked)} use case(s) checked: {len(checked) - invalid} OK, {invalid} invalid.")
+    if invalid or problems:
+        click.get_current_context().exit(1)
+
+
+def _checked_use_cases(check: Callable[[], list[DeclaredUseCase]]) -> list[DeclaredUseCase]:
+    """Run ``check`` (a ``check_declared`` call); an unreadable use-case folder becomes a usage error."""
+    try:
+        return check()
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 if __name__ == "__main__":

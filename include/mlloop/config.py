@@ -29,9 +29,25 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         default=None, description="S3-compatible endpoint (MinIO, moto); None for AWS itself."
     )
+    usecases_dir: str | None = Field(
+        default=None,
+        description="Folder of use-case declarations, one <name>.yaml each; None: the packaged "
+        "include/mlloop/usecases/. Their GX suites stay in expectations/.",
+    )
+    use_cases: str | None = Field(
+        default=None,
+        description="Comma-separated names of the declared use cases to enable (e.g. 'card_fraud,churn'); "
+        "None or blank enables every declaration in the use-case folder.",
+    )
+    expectations_dir: str | None = Field(
+        default=None,
+        description="Folder of the GX suites the declarations name (<suite>.json); None: the repository's "
+        "expectations/. Set it beside MLLOOP_USECASES_DIR when a deployment keeps its own declarations.",
+    )
     use_case: str = Field(
         default="card_fraud",
-        description="Use-case declaration: a name under include/mlloop/usecases/ or a path to a YAML file.",
+        description="Default use case of the commands that act on one (e.g. demo, simulate, train): a "
+        "declared name or a path to a YAML declaration.",
     )
     mlflow_tracking_uri: str = Field(default="http://127.0.0.1:5000")
     model_name: str | None = Field(

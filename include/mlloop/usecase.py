@@ -1,7 +1,18 @@
-"""Load a use-case declaration (YAML): dataset, schema, key/time/target/PII columns, suites, features."""
+"""Use-case declarations (YAML): dataset, schema, key/time/target/PII columns, suites, features, policy.
+
+Every use case is one declaration in the use-case folder (``include/mlloop/usecases/`` unless
+``MLLOOP_USECASES_DIR`` names another), its file name being its name. ``MLLOOP_USE_CASES`` selects which
+declared use cases are enabled. A declaration is checked when it loads, and each problem names the file,
+the key and the fix, so one bad declaration can be reported without taking the others down.
+"""
 
 from __future__ import annotations
 
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -17,11 +28,18 @@ from pydantic import (
     model_validator,
 )
 
-from mlloop.features.spec import FeatureSpec
+from mlloop.config import get_settings
+from mlloop.features.spec import FeatureSpec, feature_columns
 from mlloop.monitoring.decision import check_monitor_section
 from mlloop.promotion.gate_config import check_gate_section
+from mlloop.validation.suite import suite_path
+from mlloop.versioned_config import safe_load_yaml
 
+# The packaged folder, used when MLLOOP_USECASES_DIR is unset.
 USECASE_DIR = Path(__file__).resolve().parent / "usecases"
+DECLARATION_SUFFIXES = (".yaml", ".yml")
+# A name goes into DAG ids (ingest_<name>), Asset names and metric labels: short, lower-case, no dots.
+USE_CASE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 ColumnKind = Literal["string", "datetime", "float", "integer", "boolean"]
 
 
@@ -85,6 +103,23 @@ class UseCase(BaseModel):
     gate: dict[str, Any] = Field(default_factory=dict)
     monitor: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("name")
+    @classmethod
+    def _name_fits_ids(cls, name: str, info: ValidationInfo) -> str:
+        if not USE_CASE_NAME.fullmatch(name):
+            raise ValueError(
+                f"{name!r} is not a valid use-case name: it goes into DAG ids (ingest_<name>), Asset names "
+                f"and metric labels, so it must match {USE_CASE_NAME.pattern} (a lower-case letter, then up "
+                "to 39 lower-case letters, digits or _). Rename the use case and its file."
+            )
+        stem = (info.context or {}).get("file_stem")
+        if stem is not None and name != stem:
+            raise ValueError(
+                f"name {name!r} differs from the file name {stem!r}: in the use-case folder a declaration's "
+                f"name is its file name. Set name: {stem} or rename the file to {name}.yaml."
+            )
+        return name
+
     @field_validator("gate")
     @classmethod
     def _gate_section_valid(cls, gate: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
@@ -120,8 +155,6 @@ class UseCase(BaseModel):
                 f"features use PII columns {pii}; they are tokenised before features are built, "
                 "so a model must not depend on them. Remove them from features."
             )
-        from mlloop.features.spec import feature_columns
-
         stray = [c for c in self.drift_exclude if c not in feature_columns(self.features)]
         if stray:
             raise ValueError(f"drift_exclude names {stray}, which are not feature columns of this use case")
@@ -133,27 +166,223 @@ class UseCase(BaseModel):
         return list(self.schema_)
 
 
-@lru_cache(maxsize=8)
+class UseCaseDeclarationError(ValueError):
+    """A declaration that does not load; ``problems`` holds one ``key: what is wrong, and the fix`` each."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path, self.problems = path, problems
+        super().__init__(f"use case declaration {path} is invalid: {'; '.join(problems)}")
+
+
+def usecases_dir() -> Path:
+    """Return the use-case folder: ``MLLOOP_USECASES_DIR``, or the packaged ``include/mlloop/usecases``."""
+    configured = get_settings().usecases_dir
+    return Path(configured).expanduser().resolve() if configured else USECASE_DIR
+
+
+def declared_use_cases() -> dict[str, Path]:
+    """Return name (file stem) -> declaration file for every ``*.yaml``/``*.yml`` in the folder, by name.
+
+    Raises:
+        FileNotFoundError: when the folder does not exist (naming it and MLLOOP_USECASES_DIR).
+        ValueError: when two files declare the same name (``x.yaml`` and ``x.yml``).
+    """
+    folder = usecases_dir()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"use-case folder {folder} does not exist. Point MLLOOP_USECASES_DIR at a folder of "
+            f"<name>.yaml declarations, or unset it to use the packaged {USECASE_DIR}."
+        )
+    declared: dict[str, Path] = {}
+    for path in sorted(p for p in folder.iterdir() if p.suffix in DECLARATION_SUFFIXES and p.is_file()):
+        if path.stem in declared:
+            raise ValueError(
+                f"use case {path.stem!r} is declared twice in {folder}: {declared[path.stem].name} and "
+                f"{path.name}. Keep one of them."
+            )
+        declared[path.stem] = path
+    return dict(sorted(declared.items()))
+
+
+def enabled_use_cases() -> list[str]:
+    """Return the enabled use cases: ``MLLOOP_USE_CASES`` in its order without repeats, else all declared.
+
+    Raises:
+        ValueError: when MLLOOP_USE_CASES names a use case the folder does not declare.
+    """
+    declared = declared_use_cases()
+    selection = get_settings().use_cases
+    names = [name.strip() for name in (selection or "").split(",") if name.strip()]
+    if not names:
+        return list(declared)
+    unknown = [name for name in dict.fromkeys(names) if name not in declared]
+    if unknown:
+        raise ValueError(
+            f"MLLOOP_USE_CASES={selection!r} names {unknown}, which {usecases_dir()} does not declare; "
+            f"declared use cases: {list(declared)}. Fix the names, or add <name>.yaml to the folder "
+            "(MLLOOP_USECASES_DIR)."
+        )
+    return list(dict.fromkeys(names))
+
+
+def declaration_path(name_or_path: str) -> Path:
+    """Return the declaration file of a use-case name (in ``usecases_dir()``) or of a YAML path.
+
+    Raises:
+        FileNotFoundError: naming the file or folder looked in, the declared names and the fix.
+    """
+    if Path(name_or_path).suffix in DECLARATION_SUFFIXES:
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"use case declaration {path} does not exist. Set MLLOOP_USE_CASE to a declared name or "
+                "to the path of a YAML declaration."
+            )
+        return path.resolve()
+    declared = declared_use_cases()
+    if name_or_path not in declared:
+        raise FileNotFoundError(
+            f"use case {name_or_path!r}: {usecases_dir()} holds no {name_or_path}.yaml. Set "
+            f"MLLOOP_USE_CASE to one of {list(declared)} or to the path of a YAML declaration, or add the "
+            "declaration to the use-case folder (MLLOOP_USECASES_DIR)."
+        )
+    return declared[name_or_path].resolve()
+
+
 def load_use_case(name_or_path: str) -> UseCase:
-    """Load a use case by name (``include/mlloop/usecases/<name>.yaml``) or by YAML path.
+    """Load a use case by name (``<usecases_dir()>/<name>.yaml``) or by YAML path.
 
     Raises:
         FileNotFoundError: naming the file looked for and the declarations that exist.
-        ValueError: naming the file, each invalid key and what is wrong with it.
+        UseCaseDeclarationError: a ``ValueError`` naming the file, each invalid key and the fix.
     """
-    path = Path(name_or_path)
-    if path.suffix not in {".yaml", ".yml"}:
-        path = USECASE_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in USECASE_DIR.glob("*.yaml"))
-        raise FileNotFoundError(
-            f"use case {name_or_path!r}: {path} does not exist. Set MLLOOP_USE_CASE to one of {known} "
-            "or to the path of a YAML declaration."
-        )
+    path = declaration_path(name_or_path)
+    stat = path.stat()
+    in_folder = path.parent == usecases_dir().resolve()
+    # Keyed on the file and its version, so a changed folder or an edited file is never served stale.
+    return _load_declaration(path, stat.st_mtime_ns, stat.st_size, in_folder)
+
+
+@lru_cache(maxsize=32)
+def _load_declaration(path: Path, _mtime_ns: int, _size: int, in_folder: bool) -> UseCase:
+    """Parse and validate one declaration file (cached per file version)."""
     try:
-        return UseCase.model_validate(yaml.safe_load(path.read_text()))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, error['loc'])) or '(top level)'}: {error['msg']}" for error in exc.errors()
+        document = safe_load_yaml(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UseCaseDeclarationError(path, [f"(file) not valid YAML: {exc}. Fix the syntax."]) from exc
+    if not isinstance(document, dict):
+        raise UseCaseDeclarationError(
+            path,
+            ["(file) must be a mapping of keys (name, dataset, schema, suites, ...), as card_fraud.yaml is"],
         )
-        raise ValueError(f"use case declaration {path} is invalid: {problems}") from exc
+    problems: list[str] = []
+    try:
+        use_case = UseCase.model_validate(document, context={"file_stem": path.stem} if in_folder else None)
+    except ValidationError as exc:
+        problems.extend(_describe(error) for error in exc.errors())
+    problems.extend(_suite_problems(document.get("suites")))
+    if problems:
+        raise UseCaseDeclarationError(path, problems)
+    return use_case
+
+
+def _suite_problems(suites: object) -> list[str]:
+    """Return a problem per declared suite whose JSON file is missing, and for a missing raw suite."""
+    if not isinstance(suites, dict):
+        return []  # the model's own check reports a missing or malformed suites: section
+    problems = []
+    if "raw" not in suites:
+        problems.append(
+            "suites.raw: missing; every use case needs a raw suite (the contract ingestion and serving "
+            "check). Add suites: {raw: <suite name>} naming a file in expectations/."
+        )
+    for role, name in suites.items():
+        if not isinstance(name, str):
+            continue
+        try:
+            suite_path(name)
+        except FileNotFoundError as exc:
+            problems.append(f"suites.{role}: {exc}")
+    return problems
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    """Return one pydantic error as ``key: problem``; an unknown key lists the valid ones."""
+    loc = tuple(error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        valid = _valid_keys(loc[:-1])
+        if valid:
+            message += f"; valid keys here are {valid}"
+    elif error["type"] == "missing":
+        message = "missing; this key is required. Add it (card_fraud.yaml shows every key)"
+    return f"{'.'.join(map(str, loc))}: {message}" if loc else message
+
+
+def _valid_keys(parents: tuple[Any, ...]) -> list[str]:
+    """Return the keys the section at ``parents`` accepts, or [] when it is not a declared section."""
+    model: Any = UseCase
+    for part in parents:
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        if field is None:
+            return []
+        options = typing.get_args(field.annotation) if _is_union(field.annotation) else (field.annotation,)
+        model = next((o for o in options if isinstance(o, type) and issubclass(o, BaseModel)), None)
+        if model is None:
+            return []
+    return sorted(f.alias or n for n, f in model.model_fields.items())
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+@dataclass(frozen=True)
+class DeclaredUseCase:
+    """One declared use case as ``mlloop use-cases`` reports it: loaded, or the reason it does not load."""
+
+    name: str
+    path: Path
+    use_case: UseCase | None
+    problems: tuple[str, ...] = ()
+
+
+def check_declared(names_or_paths: list[str] | None = None) -> list[DeclaredUseCase]:
+    """Load every declared use case (or the named ones); one bad declaration is reported, not raised.
+
+    Raises:
+        FileNotFoundError / ValueError: only for the folder itself (see ``declared_use_cases``).
+    """
+    targets = names_or_paths if names_or_paths else list(declared_use_cases())
+    results = []
+    for target in targets:
+        name = Path(target).stem
+        try:
+            path = declaration_path(target)
+        except FileNotFoundError as exc:
+            results.append(DeclaredUseCase(name, Path(target), None, (str(exc),)))
+            continue
+        try:
+            results.append(DeclaredUseCase(name, path, load_use_case(str(path))))
+        except UseCaseDeclarationError as exc:
+            results.append(DeclaredUseCase(name, path, None, tuple(exc.problems)))
+    return results
+
+
+def declaration_conflicts(use_cases: Mapping[str, UseCase]) -> dict[str, str]:
+    """Return, by name, each use case whose dataset or model_name an earlier one (in order) already declares.
+
+    Two use cases sharing either would mix their data or their models; the first keeps it.
+    """
+    owners: dict[tuple[str, str], str] = {}
+    problems: dict[str, str] = {}
+    for name, use_case in use_cases.items():
+        for key in ("dataset", "model_name"):
+            value = getattr(use_case, key)
+            owner = owners.setdefault((key, value), name)
+            if owner != name and name not in problems:
+                problems[name] = (
+                    f"{key} {value!r} is already declared by use case {owner!r}: each use case needs its own "
+                    f"{key}. Rename it in {name!r}."
+                )
+    return problems

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -10,6 +12,24 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+# libyaml's safe loader when PyYAML has it (same documents, several times faster; DAG parsing reads these).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def safe_load_yaml(text: str) -> Any:
+    """Parse YAML with a safe loader (plain data only), libyaml's when available."""
+    return yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a SafeLoader, C or Python
+
+
+def read_yaml(path: Path) -> Any:
+    """Return the YAML document at ``path``, read once per version of the file (a fresh copy each call)."""
+    stat = path.stat()
+    return copy.deepcopy(_read_yaml(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@lru_cache(maxsize=64)
+def _read_yaml(path: str, _mtime_ns: int, _size: int) -> Any:
+    return safe_load_yaml(Path(path).read_text())
 
 
 def load_versioned_config(
@@ -21,7 +41,7 @@ def load_versioned_config(
         ValueError: for an override key that is not a setting (naming the valid ones), or a value the
             setting does not accept (naming the setting, the value and the bound).
     """
-    defaults = yaml.safe_load(path.read_text())
+    defaults = read_yaml(path)
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(model.model_fields))
     if unknown:

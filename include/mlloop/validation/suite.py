@@ -1,10 +1,15 @@
-"""Load the data-contract suites kept as GX 1.x JSON under ``expectations/`` (never rebuilt in Python)."""
+"""Load the data-contract suites kept as GX 1.x JSON under ``expectations/`` (never rebuilt in Python).
+
+A deployment with its own use-case folder keeps its suites beside it: ``MLLOOP_EXPECTATIONS_DIR``.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from mlloop.config import get_settings
 
 if TYPE_CHECKING:
     from great_expectations.core import ExpectationSuite
@@ -13,9 +18,15 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 EXPECTATIONS_DIR = REPO_ROOT / "expectations"
 
 
+def expectations_dir() -> Path:
+    """Return the suites' folder: ``MLLOOP_EXPECTATIONS_DIR``, else the repository's ``expectations/``."""
+    configured = get_settings().expectations_dir
+    return Path(configured) if configured else EXPECTATIONS_DIR
+
+
 def available_suites() -> list[str]:
-    """Return the names of the suites in ``expectations/`` (file stems, sorted)."""
-    return sorted(path.stem for path in EXPECTATIONS_DIR.glob("*.json"))
+    """Return the names of the suites in the suites' folder (file stems, sorted)."""
+    return sorted(path.stem for path in expectations_dir().glob("*.json"))
 
 
 def suite_path(name: str) -> Path:
@@ -24,10 +35,12 @@ def suite_path(name: str) -> Path:
     Raises:
         FileNotFoundError: naming the path looked for and the suites that exist.
     """
-    path = EXPECTATIONS_DIR / f"{name}.json"
+    folder = expectations_dir()
+    path = folder / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(
-            f"expectation suite {name!r}: {path} does not exist. Available suites in {EXPECTATIONS_DIR}: "
+            f"expectation suite {name!r}: {path} does not exist. Available suites in {folder} "
+            "(MLLOOP_EXPECTATIONS_DIR): "
             f"{available_suites()}. Add {name}.json there or fix the suite name in the use-case declaration."
         )
     return path
