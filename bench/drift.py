@@ -66,7 +66,7 @@ CATEGORICAL = list(USE_CASE.features.categorical)
 NUMERIC = [c for c in feature_columns(USE_CASE.features) if c not in CATEGORICAL]
 ANCHORS = ((dt.date(2026, 3, 2), 42), (dt.date(2025, 7, 14), 7), (dt.date(2027, 1, 4), 1234))  # (day, seed)
 WARM_UP_DAYS = 7  # the longest history window: the reference starts with full history, as a snapshot does
-REFERENCE_DAYS = 4  # train_model's default window
+REFERENCE_DAYS = 4  # train_<use case>'s default window
 
 
 def week_features(start: dt.date, rows: int, scenario: str) -> pd.DataFrame:

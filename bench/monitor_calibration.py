@@ -1,7 +1,7 @@
 """Benchmark: how often the monitor's decisions are wrong, measured offline on generated days.
 
 Run: ``.venv/bin/python bench/monitor_calibration.py [--starts 3] [--clean-days 60] [--drift-days 3]
-[--rows 20000] [--rows-60k-starts 1] [--workers 2]``. The functions ``monitor_drift`` runs
+[--rows 20000] [--rows-60k-starts 1] [--workers 2]``. The functions ``monitor_<use case>`` runs
 (``check_evidence``, ``decide``), through ``mlloop.monitoring.replay``, with no stack:
 
 - per start date, a week of history lands first (a deployment's champion learns days whose 7-day history

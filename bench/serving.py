@@ -1,11 +1,15 @@
 """Benchmark: the scoring service against ``mlflow models serve`` on the same registered model.
 
-Run: ``.venv/bin/python bench/serving.py [--seconds 15] [--concurrency 8]``. Sets up, untimed, in a
-temporary folder: an MLflow server (SQLite, local artifacts) on a free port, three generated days
-(20,000 rows each) ingested and snapshotted, one XGBoost model trained by the training CLI's code
-with 200 rounds and promoted to ``champion``. Then it starts both servers on 127.0.0.1:
+Run: ``.venv/bin/python bench/serving.py [--seconds 15] [--concurrency 8] [--use-cases 1]``. Sets up,
+untimed, in a temporary folder: an MLflow server (SQLite, local artifacts) on a free port, three
+generated days (20,000 rows each) ingested and snapshotted, one XGBoost model trained by the training
+CLI's code with 200 rounds and promoted to ``champion``. Then it starts both servers on 127.0.0.1:
 
-- ours: ``python -m mlloop.serving`` (request validation, history features, model, inference log);
+- ours: ``python -m mlloop.serving`` (request validation, history features, model, inference log),
+  measured at ``POST /predict/card_fraud``. It serves a use-case folder of ``--use-cases`` declarations:
+  card_fraud and copies of it with their own dataset and model (the same trained version registered
+  under each copy's name and promoted), so with N > 1 every copy has a champion loaded, a follower
+  polling the registry and a worker of its own while one use case takes the load;
 - peer: ``mlflow models serve --env-manager local`` on the *same booster*, registered a second time as
   a pyfunc whose ``predict`` only maps the categorical columns onto the model's categories (the XGBoost
   flavour cannot take string categoricals from JSON). The peer gets the model's 23 ready-made features
@@ -90,8 +94,38 @@ class _PeerModel(mlflow.pyfunc.PythonModel):  # pickled by value (cloudpickle); 
         return self.model.predict_proba(frame)[:, 1]
 
 
-def _setup(tmp: Path, tracking_uri: str) -> tuple[str, str, list[dict[str, Any]], Any]:
-    """Ingest, snapshot, train and promote; register the peer pyfunc. Return names, requests, features."""
+def _declare_use_cases(tmp: Path, tracking_uri: str, version: str, count: int) -> Path:
+    """Write card_fraud (model bench-ours) and ``count - 1`` copies with champions; return the folder."""
+    import mlflow
+    import yaml
+
+    from mlloop.registry.champion import promote
+    from mlloop.usecase import USECASE_DIR
+
+    folder = tmp / "usecases"
+    folder.mkdir()
+    base = yaml.safe_load((USECASE_DIR / "card_fraud.yaml").read_text())
+    client = mlflow.MlflowClient(tracking_uri, tracking_uri)
+    trained = client.get_model_version("bench-ours", version)
+    for i in range(1, count + 1):
+        name, model = ("card_fraud", "bench-ours") if i == 1 else (f"card_fraud_{i}", f"bench-ours-{i}")
+        declaration = {**base, "name": name, "model_name": model}
+        if i > 1:
+            declaration["dataset"] = f"transactions_{i}"
+            client.create_registered_model(model)
+            model_id = trained.model_id or trained.source.removeprefix("models:/")  # the logged model
+            copy = client.create_model_version(model, source=trained.source, run_id=trained.run_id,
+                                               tags=trained.tags, model_id=model_id)  # fmt: skip
+            promote(client, model, copy.version, actor="bench", reason="bench", gate_report="-")
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(declaration, sort_keys=False))
+    return folder
+
+
+def _setup(tmp: Path, tracking_uri: str, use_cases: int) -> tuple[Path, str, list[dict[str, Any]], Any]:
+    """Ingest, snapshot, train and promote; declare the use cases; register the peer pyfunc.
+
+    Returns the use-case folder, the peer's name, our requests and the peer's features.
+    """
     import mlflow
 
     from mlloop.config import get_settings
@@ -144,7 +178,8 @@ def _setup(tmp: Path, tracking_uri: str) -> tuple[str, str, list[dict[str, Any]]
             registered_model_name="bench-peer",
         )
     log.info("peer registered as models:/bench-peer/%s", info.registered_model_version)
-    return "bench-ours", "bench-peer", request_rows(traffic, use_case), serving_frame(features)
+    folder = _declare_use_cases(tmp, tracking_uri, result["version"], use_cases)
+    return folder, "bench-peer", request_rows(traffic, use_case), serving_frame(features)
 
 
 def _bodies(ours_rows: list[dict[str, Any]], peer_frame: Any, batch: int) -> tuple[list[bytes], list[bytes]]:
@@ -237,6 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per case")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--use-cases",
+        type=int,
+        default=1,
+        help="declared use cases the service loads (card_fraud takes the load)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("mlloop", "mlflow", "alembic", "great_expectations"):
@@ -254,15 +295,15 @@ def main(argv: list[str] | None = None) -> int:
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
             tracking = f"http://127.0.0.1:{mlflow_port}"
             _wait_http(f"{tracking}/health", procs[-1], "MLflow server")
-            ours_name, peer_name, rows, peer_frame = _setup(tmp, tracking)
+            usecases_dir, peer_name, rows, peer_frame = _setup(tmp, tracking, args.use_cases)
 
             env = {k: v for k, v in os.environ.items() if not k.startswith("MLLOOP_")}
             # mlflow models serve execs `uvicorn` from PATH
             path = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
             env.update(MLFLOW_TRACKING_URI=tracking, MLLOOP_MLFLOW_TRACKING_URI=tracking, PATH=path)
             ours_port, peer_port = _free_port(), _free_port()
-            ours_env = env | {"MLLOOP_MODEL_NAME": ours_name, "MLLOOP_DATA_ROOT": str(tmp / "served"),
-                              "MLLOOP_PII_KEY": PII_KEY}  # fmt: skip
+            ours_env = env | {"MLLOOP_USECASES_DIR": str(usecases_dir), "MLLOOP_PII_KEY": PII_KEY,
+                              "MLLOOP_DATA_ROOT": str(tmp / "served")}  # fmt: skip
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "mlloop.serving", "--port", str(ours_port), "--no-seed-history"],
                 env=ours_env, stdout=subprocess.DEVNULL, stderr=(tmp / "ours.log").open("wb"),
@@ -283,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                 ours_bodies, peer_bodies = _bodies(rows, peer_frame, batch)
                 # same payload check: both answer the same transactions with the same scores
                 results[f"ours_{batch}"] = _measure(
-                    ours, "/predict", ours_bodies, args.seconds, args.concurrency
+                    ours, "/predict/card_fraud", ours_bodies, args.seconds, args.concurrency
                 )
                 log.info("ours, %d-row requests: %s", batch, results[f"ours_{batch}"])
                 results[f"peer_{batch}"] = _measure(peer, "/invocations", peer_bodies, args.seconds,
@@ -316,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "serving",
         "concurrency": args.concurrency,
         "seconds": args.seconds,
+        "use_cases": args.use_cases,
         **{f"{k}_{m}": v for k, figures in results.items() for m, v in figures.items()},
         "ratio": round(results["ours_1"]["rps"] / results["peer_1"]["rps"], 2),
         "ratio_batch_100": round(results["ours_100"]["rps"] / results["peer_100"]["rps"], 2),

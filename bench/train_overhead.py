@@ -1,13 +1,13 @@
-"""Benchmark: train_model through Airflow against the same steps called directly, on the same snapshot.
+"""Benchmark: train_card_fraud through Airflow against the same steps called directly, on the same snapshot.
 
 Run: ``.venv/bin/python bench/train_overhead.py [--rows 1000000] [--days 5]``. Starts a throwaway embedded
 stack (Airflow + MLflow on free ports, state in a temporary folder), ingests ``--days`` generated days of
 ``--rows / --days`` rows each straight through the ingestion functions (untimed), builds the snapshot
 once (untimed, so both sides find it), then times:
 
-- airflow: a manual ``train_model`` run (snapshot, train in a subprocess, gate, promote) from the REST
+- airflow: a manual ``train_card_fraud`` run (snapshot, train in a subprocess, gate, promote) from the REST
   trigger until the run is finished, through the real scheduler and LocalExecutor, after one untimed
-  ``monitor_drift`` run has started the executor's workers (as in any deployment that has been up);
+  ``monitor_card_fraud`` run has started the executor's workers (as in any deployment that has been up);
 - direct: the same steps called one after the other in one fresh Python script (``assemble_snapshot``,
   ``train``, ``gate_challenger``, ``promote_or_reject``), timed from its start, imports included once, to
   its end; it registers under another model name so neither side has a champion to beat.
@@ -30,7 +30,11 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mlloop.orchestration.names import MONITOR_DAG, TRAIN_DAG
+from mlloop.orchestration.names import dag_names
+
+USE_CASE = "card_fraud"  # the generated use case the stack's demo data belongs to
+MONITOR_DAG = dag_names(USE_CASE).monitor
+TRAIN_DAG = dag_names(USE_CASE).train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIRST_DAY = date(2026, 1, 5)  # old enough that every label has arrived
@@ -49,14 +53,14 @@ def _services(env: dict[str, str], command: str) -> None:
 
 
 def _ingest(days: list[date], rows: int) -> None:
-    """Land, validate and publish each day (what ingest_transactions does), untimed."""
+    """Land, validate and publish each day (what ingest_card_fraud does), untimed."""
     from mlloop.config import get_settings
     from mlloop.ingestion.batches import land_batch, publish_validated, validate_landed_batch
     from mlloop.storage import Storage
     from mlloop.usecase import load_use_case
 
     settings = get_settings()
-    storage, use_case = Storage.from_settings(settings), load_use_case(settings.use_case)
+    storage, use_case = Storage.from_settings(settings), load_use_case(USE_CASE)
     for day in days:
         started = time.perf_counter()
         batch = land_batch(storage, use_case, day, rows=rows)
@@ -92,20 +96,20 @@ def _direct(window: int, end_day: str, seed: int) -> dict[str, float]:
         now = time.perf_counter()
         steps[step], last = round(now - last, 1), now
 
-    snap = assemble_snapshot(window, end_day, as_of=datetime.now(UTC))
+    snap = assemble_snapshot(window, end_day, as_of=datetime.now(UTC), use_case=USE_CASE)
     lap("snapshot")
     result = train(TrainConfig(snapshot=snap["digest"], seed=seed, dag_run_id=f"bench-{time.time_ns()}"))
     lap("train")
-    decision = gate_challenger(result, None)
+    decision = gate_challenger(result, None, use_case=USE_CASE)
     lap("gate")
-    promote_or_reject(result, decision, actor="bench", promote=decision["promote"])
+    promote_or_reject(result, decision, actor="bench", promote=decision["promote"], use_case=USE_CASE)
     lap("promote")
     steps["total"] = round(time.perf_counter() - started, 1)
     return steps
 
 
 def _warm_executor(api: Any) -> None:
-    """Run monitor_drift once (no champion yet: quiet in seconds), untimed.
+    """Run monitor_card_fraud once (no champion yet: quiet in seconds), untimed.
 
     The LocalExecutor starts its workers on the first task, from a forkserver that imports the tasks'
     libraries then (``[scheduler] mp_forkserver_preload``); a running deployment has paid that long before.
@@ -118,13 +122,13 @@ def _warm_executor(api: Any) -> None:
     started = time.perf_counter()
     api.trigger(MONITOR_DAG, run_id, {"dry_run": True})
     state = wait_for_run(api, MONITOR_DAG, run_id)
-    log.info("executor warm-up (monitor_drift, untimed): %s in %.1fs", state, time.perf_counter() - started)
+    log.info("executor warm-up (%s, untimed): %s in %.1fs", MONITOR_DAG, state, time.perf_counter() - started)
 
 
 def _through_airflow(
     env: dict[str, str], window: int, end_day: str, seed: int
 ) -> tuple[float, str, dict[str, float]]:
-    """Trigger train_model and wait for it; return the wall time, the final state and task durations."""
+    """Trigger train_card_fraud and wait for it; return the wall time, the final state and task durations."""
     from mlloop.ops.airflow_api import AirflowAPI
 
     port = env["MLLOOP_AIRFLOW_PORT"]
@@ -143,7 +147,7 @@ def _through_airflow(
     while (state := api.run_state(TRAIN_DAG, run_id)) not in {"success", "failed"}:
         time.sleep(1)
     elapsed = time.perf_counter() - started
-    tis = api.get(f"/dags/train_model/dagRuns/{run_id}/taskInstances")["task_instances"]
+    tis = api.get(f"/dags/{TRAIN_DAG}/dagRuns/{run_id}/taskInstances")["task_instances"]
     tasks = {ti["task_id"]: ti["duration"] and round(ti["duration"], 1) for ti in tis if ti["duration"]}
     log.info("airflow run %s: %s in %.1fs, task durations %s", run_id, state, elapsed, tasks)
     return elapsed, state, tasks
@@ -181,7 +185,7 @@ def main() -> int:
         _ingest(days, args.rows // args.days)
         from mlloop.training.pipeline import assemble_snapshot
 
-        warm = assemble_snapshot(args.days, end_day, as_of=datetime.now(UTC))
+        warm = assemble_snapshot(args.days, end_day, as_of=datetime.now(UTC), use_case=USE_CASE)
         log.info("snapshot %s: %d rows (built once, untimed)", warm["digest"][:12], warm["rows"])
         airflow_s, state_name, airflow_tasks = _through_airflow(env, args.days, end_day, args.seed)
         direct_env = os.environ | {"MLLOOP_MODEL_NAME": "fraud-detector-bench-direct"}

@@ -95,13 +95,14 @@ def mlloop_env(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture(scope="session")
 def load_dag(airflow_db):
-    """Return a function loading ``dags/<dag_id>.py`` through a DagBag (import errors fail the test)."""
+    """Return a function loading one DAG from ``dags/use_cases.py`` through a DagBag (import errors fail)."""
 
     def _load(dag_id: str):
         from airflow.dag_processing.dagbag import DagBag
 
-        bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / f"{dag_id}.py"))
+        bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "use_cases.py"))
         assert bag.import_errors == {}
+        assert dag_id in bag.dag_ids, f"{dag_id} is not among the DAGs built: {sorted(bag.dag_ids)}"
         return bag.get_dag(dag_id)
 
     return _load

@@ -29,7 +29,7 @@ EXPECTED_FAILURE = {
 
 @pytest.fixture(scope="module")
 def ingest_dag(load_dag):
-    return load_dag("ingest_transactions")
+    return load_dag("ingest_card_fraud")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The shape of train_model: backends, the approval branch, the champion Asset and the MLflow links."""
+"""The shape of train_<use case>: backends, the approval branch, the champion Asset and the MLflow links."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mlloop.orchestration.assets import CHAMPION_MODEL
+from mlloop.orchestration.assets import use_case_assets
 from mlloop.orchestration.links import GateReportLink, MlflowRunLink, ModelVersionLink
 
 
@@ -16,7 +16,7 @@ def _links(task) -> list[str]:
 
 def test_local_deployment_has_no_kubernetes_branch(load_dag, mlloop_env) -> None:
     mlloop_env(training_backend="local")
-    dag = load_dag("train_model")
+    dag = load_dag("train_card_fraud")
     assert "train_kubernetes" not in dag.task_ids and "choose_backend" not in dag.task_ids
     assert dag.params.get_param("backend").schema["enum"] == ["local"]
     assert dag.get_task("gate").upstream_task_ids == {"train_local", "snapshot"}
@@ -24,7 +24,7 @@ def test_local_deployment_has_no_kubernetes_branch(load_dag, mlloop_env) -> None
 
 def test_kubernetes_deployment_offers_both_backends(load_dag, mlloop_env) -> None:
     mlloop_env(training_backend="kubernetes")
-    dag = load_dag("train_model")
+    dag = load_dag("train_card_fraud")
     assert dag.params["backend"] == "kubernetes"
     assert dag.params.get_param("backend").schema["enum"] == ["local", "kubernetes"]
     assert dag.get_task("choose_backend").downstream_task_ids == {"train_local", "train_kubernetes"}
@@ -36,7 +36,7 @@ def test_kubernetes_deployment_offers_both_backends(load_dag, mlloop_env) -> Non
 
 def test_review_branches_to_promote_or_reject_and_only_promote_emits_the_asset(load_dag, mlloop_env) -> None:
     mlloop_env(training_backend="local")
-    dag = load_dag("train_model")
+    dag = load_dag("train_card_fraud")
     review = dag.get_task("review")
     assert type(review).__name__ == "HITLBranchOperator"
     assert review.options_mapping == {"Promote": "promote", "Reject": "reject"}
@@ -44,18 +44,18 @@ def test_review_branches_to_promote_or_reject_and_only_promote_emits_the_asset(l
     assert dag.get_task("decide").downstream_task_ids == {"review", "promote", "reject"}
     for task_id in ("promote", "reject"):
         assert dag.get_task(task_id).trigger_rule == "none_failed_min_one_success"
-    assert dag.get_task("promote").outlets == [CHAMPION_MODEL]
+    assert dag.get_task("promote").outlets == [use_case_assets("card_fraud").champion]
     assert dag.get_task("reject").outlets == []
     assert dag.params["approval_required"] is False
 
 
 def test_tasks_carry_their_mlflow_links(load_dag, mlloop_env) -> None:
     mlloop_env(training_backend="local")
-    dag = load_dag("train_model")
+    dag = load_dag("train_card_fraud")
     assert _links(dag.get_task("train_local")) == ["MLflow run"]
     assert _links(dag.get_task("gate")) == ["Gate report"]
     assert _links(dag.get_task("promote")) == _links(dag.get_task("reject")) == ["Model version"]
-    assert _links(load_dag("rollback_model").get_task("move_champion_back")) == ["Model version"]
+    assert _links(load_dag("rollback_card_fraud").get_task("move_champion_back")) == ["Model version"]
 
 
 class _FinishedTask(SimpleNamespace):

@@ -1,6 +1,6 @@
 """End to end: the embedded stack starts, the demo runs through the real scheduler twice, down stops all.
 
-The demo ingests six days (two quarantined), the validated_transactions Asset starts train_model, and
+The demo ingests six days (two quarantined), the validated_<use case> Asset starts train_<use case>, and
 the first model becomes champion; the second demo changes nothing (same objects, no new version).
 
 This is what `make demo` / `make down` do, on free ports and a throwaway state folder so it never
@@ -56,7 +56,7 @@ def _processes_mentioning(text: str) -> list[str]:
 
 def _monitor_lines(stdout: str) -> list[tuple[str, str]]:
     """Return (day, action) of each monitoring line in a demo's summary."""
-    section = stdout.split("=== mlloop demo: monitor_drift", 1)[-1]
+    section = stdout.split("=== mlloop demo: monitor_card_fraud", 1)[-1]
     return re.findall(r"^(\d{4}-\d{2}-\d{2})\s+\S+\s+(quiet|trigger|suppressed|dry_run)\b", section, re.M)
 
 
@@ -88,7 +88,7 @@ def _wait(predicate, what: str, timeout_s: float = 600.0, diagnose=lambda: ""):
 
 def _review_try(api: AirflowAPI, run_id: str) -> int:
     """Return the review task's current try number."""
-    return int(api.get(f"/dags/train_model/dagRuns/{run_id}/taskInstances/review")["try_number"])
+    return int(api.get(f"/dags/train_card_fraud/dagRuns/{run_id}/taskInstances/review")["try_number"])
 
 
 def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowClient, end_day: str) -> None:
@@ -98,38 +98,38 @@ def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowCli
     champion = client.get_model_version_by_alias("fraud-detector", "champion").version
     new = str(len(client.search_model_versions("name='fraud-detector'")) + 1)
     run_id = "e2e-review"
-    api.trigger("train_model", run_id, {"approval_required": True, "end_day": end_day, "window_days": 4})
+    api.trigger("train_card_fraud", run_id, {"approval_required": True, "end_day": end_day, "window_days": 4})
 
     def review_state():
-        states = api.task_states("train_model", run_id)
+        states = api.task_states("train_card_fraud", run_id)
         assert "failed" not in states.values(), states
         return states if states.get("review") == "awaiting_input" else None
 
-    diagnose = lambda: _diagnosis(state, api, ("train_model", run_id))  # noqa: E731
+    diagnose = lambda: _diagnosis(state, api, ("train_card_fraud", run_id))  # noqa: E731
     _wait(review_state, "the review task to wait for input", diagnose=diagnose)
     # Answer like a person, not within a second: an answer that lands before the scheduler has handled
     # the task's own exit into awaiting_input makes Airflow 3.3 read that exit as an external kill and
     # retry the task, which asks again (seen here and on CI: try 2 waited for an answer nobody gave).
     time.sleep(10)
-    api.respond("train_model", run_id, "review", ["Reject"])
+    api.respond("train_card_fraud", run_id, "review", ["Reject"])
     answered = {_review_try(api, run_id)}
 
     def finished() -> str | None:
-        run_state = api.run_state("train_model", run_id)
+        run_state = api.run_state("train_card_fraud", run_id)
         if run_state in {"success", "failed"}:
             return run_state
         attempt = _review_try(api, run_id)
         if (
             attempt not in answered
-            and api.task_states("train_model", run_id).get("review") == "awaiting_input"
+            and api.task_states("train_card_fraud", run_id).get("review") == "awaiting_input"
         ):
-            api.respond("train_model", run_id, "review", ["Reject"])  # the retry asks again; answer it
+            api.respond("train_card_fraud", run_id, "review", ["Reject"])  # the retry asks again; answer it
             answered.add(attempt)
         return None
 
     _wait(finished, "the run", diagnose=diagnose)
-    states = api.task_states("train_model", run_id)
-    assert api.run_state("train_model", run_id) == "success", states
+    states = api.task_states("train_card_fraud", run_id)
+    assert api.run_state("train_card_fraud", run_id) == "success", states
     assert states["reject"] == "success" and states["promote"] == "skipped", states
     version = client.get_model_version("fraud-detector", new)
     assert version.tags["mlloop.gate.verdict"] == "passed"
@@ -139,14 +139,14 @@ def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowCli
 
     # Extra links (plugins/mlloop_links.py) lead from the tasks to MLflow.
     mlflow_url = f"http://127.0.0.1:{env['MLLOOP_MLFLOW_PORT']}"
-    train_link = api.extra_links("train_model", run_id, "train_local")["MLflow run"]
+    train_link = api.extra_links("train_card_fraud", run_id, "train_local")["MLflow run"]
     assert train_link == f"{mlflow_url}/#/runs/{version.run_id}"
-    gate_link = api.extra_links("train_model", run_id, "gate")["Gate report"]
+    gate_link = api.extra_links("train_card_fraud", run_id, "gate")["Gate report"]
     experiment = client.get_run(version.run_id).info.experiment_id
     assert gate_link == (
         f"{mlflow_url}/#/experiments/{experiment}/runs/{version.run_id}/artifactPath/gate/gate_report.md"
     )
-    version_link = api.extra_links("train_model", run_id, "reject")["Model version"]
+    version_link = api.extra_links("train_card_fraud", run_id, "reject")["Model version"]
     assert version_link == f"{mlflow_url}/#/models/fraud-detector/versions/{new}"
 
 
@@ -207,7 +207,7 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
     assert len(raw_before) == len(days)
     assert len(validated_before) == sum(1 for _, s in days if s == "none")
 
-    # Training: the Asset started train_model through the scheduler; v1 passed the default gate.
+    # Training: the Asset started train_<use case> through the scheduler; v1 passed the default gate.
     mlflow_url = f"http://127.0.0.1:{env['MLLOOP_MLFLOW_PORT']}"
     assert "promoted v1" in first.stdout, first.stdout[-4000:]
     assert "Champion: fraud-detector v1" in first.stdout
@@ -221,7 +221,7 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
     }
 
     # Monitoring: the normal days stay quiet, the covariate-drift day requests one retrain, which
-    # train_model runs through the scheduler (retrain_requested Asset) and the gate judges.
+    # train_<use case> runs through the scheduler (retrain_requested Asset) and the gate judges.
     checks = dict(_monitor_lines(first.stdout))
     later = monitor_days(TODAY)
     assert [checks[day] for day, _ in later] == ["quiet", "quiet", "trigger"], first.stdout[-4000:]

@@ -2,7 +2,7 @@
 
 ``make demo`` counts its days back from today, and the generator draws every day anew from its date, so
 each calendar day shows different data. For 30 anchor dates spread over more than a year, the functions
-``monitor_drift`` runs (``check_evidence``, ``decide``, ``guard``) replay the demo offline
+``monitor_<use case>`` runs (``check_evidence``, ``decide``, ``guard``) replay the demo offline
 (``mlloop.monitoring.replay``: its week of history, its days with the two quarantined faults, the
 champion trained on its window): the covariate-drift day must fire on every date, and the two clean
 days may fire no more often than the policy's false-alarm rates allow. The anchors are fixed dates, so the

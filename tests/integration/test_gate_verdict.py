@@ -34,7 +34,7 @@ def test_gate_error_tags_the_version_and_promotion_refuses_it(
 ) -> None:
     name, version = registered["model_name"], registered["version"]
     with pytest.raises(Exception) as raised:
-        gate_challenger(registered, overrides)
+        gate_challenger(registered, overrides, use_case="card_fraud")
 
     tags = client.get_model_version(name, version).tags
     assert tags[GATE_VERDICT_TAG] == "error"
@@ -43,12 +43,12 @@ def test_gate_error_tags_the_version_and_promotion_refuses_it(
 
     claimed = {"promote": True, "summary": "forged", "report": "runs:/x/gate/gate_report.md"}
     with pytest.raises(PromotionError, match=r"gate verdict 'error', not 'passed'"):
-        promote_or_reject(registered, claimed, actor="test", promote=True)
+        promote_or_reject(registered, claimed, actor="test", promote=True, use_case="card_fraud")
     assert champion_version(client, name) is None
 
 
 def test_a_version_never_gated_cannot_be_promoted(client, registered: dict) -> None:
     claimed = {"promote": True, "summary": "forged", "report": "runs:/x/gate/gate_report.md"}
     with pytest.raises(PromotionError, match=r"gate verdict '\(none\)'.*never gated"):
-        promote_or_reject(registered, claimed, actor="test", promote=True)
+        promote_or_reject(registered, claimed, actor="test", promote=True, use_case="card_fraud")
     assert champion_version(client, registered["model_name"]) is None

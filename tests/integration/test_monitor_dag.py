@@ -1,4 +1,4 @@
-"""monitor_drift run for real (dag.test) against a champion trained by train_model on a real MLflow server.
+"""monitor_card_fraud run for real (dag.test) against a champion trained by train_card_fraud (real MLflow).
 
 Generated scenarios: a clean day triggers nothing; a covariate-drift day triggers one retrain with the
 reason; a second drifted day inside the cooldown is suppressed and says so; a dry run records and triggers
@@ -51,7 +51,7 @@ def ingested(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def champion(ingested: str, mlflow_server: str, load_dag):
-    """Train the champion once for the module (train_model on the first three days); yield its model name."""
+    """Train the champion once for the module (train DAG, first three days); yield its model name."""
     from mlloop.config import get_settings
 
     name = f"test-monitor-{uuid.uuid4().hex[:8]}"
@@ -60,7 +60,7 @@ def champion(ingested: str, mlflow_server: str, load_dag):
         env.setenv("MLLOOP_MLFLOW_TRACKING_URI", mlflow_server)
         env.setenv("MLLOOP_MODEL_NAME", name)
         get_settings.cache_clear()
-        run = _run(load_dag("train_model"), window_days=3, end_day=TRAIN_DAYS[-1].isoformat())
+        run = _run(load_dag("train_card_fraud"), window_days=3, end_day=TRAIN_DAYS[-1].isoformat())
         assert str(run.state) == "success", _states(run)
         yield name
     get_settings.cache_clear()
@@ -90,38 +90,41 @@ def _check(dag_run) -> dict:
 
 def test_quiet_drift_cooldown_dry_run_and_concept(configured, load_dag, client, asset_events) -> None:
     _, storage = configured
-    monitor = load_dag("monitor_drift")
+    monitor = load_dag("monitor_card_fraud")
 
     quiet = _run(monitor, end_day="2026-10-04", dry_run=False, overrides={})
     assert str(quiet.state) == "success", _states(quiet)
     summary = _check(quiet)
     assert summary["action"] == "quiet" and summary["fired_rules"] == [], summary
-    assert _states(quiet)["request_retrain"] == "skipped" and asset_events(quiet, "retrain_requested") == []
+    assert (
+        _states(quiet)["request_retrain"] == "skipped"
+        and asset_events(quiet, "retrain_requested_card_fraud") == []
+    )
 
     drifted = _run(monitor, end_day="2026-10-05", dry_run=False, overrides={})
     summary = _check(drifted)
     assert summary["action"] == "trigger", summary
     assert "amount" in summary["reason"] and summary["fired_rules"], summary
-    (event,) = asset_events(drifted, "retrain_requested")
+    (event,) = asset_events(drifted, "retrain_requested_card_fraud")
     assert event["end_day"] == "2026-10-05" and event["reason"] == summary["reason"]
     assert event["monitor_record"] == summary["record"]
 
     again = _run(monitor, end_day="2026-10-06", dry_run=False, overrides={})
     summary = _check(again)
     assert summary["action"] == "suppressed" and "cooldown" in summary["reason"], summary
-    assert asset_events(again, "retrain_requested") == []
+    assert asset_events(again, "retrain_requested_card_fraud") == []
 
     dry = _run(monitor, end_day="2026-10-06", dry_run=True, overrides={"cooldown_hours": 0})
     summary = _check(dry)
     assert summary["action"] == "dry_run" and "would trigger" in summary["reason"], summary
-    assert asset_events(dry, "retrain_requested") == []
+    assert asset_events(dry, "retrain_requested_card_fraud") == []
 
     overrides = {"cooldown_hours": 0, "max_triggers_per_week": 9}
     concept = _run(monitor, end_day="2026-10-07", dry_run=False, overrides=overrides)
     summary = _check(concept)
     assert summary["fired_rules"] == ["performance_decay"], summary
     assert summary["action"] == "trigger" and "batch re-scored" in summary["reason"], summary
-    (event,) = asset_events(concept, "retrain_requested")
+    (event,) = asset_events(concept, "retrain_requested_card_fraud")
     assert event["train_from"] == "2026-10-07", "a decay retrains from the day it was seen"
 
     # Every outcome, fired or not, is recorded with its reason, in storage and in MLflow.
@@ -207,8 +210,8 @@ def test_a_fresh_process_monitors_on_the_configured_server_only(
         "import json; from datetime import UTC, datetime\n"
         "from mlloop.monitoring.runner import monitor_window\n"
         "now = datetime(2033, 6, 1, tzinfo=UTC)\n"
-        "summary = monitor_window(end_day='2026-10-04', window_days=1, now=now, training_active=False, "
-        "dry_run=True)\n"
+        "summary = monitor_window(use_case='card_fraud', end_day='2026-10-04', window_days=1, now=now, "
+        "training_active=False, dry_run=True)\n"
         "print(json.dumps(summary))"
     )
     proc = subprocess.run(

@@ -1,4 +1,4 @@
-"""The rollback_model DAG run for real (dag.test) against a real MLflow server."""
+"""The rollback_<use case> DAG run for real (dag.test) against a real MLflow server."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ _dates = iter(range(10_000))
 
 @pytest.fixture(scope="module")
 def rollback_dag(load_dag):
-    return load_dag("rollback_model")
+    return load_dag("rollback_card_fraud")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The train_model DAG run for real (dag.test) on ingested days, against a real MLflow server."""
+"""The train_<use case> DAG run for real (dag.test) on ingested days, against a real MLflow server."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ _dates = iter(range(10_000))
 
 @pytest.fixture(scope="module")
 def train_dag(load_dag):
-    return load_dag("train_model")
+    return load_dag("train_card_fraud")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_first_model_is_promoted_a_worse_one_rejected_an_equal_one_promoted(
         "gate/gate_report.json",
         "gate/gate_report.md",
     }
-    assert asset_events(dag_run, "champion_model") == [
+    assert asset_events(dag_run, "champion_model_card_fraud") == [
         {
             "model": name,
             "version": "1",
@@ -81,7 +81,7 @@ def test_first_model_is_promoted_a_worse_one_rejected_an_equal_one_promoted(
     assert failed and all(rule in rejected.tags["mlloop.gate.reason"] for rule in failed), failed
     assert "non_inferiority" in failed, failed
     assert client.get_model_version_by_alias(name, CHAMPION).version == "1"
-    assert asset_events(dag_run, "champion_model") == []
+    assert asset_events(dag_run, "champion_model_card_fraud") == []
 
     # The champion's window and seed again: an equal model passes non-inferiority and the slices.
     dag_run, states = _run(train_dag, **first)
@@ -95,4 +95,4 @@ def test_first_model_is_promoted_a_worse_one_rejected_an_equal_one_promoted(
         ("reject", "2"),
         ("promote", "3"),
     ]
-    assert [e["version"] for e in asset_events(dag_run, "champion_model")] == ["3"]
+    assert [e["version"] for e in asset_events(dag_run, "champion_model_card_fraud")] == ["3"]

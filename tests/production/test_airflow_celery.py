@@ -5,8 +5,8 @@ running PostgreSQL with Redis as broker and the Celery result backend on the sam
 root is ``s3://<bucket>/prod`` on the moto S3 server, reached through an Airflow AWS connection; MLflow is
 the basic-auth server on Postgres with artifacts in S3; the PII key is the Airflow connection
 ``mlloop_pii``. All of it is configuration (``AIRFLOW__*``, ``AIRFLOW_CONN_*``, ``MLLOOP_*``). Through the
-real scheduler: ``ingest_transactions`` for four days, ``train_model`` started by their Asset events
-(trains, gates, promotes ``champion``), ``monitor_drift`` once; then the scoring service serves the
+real scheduler: ``ingest_card_fraud`` for four days, ``train_card_fraud`` started by their Asset events
+(trains, gates, promotes ``champion``), ``monitor_card_fraud`` once; then the scoring service serves the
 champion from the same stack and logs its answers to the bucket.
 
 The assertions read what the servers hold (Postgres rows, bucket objects, MLflow's tables), so the test
@@ -38,9 +38,9 @@ from mlloop.clock import shift_days_to
 # The module fixture runs the whole pipeline (~4 min here); its waits are bounded well inside this.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
-INGEST, TRAIN, MONITOR = "ingest_transactions", "train_model", "monitor_drift"
+INGEST, TRAIN, MONITOR = "ingest_card_fraud", "train_card_fraud", "monitor_card_fraud"
 TERMINAL = {"success", "failed"}
-# train_model's default window (4 days) ending label_maturity_days (14) before today: what an
+# train_<use case>'s default window (4 days) ending label_maturity_days (14) before today: what an
 # Asset-started run trains on. "Today" is the stack's pinned clock (MLLOOP_CLOCK_SHIFT_DAYS), so the same
 # days are generated and judged whatever the calendar says.
 TODAY = date(2026, 4, 15)
@@ -105,7 +105,7 @@ def _wait_runs(stack: AirflowStack, dag_id: str, run_ids: list[str], timeout_s: 
 
 
 def _wait_training(stack: AirflowStack, since: str, timeout_s: float) -> list[str]:
-    """Wait until the Asset-started train_model runs are done, none is queued and one promoted."""
+    """Wait until the Asset-started train_<use case> runs are done, none is queued and one promoted."""
     api = stack.api()
     seen: list[str] = []
 
@@ -238,7 +238,7 @@ def production(tmp_path_factory, free_port, new_pg_database, s3_server, mlflow_a
             "AIRFLOW_HOME": str(state / "serving-airflow-home"),
             "MLLOOP_INFERENCE_FLUSH_SECONDS": "2",
         }
-        # It loads the champion while monitor_drift runs on the workers.
+        # It loads the champion while monitor_<use case> runs on the workers.
         with _scoring_service(stack, serving_env, free_port()) as (url, out):
             api.set_paused(MONITOR, False)
             monitor_run = "celery__monitor"

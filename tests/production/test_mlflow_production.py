@@ -38,8 +38,8 @@ GATE_AND_PROMOTE = """
 import json, sys
 from mlloop.training.pipeline import gate_challenger, promote_or_reject
 result = json.loads(open(sys.argv[1]).read())
-decision = gate_challenger(result, json.loads(sys.argv[2]))
-record = promote_or_reject(result, decision, "production-test", promote=True)
+decision = gate_challenger(result, json.loads(sys.argv[2]), use_case="card_fraud")
+record = promote_or_reject(result, decision, "production-test", promote=True, use_case="card_fraud")
 print(json.dumps({"decision": decision, "record": record}))
 """
 

@@ -23,10 +23,10 @@ pytestmark = pytest.mark.slow
 USE_CASE = load_use_case("card_fraud")
 
 
-def post(url: str, body: bytes, timeout: float = 30.0) -> tuple[int, dict]:
-    """POST ``body`` to ``url``/predict; return (status, JSON body) whatever the status."""
+def post(url: str, body: bytes, timeout: float = 30.0, path: str = "/predict/card_fraud") -> tuple[int, dict]:
+    """POST ``body`` to ``url`` + ``path``; return (status, JSON body) whatever the status."""
     request = urllib.request.Request(
-        f"{url}/predict", data=body, headers={"Content-Type": "application/json"}, method="POST"
+        f"{url}{path}", data=body, headers={"Content-Type": "application/json"}, method="POST"
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
@@ -129,7 +129,7 @@ def _oversize(url: str, chunked: bool) -> tuple[int, dict]:
     """Send a body over the 1 MiB limit: declared by Content-Length (body never sent), or streamed."""
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    conn.putrequest("POST", "/predict")
+    conn.putrequest("POST", "/predict/card_fraud")
     conn.putheader("Content-Type", "application/json")
     if chunked:
         conn.putheader("Transfer-Encoding", "chunked")
@@ -163,11 +163,11 @@ def test_health_ready_and_metrics(registry, start_service) -> None:
         assert json.loads(resp.read()) == {"status": "ok"}
     with urllib.request.urlopen(f"{service.url}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    assert 'mlloop_requests_total{status="200"} 1.0' in text
-    assert 'mlloop_requests_total{status="422"} 1.0' in text
-    assert "mlloop_scored_rows_total 5.0" in text
+    assert 'mlloop_requests_total{status="200",use_case="card_fraud"} 1.0' in text
+    assert 'mlloop_requests_total{status="422",use_case="card_fraud"} 1.0' in text
+    assert 'mlloop_scored_rows_total{use_case="card_fraud"} 5.0' in text
     assert "mlloop_request_seconds_bucket" in text and "mlloop_score_bucket" in text
-    assert f'mlloop_model_version{{model="{registry.model_name}"}} 1.0' in text
+    assert f'mlloop_model_version{{model="{registry.model_name}",use_case="card_fraud"}} 1.0' in text
 
 
 def test_no_champion_means_not_ready_and_503(registry, start_service) -> None:
@@ -175,6 +175,8 @@ def test_no_champion_means_not_ready_and_503(registry, start_service) -> None:
     body = service.wait_ready(status=503)
     assert "no version with alias 'champion'" in body["reason"] or "no champion" in body["reason"]
     status, answer = post(service.url, json.dumps(rows(registry, 1)[0]).encode())
+    assert status == 503 and "train and promote" in answer["detail"]
+    status, answer = post(service.url, json.dumps(rows(registry, 1)[0]).encode(), path="/predict")
     assert status == 503 and "train and promote" in answer["detail"]
 
 

@@ -1,4 +1,4 @@
-"""Asset payloads: what each event carries, and what an Asset-started train_model run does with them."""
+"""Asset payloads: what each event carries, and what an Asset-started train_<use case> run does with them."""
 
 from __future__ import annotations
 

@@ -419,7 +419,7 @@ def _serving_metric_names() -> set[str]:
 
 # A capture reference in a statsd-exporter mapping's name or label: $1 or ${1}.
 CAPTURE = re.compile(r"\$(?:\{(\d+)\}|(\d+))")
-MONITORING_ROW = "Monitoring (monitor_drift)"
+MONITORING_ROW = "Monitoring (monitor_<use case>)"
 
 
 def _statsd_mappings() -> list[dict[str, Any]]:

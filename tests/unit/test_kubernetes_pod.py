@@ -78,7 +78,7 @@ def k8s_env(monkeypatch: pytest.MonkeyPatch, mlloop_env):
 
 
 def _dag_with_pod(**operator_kwargs: Any):
-    """Return (dag, operator): a TaskFlow ``snapshot`` task upstream of the training pod (as train_model)."""
+    """Return (dag, operator): a TaskFlow ``snapshot`` task upstream of the training pod (train DAG)."""
     import pendulum
     from airflow.sdk import DAG, Param, task
 

@@ -255,7 +255,7 @@ def test_guard_suppresses_within_cooldown_and_says_until_when() -> None:
 
 def test_guard_suppresses_while_training_runs_and_over_budget() -> None:
     busy = guard(_firing(), now=NOW, history=[], training_active=True, dry_run=False, config=CONFIG)
-    assert busy.action == "suppressed" and "train_model run is active" in busy.reason
+    assert busy.action == "suppressed" and "training run of this use case is active" in busy.reason
     week = [TriggerRecord(NOW - timedelta(days=d), "trigger", "x") for d in (1.5, 3, 5)]
     spent = guard(_firing(), now=NOW, history=week, training_active=False, dry_run=False, config=CONFIG)
     assert spent.action == "suppressed" and "budget: 3 triggers" in spent.reason

@@ -156,7 +156,7 @@ def test_labels_follow_as_of(root: Path, labels: pd.DataFrame, manifest) -> None
 def test_missing_days_are_named(root: Path, labels: pd.DataFrame) -> None:
     storage = Storage(str(root))
     wanted = [*WINDOW, date(2026, 11, 25), date(2026, 11, 27)]
-    with pytest.raises(MissingPartitionsError, match=r"2026-11-25, 2026-11-27.*ingest_transactions") as err:
+    with pytest.raises(MissingPartitionsError, match=r"2026-11-25, 2026-11-27.*ingest_card_fraud") as err:
         create_snapshot(storage, USE_CASE, wanted, labels=labels, as_of=AS_OF)
     assert err.value.missing_days == ["2026-11-25", "2026-11-27"]
     with pytest.raises(SnapshotError, match="no days"):

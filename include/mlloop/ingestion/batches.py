@@ -220,7 +220,7 @@ def ingest_day(
     scenario: str = "none",
     rows: int | None = None,
 ) -> dict[str, Any]:
-    """Land, validate and publish one day in one call: ``ingest_transactions``' three tasks, for tools.
+    """Land, validate and publish one day in one call: ``ingest_<use case>``' three tasks, for tools.
 
     Raises:
         BatchRejectedError: when the day fails its contract (it is quarantined, as in the DAG).

@@ -1,8 +1,8 @@
 """When monitoring starts a retrain: the decision rule on the evidence, then the guards on the trigger.
 
-Pure functions, no Evidently, MLflow or Airflow: ``monitor_drift`` gathers the evidence (drift per column,
+Pure functions, no Evidently, MLflow or Airflow: the monitor DAG gathers the evidence (drift per column,
 prediction drift, performance on labelled data), ``decide`` says which rules fire and with what numbers,
-``guard`` says whether a firing decision may trigger ``train_model`` now. Every outcome, quiet, fired,
+``guard`` says whether a firing decision may trigger ``train_<use case>`` now. Every outcome, quiet, fired,
 suppressed or dry run, carries a one-line reason that is recorded.
 
 Performance decay is judged against the champion's own variability: ``PerformanceBand`` holds the
@@ -101,7 +101,7 @@ def load_monitor_config(
 ) -> MonitorConfig:
     """Return the effective policy: defaults, then ``use_case``'s ``monitor:`` section, then ``overrides``.
 
-    ``monitor_drift``, the offline replay and the benchmark all use this one merge.
+    ``monitor_<use case>``, the offline replay and the benchmark all use this one merge.
 
     Raises:
         ValueError: for an unknown key (naming where it was set and the valid keys) or a value out of
@@ -214,7 +214,7 @@ class MonitorEvidence:
     monitored_days: list[str] = field(default_factory=list)  # ISO days of the monitored window
     champion_days: list[str] = field(default_factory=list)  # ISO days the champion was trained on
     champion_train_from: str | None = None  # set when the champion's window was cut at a change
-    full_window_days: int = 0  # train_model's usual window length
+    full_window_days: int = 0  # train_<use case>'s usual window length
     change_seen_from: str | None = None  # where an earlier decay of this same champion placed the change
     served_rows: int = 0  # the champion's answers logged by the scoring service for the window
     prediction_source: str = "batch"  # scores of the prediction-drift check: "served" answers or "batch"
@@ -238,7 +238,7 @@ class MonitorDecision:
 
     rules: list[RuleOutcome]
     config_version: str
-    train_from: str | None = None  # first day a retrain may use (None: train_model's usual window)
+    train_from: str | None = None  # first day a retrain may use (None: train_<use case>'s usual window)
 
     @property
     def fire(self) -> bool:
@@ -610,7 +610,7 @@ def guard(
 ) -> GuardOutcome:
     """Return whether a decision may trigger retraining now, given the earlier triggers.
 
-    Order: nothing fired → quiet; dry run → dry_run (what would happen); a train_model run already active,
+    Order: nothing fired → quiet; dry run → dry_run (what would happen); a the train DAG run already active,
     the cooldown after the last trigger, or the weekly budget → suppressed; otherwise trigger.
     """
     if not decision.fire:
@@ -618,7 +618,7 @@ def guard(
     triggers = sorted((r.at for r in history if r.action == "trigger"), reverse=True)
     blockers = []
     if training_active:
-        blockers.append("a train_model run is active")
+        blockers.append("a training run of this use case is active")
     cooldown = timedelta(hours=config.cooldown_hours)
     if triggers and now - triggers[0] < cooldown:
         blockers.append(

@@ -1,8 +1,8 @@
-"""Replay monitoring decisions offline: the functions monitor_drift runs, on generated days, without a stack.
+"""Replay monitoring decisions offline: what the monitor DAG runs, on generated days, without a stack.
 
 For an anchor day (the platform's "today"), ``replay_demo`` lands the demo's days into a storage (generator,
 raw suite, publish: the ingestion code), snapshots the champion's window with the labels known at the
-anchor, trains the champion with the project's trainer, and checks each monitored day as ``monitor_drift``
+anchor, trains the champion with the project's trainer, and checks each monitored day as the monitor DAG
 does (``monitoring.runner.check_evidence``, ``decide``, ``guard``). No Airflow, no MLflow server: what
 differs from the running stack is only where the model and the records live. Used by the test that the
 demo's story holds on any date and by ``bench/monitor_calibration.py``.
@@ -68,7 +68,7 @@ def land_days(
 def train_champion(
     storage: Storage, use_case: UseCase, days: Sequence[str], anchor: date, *, seed: int = 42
 ) -> MonitoredChampion:
-    """Snapshot ``days`` with the labels known on ``anchor`` and train the champion as train_model does."""
+    """Snapshot ``days`` with the labels known on ``anchor`` and train the champion as the train DAG does."""
     from mlloop.training.fit import TrainConfig, fit_model, load_training_data
     from mlloop.training.windows import snapshot_days
 
@@ -117,7 +117,7 @@ def check_days(
     *,
     overrides: Mapping[str, Any] | None = None,
 ) -> list[ReplayCheck]:
-    """Check each monitored day alone against ``champion``, in order, as ``monitor_drift`` would.
+    """Check each monitored day alone against ``champion``, in order, as ``monitor_<use case>`` would.
 
     Each day is checked at its time in ``checked_at`` (which labels are known), with the guard's memory
     of the checks before it; ``fired_rules`` are the decision's retraining rules, before the guard.

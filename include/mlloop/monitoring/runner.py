@@ -1,6 +1,6 @@
 """One monitoring check: the champion's own training data against a recent window, decided and guarded.
 
-``monitor_window`` is what the ``monitor_drift`` DAG calls: it reads the champion from the registry
+``monitor_window`` is what the ``monitor_<use case>`` DAG calls: it reads the champion from the registry
 (``load_champion``), gathers the evidence (``check_evidence``, storage only, which the offline replay calls
 as well), applies ``decide`` and ``guard``, and records the outcome. Reference = the champion's training
 snapshot (found through its ``mlloop.snapshot_digest`` version tag, never "the latest data"); current = the
@@ -45,6 +45,7 @@ from mlloop.monitoring.decision import (
     policy_record,
     source_words,
 )
+from mlloop.orchestration.names import dag_names
 from mlloop.registry.tags import (
     MODEL_VERSION_TAG,
     MONITOR_ACTION_TAG,
@@ -99,7 +100,8 @@ def monitored_days(storage: Storage, use_case: UseCase, end_day: str | None, win
     eligible = [d for d in available if end_day is None or d <= end_day]
     if len(eligible) < window_days:
         raise ValueError(
-            f"monitor_drift needs {window_days} validated day(s) up to {end_day or 'now'}, found "
+            f"{dag_names(use_case.name).monitor} needs {window_days} validated day(s) up to "
+            f"{end_day or 'now'}, found "
             f"{', '.join(eligible) or 'none'}; ingest the day first or change window_days/end_day."
         )
     return [date.fromisoformat(d) for d in eligible[-window_days:]]
@@ -131,6 +133,7 @@ class CheckResult:
 
 def monitor_window(
     *,
+    use_case: str,
     end_day: str | None,
     window_days: int,
     now: datetime,
@@ -138,7 +141,7 @@ def monitor_window(
     dry_run: bool,
     overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Check the window against the champion's training data, decide, guard and record the outcome.
+    """Check ``use_case``'s window against its champion's training data, decide, guard and record.
 
     Returns:
         A JSON-able summary: ``action`` (quiet | trigger | suppressed | dry_run), ``reason``, the window,
@@ -149,11 +152,11 @@ def monitor_window(
 
     started = time.perf_counter()
     settings = get_settings()
-    use_case = load_use_case(settings.use_case)
+    client, name = registry_client_and_model(use_case)
+    declaration = load_use_case(use_case)
     storage = Storage.from_settings(settings)
-    config = load_monitor_config(overrides, use_case=use_case)
-    client, name = registry_client_and_model()
-    days = monitored_days(storage, use_case, end_day, window_days)
+    config = load_monitor_config(overrides, use_case=declaration)
+    days = monitored_days(storage, declaration, end_day, window_days)
     window = f"{days[0].isoformat()}..{days[-1].isoformat()}"
     registered = champion_version(client, name)
     if registered is None:
@@ -166,7 +169,7 @@ def monitor_window(
         return summary
 
     champion = load_champion(client, registered, storage)
-    sized = size_window(storage, use_case, champion, days, config)
+    sized = size_window(storage, declaration, champion, days, config)
     if not sized.ready:
         summary = {"action": "quiet", "reason": sized.describe(), "window": window}
         log.info("Not checked: %s", summary["reason"])
@@ -175,8 +178,8 @@ def monitor_window(
         log.info("Window widened by rows: %s", sized.describe())
     days = list(sized.days)
     window = f"{days[0].isoformat()}..{days[-1].isoformat()}"
-    result = check_evidence(storage, use_case, champion, days, now=now, config=config)
-    history = load_history(storage, use_case.dataset)
+    result = check_evidence(storage, declaration, champion, days, now=now, config=config)
+    history = load_history(storage, declaration.dataset)
     evidence = replace(result.evidence, change_seen_from=change_seen_from(history, champion.version))
     decision = decide(evidence, config)
     outcome = guard(
@@ -186,14 +189,14 @@ def monitor_window(
     summary = _record(
         storage,
         client,
-        use_case,
+        declaration,
         replace(result, evidence=evidence),
         champion_version=champion.version,
         days=days,
         now=now,
         outcome=outcome,
         decision=decision,
-        policy=policy_record(config, use_case, overrides),
+        policy=policy_record(config, declaration, overrides),
         dry_run=dry_run,
     )
     summary["seconds"] = round(time.perf_counter() - started, 1)

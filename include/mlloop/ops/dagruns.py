@@ -10,13 +10,21 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from mlloop.config import get_settings
 from mlloop.ops import services
 from mlloop.ops.airflow_api import AirflowAPI
 from mlloop.ops.polling import poll_until
-from mlloop.orchestration.names import INGEST_DAG, TRAIN_DAG
+from mlloop.orchestration.names import DagNames, dag_names
 
 log = logging.getLogger(__name__)
+
+
 TERMINAL = {"success", "failed"}
+
+
+def driven_names() -> DagNames:
+    """Return the DAG ids of the use case the ops commands drive (``MLLOOP_USE_CASE``)."""
+    return dag_names(get_settings().use_case)
 
 
 @dataclass
@@ -43,25 +51,27 @@ def trigger_days(
     rows: int | None = None,
 ) -> list[DemoRun]:
     """Trigger one ingestion run per (day, scenario); ``start_training`` and ``rows`` are ingest Params."""
+    ingest = driven_names().ingest
     runs = []
     for day, scenario in days:
         run = DemoRun(day, scenario, f"demo__{day}__{scenario}__{stamp}")
         conf: dict[str, Any] = {"day": day, "scenario": scenario, "start_training": start_training}
         if rows is not None:
             conf["rows"] = rows
-        api.trigger(INGEST_DAG, run.run_id, conf)
-        log.info("Triggered %s for %s (scenario %s)", INGEST_DAG, day, scenario)
+        api.trigger(ingest, run.run_id, conf)
+        log.info("Triggered %s for %s (scenario %s)", ingest, day, scenario)
         runs.append(run)
     return runs
 
 
 def wait_for_runs(api: AirflowAPI, runs: list[DemoRun], timeout_s: float = 900.0) -> None:
     """Poll the runs until all are finished, logging progress."""
+    ingest = driven_names().ingest
 
     def finished() -> bool | None:
         for run in runs:
             if run.state not in TERMINAL:
-                run.state = api.run_state(INGEST_DAG, run.run_id)
+                run.state = api.run_state(ingest, run.run_id)
         done = sum(r.state in TERMINAL for r in runs)
         log.info("Runs finished: %d/%d (%s)", done, len(runs), ", ".join(f"{r.day}:{r.state}" for r in runs))
         if done == len(runs):
@@ -81,7 +91,7 @@ def wait_for_runs(api: AirflowAPI, runs: list[DemoRun], timeout_s: float = 900.0
         timeout_s=timeout_s,
         timed_out=lambda _: TimeoutError(
             f"{sum(r.state not in TERMINAL for r in runs)} runs still not finished after {timeout_s:.0f}s; "
-            f"open {services.AIRFLOW_URL}/dags/{INGEST_DAG} to see why"
+            f"open {services.AIRFLOW_URL}/dags/{ingest} to see why"
         ),
     )
 
@@ -89,20 +99,21 @@ def wait_for_runs(api: AirflowAPI, runs: list[DemoRun], timeout_s: float = 900.0
 def wait_for_training(
     api: AirflowAPI, since: str, timeout_s: float = 1800.0, allow_none: bool = False
 ) -> list[dict[str, Any]]:
-    """Wait until the Asset-triggered train_model runs since ``since`` are done and none is queued.
+    """Wait until the Asset-triggered training runs since ``since`` are done and none is queued.
 
     With ``allow_none`` an empty result is accepted once nothing has been queued for a few polls.
     """
+    train = driven_names().train
     idle_polls = 0
 
     def settled() -> list[dict[str, Any]] | None:
         nonlocal idle_polls
-        runs = api.runs_since(TRAIN_DAG, since)
-        queued = api.queued_asset_events(TRAIN_DAG)
+        runs = api.runs_since(train, since)
+        queued = api.queued_asset_events(train)
         done = [r for r in runs if r["state"] in TERMINAL]
         log.info(
             "%s: %d/%d runs finished, %d asset event(s) waiting (%s)",
-            TRAIN_DAG,
+            train,
             len(done),
             len(runs),
             queued,
@@ -118,7 +129,7 @@ def wait_for_training(
         every_s=10,
         timeout_s=timeout_s,
         timed_out=lambda _: TimeoutError(
-            f"{TRAIN_DAG} still busy after {timeout_s:.0f}s; open {services.AIRFLOW_URL}/dags/{TRAIN_DAG}"
+            f"{train} still busy after {timeout_s:.0f}s; open {services.AIRFLOW_URL}/dags/{train}"
         ),
     )
 
@@ -141,14 +152,15 @@ def wait_for_run(api: AirflowAPI, dag_id: str, run_id: str, timeout_s: float = 9
 
 
 def training_outcome(api: AirflowAPI, run: dict[str, Any]) -> str:
-    """Return one line on what a train_model run did: skipped, promoted, rejected or failed (and where)."""
-    states = api.task_states(TRAIN_DAG, run["dag_run_id"])
+    """Return one line on what a training run did: skipped, promoted, rejected or failed (and where)."""
+    train = driven_names().train
+    states = api.task_states(train, run["dag_run_id"])
     if states.get("snapshot") == "skipped":
-        reason = api.task_result(TRAIN_DAG, run["dag_run_id"], "snapshot", key="skip_reason") or "see its log"
+        reason = api.task_result(train, run["dag_run_id"], "snapshot", key="skip_reason") or "see its log"
         return f"skipped: {str(reason)[:200]}"
     for task_id, verb in (("promote", "promoted"), ("reject", "rejected")):
         if states.get(task_id) == "success":
-            record = api.task_result(TRAIN_DAG, run["dag_run_id"], task_id) or {}
+            record = api.task_result(train, run["dag_run_id"], task_id) or {}
             return f"{verb} v{record.get('to_version', '?')}: {str(record.get('reason', ''))[:90]}"
     failed = sorted(t for t, state in states.items() if state in {"failed", "upstream_failed"})
     return f"{run['state']}: tasks {', '.join(failed) or states}"

@@ -1,15 +1,16 @@
 """The demo's main job: ingest generated days, then train and promote a model, all through the scheduler.
 
-Run by ``make demo`` after ``make up``. Each day is a manual run of ``ingest_transactions`` with its
-Params (day, scenario); two days carry data-quality faults so the quarantine path shows too. A week of
-clean history lands first (it trains nothing: Param start_training off), then the demo's days; the day
-that completes the training window lands last, and its ``validated_transactions`` Asset event starts
-``train_model``, which trains, gates and promotes the first champion. Then three
-later days are ingested and each is checked by ``monitor_drift``: the two normal ones stay quiet, the
-covariate-drift one requests a retrain (``retrain_requested`` Asset), which ``train_model`` runs through
-the same gate. Before each later day lands, its traffic goes through the scoring service (the champion
-answers it, the inference log keeps every answer); joined with the delayed labels, that gives the served
-model's PR-AUC per day, printed and saved as a table and plot under ``reports/simulation/`` and in MLflow.
+Run by ``make demo`` after ``make up``, for the use case ``MLLOOP_USE_CASE`` (card_fraud). Each day is a
+manual run of its ``ingest_<use case>`` DAG with its Params (day, scenario); two days carry data-quality
+faults so the quarantine path shows too. A week of clean history lands first (it trains nothing: Param
+start_training off), then the demo's days; the day that completes the training window lands last, and
+its ``validated_<use case>`` Asset event starts ``train_<use case>``, which trains, gates and promotes
+the first champion. Then three later days are ingested and each is checked by ``monitor_<use case>``: the
+two normal ones stay quiet, the covariate-drift one requests a retrain (``retrain_requested_<use case>``
+Asset), which ``train_<use case>`` runs through the same gate. Before each later day lands, its traffic
+goes through the scoring service (the champion answers it, the inference log keeps every answer); joined
+with the delayed labels, that gives the served model's PR-AUC per day, printed and saved as a table and
+plot under ``reports/simulation/`` and in MLflow.
 The summary prints what happened, the champion's metrics, the monitoring decisions, the retrain's
 outcome and the served traffic, with the MLflow links.
 
@@ -36,6 +37,7 @@ from mlloop.ops import services
 from mlloop.ops.airflow_api import AirflowAPI
 from mlloop.ops.dagruns import (
     DemoRun,
+    driven_names,
     training_outcome,
     trigger_days,
     wait_for_run,
@@ -45,7 +47,6 @@ from mlloop.ops.dagruns import (
 )
 from mlloop.ops.timeline import save_timeline
 from mlloop.ops.traffic import serve_day, served_day, wait_until_serving
-from mlloop.orchestration.names import INGEST_DAG, MONITOR_DAG, TRAIN_DAG
 from mlloop.registry.runner import registered_model_name
 from mlloop.registry.tags import GATE_SUMMARY_TAG
 from mlloop.storage import Storage, partition_key
@@ -94,32 +95,32 @@ def history_days(today: date | None = None) -> tuple[tuple[str, str], ...]:
 
 
 def run_monitoring(api: AirflowAPI, days: tuple[tuple[str, str], ...], stamp: str) -> list[dict[str, Any]]:
-    """Check each monitored day with monitor_drift, one after the other; return each check's summary."""
-    api.set_paused(MONITOR_DAG, False)
-    wait_for_unfinished_runs(api, MONITOR_DAG)  # the scheduled run unpausing created: let it finish first
+    """Check each monitored day with the monitor DAG, one after the other; return each check's summary."""
+    monitor = driven_names().monitor
+    api.set_paused(monitor, False)
+    wait_for_unfinished_runs(api, monitor)  # the scheduled run unpausing created: let it finish first
     checks = []
     for day, scenario in days:
         run_id = f"demo__monitor__{day}__{stamp}"
-        api.trigger(
-            MONITOR_DAG, run_id, {"end_day": day, "window_days": 1, "dry_run": False, "overrides": {}}
-        )
-        state = wait_for_run(api, MONITOR_DAG, run_id)
-        summary = api.task_result(MONITOR_DAG, run_id, "check") or {}
-        log.info("%s %s (%s): %s %s", MONITOR_DAG, day, scenario, state, summary.get("action"))
+        api.trigger(monitor, run_id, {"end_day": day, "window_days": 1, "dry_run": False, "overrides": {}})
+        state = wait_for_run(api, monitor, run_id)
+        summary = api.task_result(monitor, run_id, "check") or {}
+        log.info("%s %s (%s): %s %s", monitor, day, scenario, state, summary.get("action"))
         checks.append({"day": day, "scenario": scenario, "state": state, **summary})
     return checks
 
 
 def summarise_monitoring(checks: list[dict[str, Any]], retrains: list[tuple[str, str, str]]) -> str:
     """Return the monitoring part of the summary: each check's decision, then the retrain it started."""
-    lines = ["", f"=== mlloop demo: {MONITOR_DAG} (each day against the champion's training data) ==="]
+    names = driven_names()
+    lines = ["", f"=== mlloop demo: {names.monitor} (each day against the champion's training data) ==="]
     for check in checks:
         reason = str(check.get("reason", "see the task log"))
         action = check.get("action", check["state"])
         lines.append(f"{check['day']}  {check['scenario']:<18} {action:<10} {reason[:160]}")
         lines += [f"{'':<12}data quality: {finding}" for finding in check.get("quality_findings", [])]
     lines.append("")
-    lines.append(f"{TRAIN_DAG} runs started by monitoring (retrain_requested Asset):")
+    lines.append(f"{names.train} runs started by monitoring ({names.retrain_asset} Asset):")
     lines += [f"{run_id}\n    {state}: {outcome}" for run_id, state, outcome in retrains] or ["  none"]
     return "\n".join(lines)
 
@@ -131,10 +132,10 @@ def summarise_champion(model_name: str) -> list[str]:
     from mlloop.registry.runner import registry_client_and_model
     from mlloop.registry.ui import model_version_url, run_url
 
-    client, _ = registry_client_and_model()
+    client, _ = registry_client_and_model(get_settings().use_case)
     champion = champion_version(client, model_name)
     if champion is None:
-        return [f"No champion for {model_name}: see the train_model runs above."]
+        return [f"No champion for {model_name}: see the {driven_names().train} runs above."]
     run = client.get_run(champion.run_id)
     metrics = run.data.metrics
     return [
@@ -180,7 +181,8 @@ def summarise(runs: list[DemoRun], storage: Storage, dataset: str, password: str
 
 def summarise_training(outcomes: list[tuple[str, str, str]], champion: list[str], password: str) -> str:
     """Return the training part of the summary and where the UIs are."""
-    lines = ["", f"=== mlloop demo: {TRAIN_DAG} (started by the validated_transactions Asset) ==="]
+    names = driven_names()
+    lines = ["", f"=== mlloop demo: {names.train} (started by the {names.validated_asset} Asset) ==="]
     lines += [f"{run_id}\n    {state}: {outcome}" for run_id, state, outcome in outcomes]
     lines += [
         "",
@@ -198,9 +200,9 @@ def replay_monitored_days(model_name: str, use_case: Any) -> None:
     from mlloop.registry.champion import champion_version
     from mlloop.registry.runner import registry_client_and_model
 
-    client, _ = registry_client_and_model()
+    client, _ = registry_client_and_model(use_case.name)
     champion = champion_version(client, model_name)
-    wait_until_serving(services.SERVING_URL, str(champion.version))
+    wait_until_serving(services.SERVING_URL, str(champion.version), use_case=use_case.name)
     for day, scenario in monitor_days():
         serve_day(services.SERVING_URL, use_case, day, scenario)
 
@@ -245,23 +247,24 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update({k: v for k, v in env.items() if k.startswith("MLLOOP_")})
     password = env["MLLOOP_AIRFLOW_PASSWORD"]
     api = AirflowAPI(services.AIRFLOW_URL, services.AIRFLOW_USER, password)
-    api.wait_for_dag(INGEST_DAG)
-    api.wait_for_dag(TRAIN_DAG)
+    names = driven_names()
+    api.wait_for_dag(names.ingest)
+    api.wait_for_dag(names.train)
     since = datetime.now(UTC).isoformat()
-    # train_model stays paused while the window lands: a paused DAG is not queued by Asset events, so the
-    # run ingest_transactions' own schedule adds on unpausing (yesterday's batch) cannot start training on
-    # a window of history days. The day that completes the window lands last, with train_model unpaused:
-    # its validated_transactions event starts train_model on the whole window.
-    api.set_paused(TRAIN_DAG, True)
-    api.set_paused(INGEST_DAG, False)
+    # The train DAG stays paused while the window lands: a paused DAG is not queued by Asset events, so the
+    # run the ingest DAG's own schedule adds on unpausing (yesterday's batch) cannot start training on a
+    # window of history days. The day that completes the window lands last, with the train DAG unpaused:
+    # its validated Asset event starts training on the whole window.
+    api.set_paused(names.train, True)
+    api.set_paused(names.ingest, False)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     history = trigger_days(api, history_days(), stamp, start_training=False)
     wait_for_runs(api, history)
     *landing, completing = demo_days()
     runs = trigger_days(api, tuple(landing), stamp, start_training=False)
     wait_for_runs(api, runs)
-    wait_for_unfinished_runs(api, INGEST_DAG)
-    api.set_paused(TRAIN_DAG, False)
+    wait_for_unfinished_runs(api, names.ingest)
+    api.set_paused(names.train, False)
     runs += trigger_days(api, (completing,), stamp)
     wait_for_runs(api, runs)
     settings = get_settings()
@@ -273,12 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     for run in unexpected:
         print(
             f"UNEXPECTED: {run.day} ({run.scenario}) ended {run.state}, expected {run.expected}; "
-            f"tasks: {api.task_states(INGEST_DAG, run.run_id)}",
+            f"tasks: {api.task_states(names.ingest, run.run_id)}",
             file=sys.stderr,
         )
     training = wait_for_training(api, since)
     outcomes = [(r["dag_run_id"], r["state"], training_outcome(api, r)) for r in training]
-    name = registered_model_name(settings, use_case)
+    name = registered_model_name(use_case, settings)
     champion = summarise_champion(name)
     print(summarise_training(outcomes, champion, password))
     failed = [run_id for run_id, state, _ in outcomes if state != "success"]

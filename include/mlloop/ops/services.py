@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         up()
         print(f"Airflow UI: {AIRFLOW_URL} (user {AIRFLOW_USER}, password in .env as MLLOOP_AIRFLOW_PASSWORD)")
         print(f"MLflow UI:  {MLFLOW_URL}")
-        print(f"Scoring:    {SERVING_URL}/predict (health, ready, metrics, docs)")
+        print(f"Scoring:    {SERVING_URL}/predict/<use case> (health, ready, metrics, docs)")
     elif args.action == "down":
         down()
     else:

@@ -1,8 +1,8 @@
 """Run the closed loop through the running stack, day by day: serve, land, monitor, retrain.
 
 ``mlloop simulate`` (``make simulate DAYS=n``). Each simulated day: serve its traffic
-(``ops/traffic.py``), land it (``ingest_transactions``), check it (``monitor_drift``), let a triggered
-``train_model`` gate and promote, wait until the service serves the champion, next day. The per-day
+(``ops/traffic.py``), land it (``ingest_<use case>``), check it (``monitor_<use case>``), let a triggered
+``train_<use case>`` gate and promote, wait until the service serves the champion, next day. The per-day
 rows become the timeline (``ops/timeline.py``): a table, a plot and the detection and recovery of each
 drift event.
 """
@@ -23,6 +23,7 @@ from mlloop.data.scenarios import DRIFT_SCENARIOS
 from mlloop.ops import services
 from mlloop.ops.airflow_api import AirflowAPI
 from mlloop.ops.dagruns import (
+    driven_names,
     training_outcome,
     trigger_days,
     wait_for_run,
@@ -31,7 +32,7 @@ from mlloop.ops.dagruns import (
 )
 from mlloop.ops.timeline import loop_outcome, outcome_lines, save_timeline, timeline
 from mlloop.ops.traffic import serve_day, served_day, wait_until_serving
-from mlloop.orchestration.names import INGEST_DAG, MONITOR_DAG, TRAIN_DAG
+from mlloop.orchestration.names import DagNames
 from mlloop.storage import Storage
 from mlloop.usecase import load_use_case
 
@@ -71,7 +72,7 @@ def simulation_days(
 
 
 def settings_window_days() -> int:
-    """Return train_model's default window length in days (its Param default)."""
+    """Return the train DAG's default window length in days (its Param default)."""
     return load_use_case(get_settings().use_case).training.window_days
 
 
@@ -84,6 +85,31 @@ def _warm_up_days(first_day: str, window_days: int) -> tuple[tuple[str, str], ..
 # A simulated day lasts minutes, so the monitor's guards (counted in real hours) would silence every
 # trigger after the first; the simulation measures detection and recovery, and says so in its output.
 SIMULATION_GUARD_OVERRIDES = {"cooldown_hours": 0, "max_triggers_per_week": 1000}
+
+
+def _start_from_warm_up_model(
+    api: AirflowAPI, names: DagNames, train_run_id: str, stamp: str, outcome: str
+) -> None:
+    """Make the warm-up model champion through the rollback DAG (forced, audited) when the gate kept another.
+
+    The simulation measures a champion trained on the days just before day 1. A champion trained on other
+    days (the demo's, on later days) would be checked against days it already learned from, where the
+    monitor rightly refuses to look, and the whole run would read "quiet".
+    """
+    version = (api.task_result(names.train, train_run_id, "reject") or {}).get("to_version")
+    if version is None:
+        raise RuntimeError(f"the warm-up training {train_run_id} neither promoted nor rejected: {outcome}")
+    run_id = f"sim__start_champion__{stamp}"
+    reason = f"simulation start: the warm-up model v{version} starts as champion (its gate: {outcome[:300]})"
+    log.info("%s; forcing it through %s", reason, names.rollback)
+    api.set_paused(names.rollback, False)
+    api.trigger(names.rollback, run_id, {"version": int(version), "force": True, "reason": reason})
+    state = wait_for_run(api, names.rollback, run_id)
+    if state != "success":
+        raise RuntimeError(
+            f"{names.rollback} could not make the warm-up model v{version} champion ({run_id} ended "
+            f"{state}); see its log in the Airflow UI"
+        )
 
 
 def run_simulation(
@@ -102,9 +128,10 @@ def run_simulation(
     settings = get_settings()
     use_case = load_use_case(settings.use_case)
     storage = Storage.from_settings(settings)
-    client, name = registry_client_and_model()
+    client, name = registry_client_and_model(use_case.name)
+    names = driven_names()
     api = AirflowAPI(services.AIRFLOW_URL, services.AIRFLOW_USER, env["MLLOOP_AIRFLOW_PASSWORD"])
-    for dag_id in (INGEST_DAG, TRAIN_DAG, MONITOR_DAG):
+    for dag_id in (names.ingest, names.train, names.monitor):
         api.wait_for_dag(dag_id)
         api.set_paused(dag_id, False)
     # A retrain on an early simulated day needs a full training window before it, and the level before a
@@ -117,47 +144,52 @@ def run_simulation(
     wait_for_runs(api, landing)
     wait_for_training(api, since, allow_none=True)
     run_id = f"sim__warmup_train__{stamp}"
-    api.trigger(TRAIN_DAG, run_id, {"end_day": warm_up[-1][0], "window_days": len(warm_up)})
-    state = wait_for_run(api, TRAIN_DAG, run_id, timeout_s=1800)
+    api.trigger(names.train, run_id, {"end_day": warm_up[-1][0], "window_days": len(warm_up)})
+    state = wait_for_run(api, names.train, run_id, timeout_s=1800)
     outcome = training_outcome(api, {"dag_run_id": run_id, "state": state})
-    log.info("Starting champion: train_model on the warm-up window %s: %s", run_id, outcome)
+    log.info("Starting champion: %s on the warm-up window %s: %s", names.train, run_id, outcome)
     if state != "success":
         raise RuntimeError(
-            f"train_model on the warm-up window ({run_id}) ended {state}: {outcome}; see its log in the "
+            f"{names.train} on the warm-up window ({run_id}) ended {state}: {outcome}; see its log in the "
             "Airflow UI, fix the cause, then run make simulate again"
         )
+    if not outcome.startswith("promoted"):
+        _start_from_warm_up_model(api, names, run_id, stamp, outcome)
     rows = []
     for number, (day, scenario) in enumerate(days, start=1):
         champion = champion_version(client, name)
         if champion is None:
             raise RuntimeError(f"{name} has no champion to serve: run `make demo` first (it trains one)")
-        wait_until_serving(services.SERVING_URL, str(champion.version))
+        wait_until_serving(services.SERVING_URL, str(champion.version), use_case=use_case.name)
         serve_day(services.SERVING_URL, use_case, day, scenario, rows_per_day)
         since = dt.datetime.now(dt.UTC).isoformat()
-        # Monitoring alone decides when to retrain: the batch lands without starting train_model.
+        # Monitoring alone decides when to retrain: the batch lands without starting training.
         ingest = trigger_days(
             api, ((day, scenario),), stamp=f"sim{stamp}", start_training=False, rows=rows_per_day
         )
         wait_for_runs(api, ingest)
-        # The validated_transactions Asset still starts train_model, which skips; say so if it trained.
+        # The validated Asset still starts the train DAG, which skips; say so if it trained.
         landed = [training_outcome(api, r) for r in wait_for_training(api, since, allow_none=True)]
         landed = [outcome.split(":")[0] for outcome in landed if not outcome.startswith("skipped")]
         run_id = f"sim__monitor__{day}__{stamp}"
         api.trigger(
-            MONITOR_DAG,
+            names.monitor,
             run_id,
             {"end_day": day, "window_days": 1, "dry_run": False, "overrides": SIMULATION_GUARD_OVERRIDES},
         )
         since = dt.datetime.now(dt.UTC).isoformat()
-        state = wait_for_run(api, MONITOR_DAG, run_id)
-        check = api.task_result(MONITOR_DAG, run_id, "check") or {}
+        state = wait_for_run(api, names.monitor, run_id)
+        check = api.task_result(names.monitor, run_id, "check") or {}
         retrain = ""
         if check.get("action") == "trigger":
             runs = wait_for_training(api, since, allow_none=True)
             retrain = "; ".join(training_outcome(api, r).split(":")[0] for r in runs)
         row = served_day(storage, use_case, day, rows=rows_per_day)
         retrain = "; ".join([*(f"on landing: {o}" for o in landed), *([retrain] if retrain else [])])
-        row.update(scenario=scenario, monitor=check.get("action", state), retrain=retrain)
+        monitor = check.get("action", state)
+        if monitor == "quiet" and "figures" not in check:  # not checked (no champion, window not ready)
+            monitor = "not checked"
+        row.update(scenario=scenario, monitor=monitor, retrain=retrain)
         rows.append(row)
         log.info("Simulated day %d/%d %s (%s): %s", number, len(days), day, scenario, row)
     return rows

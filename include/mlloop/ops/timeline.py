@@ -166,8 +166,10 @@ def timeline(rows: Sequence[dict[str, Any]], title: str) -> tuple[str, bytes]:
 
 def save_timeline(storage: Storage, rows: Sequence[dict[str, Any]], stamp: str, title: str) -> dict[str, str]:
     """Write the table and plot under ``reports/simulation/<stamp>/`` and log both to MLflow."""
+    from mlflow import MlflowClient
+
     from mlloop.registry.champion import experiment_id
-    from mlloop.registry.runner import registry_client_and_model
+    from mlloop.registry.runner import use_configured_mlflow
 
     table, png = timeline(rows, title)
     table += "\n\n" + "\n".join(f"- {line}" for line in outcome_lines(loop_outcome(rows))) + "\n"
@@ -177,7 +179,7 @@ def save_timeline(storage: Storage, rows: Sequence[dict[str, Any]], stamp: str, 
         "plot": storage.write_bytes(f"{prefix}/timeline.png", png),
         "rows": storage.write_json(f"{prefix}/timeline.json", list(rows)),
     }
-    client, _ = registry_client_and_model()
+    client = MlflowClient(tracking_uri=use_configured_mlflow())
     run = client.create_run(experiment_id(client, EXPERIMENT), run_name=f"simulation {stamp}")
     with tempfile.TemporaryDirectory(prefix="mlloop-timeline-") as tmp:
         for name, data in (("timeline.md", table.encode()), ("timeline.png", png)):

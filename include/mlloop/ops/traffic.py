@@ -1,6 +1,6 @@
 """Production traffic for the closed loop: replay a day through the scoring service, score what it served.
 
-``replay_day`` sends a generated day's transactions to ``/predict`` in time order (what production
+``replay_day`` sends a generated day's transactions to ``/predict/<use case>`` in time order (what production
 traffic would do before the day's batch lands), so the inference log holds every answer with the
 version that gave it. ``served_performance`` joins that log with the delayed labels known by a time and
 scores the *served* answers per day: PR-AUC, recall and precision of the flag at the champion's
@@ -48,7 +48,7 @@ def replay_day(
     for start in range(0, len(payload), batch_rows):
         body = json.dumps(payload[start : start + batch_rows]).encode()
         request = urllib.request.Request(  # noqa: S310 - the configured service URL
-            f"{serving_url}/predict", data=body, headers={"Content-Type": "application/json"}
+            f"{serving_url}/predict/{use_case.name}", data=body, headers={"Content-Type": "application/json"}
         )
         try:
             with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
@@ -106,8 +106,10 @@ def served_day(
         time.sleep(2)
 
 
-def wait_until_serving(serving_url: str, version: str, timeout_s: float = 120.0) -> dict[str, Any]:
-    """Wait until ``/ready`` names ``version``; return its body.
+def wait_until_serving(
+    serving_url: str, version: str, timeout_s: float = 120.0, use_case: str | None = None
+) -> dict[str, Any]:
+    """Wait until ``/ready`` names ``version`` for ``use_case`` (default: the service's); return its body.
 
     Raises:
         TimeoutError: naming what the service reported last.
@@ -120,7 +122,10 @@ def wait_until_serving(serving_url: str, version: str, timeout_s: float = 120.0)
             ready = http_json(f"{serving_url}/ready")
         except OSError as exc:
             ready = f"{type(exc).__name__}: {exc}"
-        return ready if isinstance(ready, dict) and str(ready.get("model_version")) == str(version) else None
+        if not isinstance(ready, dict):
+            return None
+        served = (ready.get("use_cases") or {}).get(use_case, {}) if use_case else ready
+        return ready if str(served.get("model_version")) == str(version) else None
 
     return poll_until(
         serves_it,

@@ -1,20 +1,33 @@
-"""Airflow Assets that connect the DAGs (light: imported by DAG files at parse time)."""
+"""The Airflow Assets that connect one use case's DAGs (light: imported by the DAG factory at parse time)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
 
 from airflow.sdk import Asset
 
-from mlloop.orchestration.names import (
-    CHAMPION_MODEL_ASSET,
-    RETRAIN_REQUESTED_ASSET,
-    VALIDATED_TRANSACTIONS_ASSET,
-)
+from mlloop.orchestration.names import dag_names
 
-# Emitted by ingest_transactions for every batch that passed its contract; train_model schedules on it.
-VALIDATED_TRANSACTIONS = Asset(name=VALIDATED_TRANSACTIONS_ASSET)
 
-# Emitted by train_model (and rollback_model) when the champion alias moves; the event's extra names the
-# model, the new champion version and the one it replaced.
-CHAMPION_MODEL = Asset(name=CHAMPION_MODEL_ASSET)
+@dataclass(frozen=True)
+class UseCaseAssets:
+    """One use case's Assets; two use cases never share one, so one's batch never trains the other."""
 
-# Emitted by monitor_drift when its rule fires and the guards let it through; train_model schedules on it
-# too. The event's extra carries the reason, the monitored window (end_day) and the monitoring record.
-RETRAIN_REQUESTED = Asset(name=RETRAIN_REQUESTED_ASSET)
+    # Emitted by ingest_<use case> for every batch that passed its contract; train_<use case> schedules on it.
+    validated: Asset
+    # Emitted by train_<use case> (and rollback_<use case>) when the champion alias moves; the event's extra
+    # names the model, the new champion version and the one it replaced.
+    champion: Asset
+    # Emitted by monitor_<use case> when its rule fires and the guards let it through; train_<use case>
+    # schedules on it too. The extra carries the reason, the monitored window and the monitoring record.
+    retrain: Asset
+
+
+def use_case_assets(use_case: str) -> UseCaseAssets:
+    """Return the Assets of ``use_case``, named by ``names.dag_names``."""
+    names = dag_names(use_case)
+    return UseCaseAssets(
+        validated=Asset(name=names.validated_asset),
+        champion=Asset(name=names.champion_asset),
+        retrain=Asset(name=names.retrain_asset),
+    )

@@ -1,15 +1,62 @@
-"""Names other parts rely on: the DAG ids and the Asset names (no Airflow import: ops/ and tests use them).
+"""Names other parts rely on: each use case's DAG ids and Asset names (no Airflow import: ops/, tests).
 
-Until the DAG factory lands, one set of DAGs serves the declared use case. Each DAG file passes its id
-from here, and everything that triggers, waits for or counts runs (``ops/``, the monitor's guard) uses
-the same constant.
+The DAG factory (``orchestration/factory.py``) builds four DAGs per declared use case from these names, and
+everything that triggers, waits for or counts runs (``ops/``, the monitor's guard) asks for the same ones,
+so a DAG id is spelled in one place.
 """
 
-INGEST_DAG = "ingest_transactions"
-TRAIN_DAG = "train_model"
-MONITOR_DAG = "monitor_drift"
-ROLLBACK_DAG = "rollback_model"
+from __future__ import annotations
 
-VALIDATED_TRANSACTIONS_ASSET = "validated_transactions"
-CHAMPION_MODEL_ASSET = "champion_model"
-RETRAIN_REQUESTED_ASSET = "retrain_requested"
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DagNames:
+    """The DAG ids and Asset names of one use case (e.g. ``ingest_card_fraud``)."""
+
+    use_case: str
+
+    @property
+    def ingest(self) -> str:
+        """Land, validate and publish one day's batch."""
+        return f"ingest_{self.use_case}"
+
+    @property
+    def train(self) -> str:
+        """Snapshot, train, gate and promote."""
+        return f"train_{self.use_case}"
+
+    @property
+    def monitor(self) -> str:
+        """Drift and decay checks that can request a retrain."""
+        return f"monitor_{self.use_case}"
+
+    @property
+    def rollback(self) -> str:
+        """Move the champion alias back."""
+        return f"rollback_{self.use_case}"
+
+    @property
+    def dags(self) -> tuple[str, str, str, str]:
+        """All four DAG ids, in the order the loop runs them."""
+        return (self.ingest, self.train, self.monitor, self.rollback)
+
+    @property
+    def validated_asset(self) -> str:
+        """Emitted for every batch that passed its contract; the train DAG schedules on it."""
+        return f"validated_{self.use_case}"
+
+    @property
+    def champion_asset(self) -> str:
+        """Emitted when the champion alias moves (promotion or rollback)."""
+        return f"champion_model_{self.use_case}"
+
+    @property
+    def retrain_asset(self) -> str:
+        """Emitted when monitoring requests a retrain; the train DAG schedules on it too."""
+        return f"retrain_requested_{self.use_case}"
+
+
+def dag_names(use_case: str) -> DagNames:
+    """Return the DAG ids and Asset names of ``use_case`` (a declaration's ``name``)."""
+    return DagNames(use_case)

@@ -1,7 +1,7 @@
 """What each Asset event carries: one typed builder and reader per Asset, used by emitter and reader alike.
 
 An event's ``extra`` is a JSON object that Airflow stores and hands to the runs it starts. The DAG that
-emits an Asset builds it with ``<Payload>(...).to_extra()``; whoever reads it (``train_model`` deciding
+emits an Asset builds it with ``<Payload>(...).to_extra()``; whoever reads it (``train_<use case>`` deciding
 whether and what to train, the tests) parses it with ``<Payload>.from_extra(extra)``. So a field is named
 once, here. No Airflow import: ``include/`` code and tests read payloads without it.
 """
@@ -14,16 +14,14 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from mlloop.orchestration.names import MONITOR_DAG, TRAIN_DAG
-
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ValidatedBatch:
-    """Payload of ``validated_transactions``: one batch that passed its contract (``ingest_transactions``).
+    """Payload of ``validated_<use case>``: one batch that passed its contract (``ingest_<use case>``).
 
-    ``start_training`` is the ingest run's Param: off, the ``train_model`` run it starts skips.
+    ``start_training`` is the ingest run's Param: off, the ``train_<use case>`` run it starts skips.
     """
 
     day: str
@@ -52,7 +50,7 @@ class ValidatedBatch:
 
 @dataclass(frozen=True)
 class ChampionMoved:
-    """Payload of ``champion_model``: the champion alias moved (``train_model`` promote, ``rollback_model``).
+    """Payload of ``champion_model_<use case>``: the champion alias moved (promotion or rollback).
 
     ``gate_report`` is set by a promotion, ``rollback`` by a rollback.
     """
@@ -99,7 +97,7 @@ class ChampionMoved:
 
 @dataclass(frozen=True)
 class RetrainRequest:
-    """Payload of ``retrain_requested``: ``monitor_drift`` asks ``train_model`` to retrain, and why.
+    """Payload of ``retrain_requested_<use case>``: monitoring asks the train DAG to retrain, and why.
 
     ``window`` is the monitored window (``first..last``), ``end_day`` the day the new training window
     ends at; ``train_from``, after a performance decay,
@@ -147,7 +145,7 @@ class RetrainRequest:
 
 @dataclass(frozen=True)
 class TrainingTrigger:
-    """What started a ``train_model`` run: the retrain requests and validated batches among its events."""
+    """What started a train DAG run: the retrain requests and validated batches among its events."""
 
     requests: tuple[RetrainRequest, ...] = ()
     batches: tuple[ValidatedBatch, ...] = ()
@@ -156,15 +154,14 @@ class TrainingTrigger:
     def from_extras(
         cls, requests: Iterable[Mapping[str, Any]], batches: Iterable[Mapping[str, Any]]
     ) -> TrainingTrigger:
-        """Read the extras of the run's ``retrain_requested`` and ``validated_transactions`` events."""
+        """Read the extras of the run's retrain-request and validated-batch events."""
         trigger = cls(
             requests=tuple(RetrainRequest.from_extra(extra) for extra in requests),
             batches=tuple(ValidatedBatch.from_extra(extra) for extra in batches),
         )
         if (request := trigger.request) is not None:
             log.info(
-                "Retrain requested by %s for window %s: %s (record %s)",
-                MONITOR_DAG,
+                "Retrain requested by monitoring for window %s: %s (record %s)",
                 request.window,
                 request.reason,
                 request.monitor_record,
@@ -186,7 +183,7 @@ class TrainingTrigger:
         days = ", ".join(sorted(batch.day for batch in self.batches))
         return (
             f"the batch(es) that started this run ({days}) were ingested with start_training off; "
-            f"trigger {TRAIN_DAG} by hand (or let {MONITOR_DAG} request a retrain) to train on them"
+            "trigger this train DAG by hand (or let the monitor DAG request a retrain) to train on them"
         )
 
     def skip_reason(self, *, asset_triggered: bool) -> str | None:

@@ -1,4 +1,4 @@
-"""Entry points the registry DAGs call, with the tracking server and model name from settings.
+"""Entry points the registry DAGs call: the tracking server from settings, the model from the use case.
 
 ``use_configured_mlflow`` is the one place that points MLflow at the configured server: every entry point
 (training, gate, monitoring, serving, the ops commands) calls it, directly or through
@@ -37,32 +37,34 @@ def use_configured_mlflow() -> str:
     return uri
 
 
-def registered_model_name(settings: Settings | None = None, use_case: UseCase | None = None) -> str:
-    """Return the registered model's name: ``MLLOOP_MODEL_NAME`` when set, else the use case's declaration."""
+def registered_model_name(use_case: UseCase, settings: Settings | None = None) -> str:
+    """Return ``use_case``'s registered model name: its declaration's, or ``MLLOOP_MODEL_NAME`` when set.
+
+    The override renames the model of a one-use-case deployment; the DAG factory refuses it when several
+    use cases are enabled (they would share one registered model).
+    """
     settings = settings or get_settings()
-    if settings.model_name:
-        return settings.model_name
-    return (use_case or load_use_case(settings.use_case)).model_name
+    return settings.model_name or use_case.model_name
 
 
-def registry_client_and_model() -> tuple[Any, str]:
-    """Return an MlflowClient for the configured server (set process-wide) and the registered model's name."""
+def registry_client_and_model(use_case: str) -> tuple[Any, str]:
+    """Return an MlflowClient for the configured server (set process-wide) and ``use_case``'s model name."""
     from mlflow import MlflowClient
 
-    name = registered_model_name()
+    name = registered_model_name(load_use_case(use_case))
     uri = use_configured_mlflow()
     return MlflowClient(tracking_uri=uri, registry_uri=uri), name
 
 
-def rollback_target(version: int | None, *, force: bool) -> str:
+def rollback_target(version: int | None, *, force: bool, use_case: str) -> str:
     """Return the version a rollback would serve, checking it is allowed (see ``champion.rollback``)."""
-    client, name = registry_client_and_model()
+    client, name = registry_client_and_model(use_case)
     return resolve_rollback_version(client, name, None if version is None else str(version), force=force)
 
 
-def rollback_champion(version: str, *, force: bool, reason: str, actor: str) -> dict[str, Any]:
+def rollback_champion(version: str, *, force: bool, reason: str, actor: str, use_case: str) -> dict[str, Any]:
     """Make ``version`` the champion again and return the audit record (idempotent for a retried task)."""
-    client, name = registry_client_and_model()
+    client, name = registry_client_and_model(use_case)
     record = rollback(client, name, version, actor=actor, reason=reason, force=force)
     log.info("Champion of %s is now v%s (was v%s): %s", name, record.to_version, record.from_version, reason)
     return record.__dict__

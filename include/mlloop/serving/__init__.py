@@ -1,4 +1,5 @@
-"""The scoring service: serves ``models:/<name>@champion`` over HTTP, follows the alias, logs what it sees.
+"""The scoring service: one process serves every enabled use case at ``POST /predict/<use_case>``.
 
-Light to import; the app (FastAPI, pandas, the model) loads in ``mlloop.serving.app``.
+Each use case follows its own ``models:/<name>@champion`` and logs what it sees under its own dataset.
+Light to import; the app (FastAPI, pandas, the models) loads in ``mlloop.serving.app``.
 """

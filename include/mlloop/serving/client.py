@@ -1,4 +1,4 @@
-"""Turn a frame of transactions into scoring requests (JSON rows), as a client of the service sends them."""
+"""Turn a frame of a use case's rows into scoring requests (JSON rows), as a client sends them."""
 
 from __future__ import annotations
 

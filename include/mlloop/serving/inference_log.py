@@ -179,7 +179,7 @@ def labelled_answers(
 ) -> pd.DataFrame:
     """Return the answers logged for ``days`` with the labels known at ``as_of`` (target NaN if unknown).
 
-    A transaction answered twice (a replay) counts once, with its latest answer; a corrected label
+    A row answered twice (a replay) counts once, with its latest answer; a corrected label
     counts with its latest correction (``mlloop.labels.known_labels``, as in a training snapshot). Empty
     (no columns beyond the key and target) when nothing was logged for those days.
     """

@@ -1,8 +1,11 @@
-"""The scoring service's HTTP routes: ``POST /predict``, ``/health``, ``/ready``, ``/metrics``.
+"""The scoring service's HTTP routes: ``POST /predict/{use_case}``, ``POST /predict``, ``/health``,
+``/ready``, ``/metrics``.
 
-Handlers validate the body (pydantic, from the use case's contract), queue the rows for the service's
-worker (``serving/service.py``) and answer what it scored; errors are answered with a status and a
-message, never a stack trace or an input value.
+Handlers find the use case (404 naming the known ones when there is none of that name; 503 when its
+declaration does not load), validate the body (pydantic, from the use case's contract), queue the rows
+for that use case's worker (``serving/service.py``) and answer what it scored; errors are answered with
+a status and a message, never a stack trace or an input value. ``POST /predict`` is the alias of the
+default use case (``MLLOOP_USE_CASE``), kept for the callers written when the service served one.
 """
 
 from __future__ import annotations
@@ -19,20 +22,27 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from mlloop.serving.service import ApiError, Metrics, PendingRequest, Service
+from mlloop.serving.service import (
+    UNKNOWN_USE_CASE,
+    ApiError,
+    PendingRequest,
+    RouteMetrics,
+    ScoringService,
+    UseCaseService,
+)
 
 log = logging.getLogger("mlloop.serving")
 
 
-def _error_response(metrics: Metrics, status: int, message: str, errors: Any = None) -> Response:
-    metrics.requests.labels(status=str(status)).inc()
+def _error_response(metrics: RouteMetrics, status: int, message: str, errors: Any = None) -> Response:
+    metrics.request(status)
     body: dict[str, Any] = {"detail": message}
     if errors:
         body["errors"] = errors
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def _validation_errors(exc: ValidationError, batch: bool) -> tuple[str, list[dict[str, Any]]]:
+def _validation_errors(exc: ValidationError, batch: bool, use_case: str) -> tuple[str, list[dict[str, Any]]]:
     """Summarise pydantic errors without echoing input values (they may hold PII)."""
     errors = []
     for error in exc.errors(include_input=False, include_url=False)[:20]:
@@ -40,19 +50,24 @@ def _validation_errors(exc: ValidationError, batch: bool) -> tuple[str, list[dic
         errors.append({"field": ".".join(str(p) for p in loc), "message": error["msg"]})
     first = errors[0] if errors else {"field": "", "message": "invalid body"}
     where = f" at {first['field']}" if first["field"] else ""
-    shape = "a JSON array of transactions" if batch else "one JSON object per transaction"
-    return f"invalid request{where}: {first['message']} (send {shape} with the documented fields)", errors
+    shape = "a JSON array of rows" if batch else "one JSON object per row"
+    return (
+        f"invalid request{where}: {first['message']} (send {shape} with the fields of use case {use_case!r}; "
+        "/docs lists them)",
+        errors,
+    )
 
 
-def add_routes(app: FastAPI, service: Service) -> None:
+def add_routes(app: FastAPI, service: ScoringService) -> None:
     """Register the service's routes and its error handler on ``app``."""
     settings = service.settings
-    metrics = service.metrics
+    unknown = service.metrics.for_route(UNKNOWN_USE_CASE)
+    unavailable = {name: service.metrics.for_route(name) for name in service.unavailable}
 
-    @app.post("/predict")
-    async def predict(request: Request) -> Response:
-        """Score one transaction (a JSON object) or a batch (a JSON array)."""
+    async def score(request: Request, use_case: UseCaseService) -> Response:
+        """Read, validate and score one request body for ``use_case``."""
         started = time.perf_counter()
+        metrics = use_case.metrics
         limit = settings.serving_max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -65,26 +80,51 @@ def add_routes(app: FastAPI, service: Service) -> None:
                 return _error_response(metrics, 413, f"request body exceeds {limit} bytes; send at most "
                                        f"{settings.serving_max_rows} rows per request")  # fmt: skip
         try:
-            rows, batch = service.adapters.parse(bytes(body))
+            rows, batch = use_case.adapters.parse(bytes(body))
         except ValidationError as exc:
-            message, errors = _validation_errors(exc, body.lstrip()[:1] == b"[")
+            message, errors = _validation_errors(exc, body.lstrip()[:1] == b"[", use_case.name)
             return _error_response(metrics, 422, message, errors)
-        if service.current is None:
-            return _error_response(metrics, 503, "no model loaded yet: the registry has no champion; "
-                                   "train and promote one (make demo)")  # fmt: skip
+        if use_case.current is None:
+            return _error_response(metrics, 503, use_case.no_model_message())
         future = asyncio.get_running_loop().create_future()
-        assert service.queue is not None
-        await service.queue.put(PendingRequest(rows, future, uuid.uuid4().hex))
+        assert use_case.queue is not None
+        await use_case.queue.put(PendingRequest(rows, future, uuid.uuid4().hex))
         try:
             answer = await future
         except ApiError as exc:
             return _error_response(metrics, exc.status, exc.message)
-        metrics.requests.labels(status="200").inc()
+        metrics.answered.inc()
         metrics.latency.observe(time.perf_counter() - started)
         if not batch:
             answer = {**answer, "prediction": answer["predictions"][0]}
             del answer["predictions"]
         return Response(orjson.dumps(answer), media_type="application/json")
+
+    def not_served(name: str) -> Response:
+        """Answer a use case that is not served: 503 when enabled but unavailable, 404 when unknown."""
+        if name in service.unavailable:
+            return _error_response(unavailable[name], 503, f"use case {name!r} is not served: its "
+                                   f"declaration does not load: {service.unavailable[name]}")  # fmt: skip
+        return _error_response(unknown, 404, f"unknown use case {name!r}; this service serves "
+                               f"{service.known}: POST /predict/<use_case>")  # fmt: skip
+
+    @app.post("/predict/{use_case}")
+    async def predict(use_case: str, request: Request) -> Response:
+        """Score one row (a JSON object) or a batch (a JSON array) of ``use_case``."""
+        served = service.use_cases.get(use_case)
+        if served is None:
+            return not_served(use_case)
+        return await score(request, served)
+
+    @app.post("/predict")
+    async def predict_default(request: Request) -> Response:
+        """Alias of ``POST /predict/<default use case>`` (``MLLOOP_USE_CASE``)."""
+        served = service.use_cases.get(service.default)
+        if served is None:
+            if service.default_missing is not None:
+                return _error_response(unknown, 404, service.default_missing)
+            return not_served(service.default)
+        return await score(request, served)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -93,28 +133,47 @@ def add_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/ready")
     async def ready() -> Response:
-        """Readiness: a model is loaded (503 naming why not otherwise)."""
-        current = service.current
-        if current is None:
-            return JSONResponse(
-                {"status": "not ready", "reason": service.last_check_error or "loading"}, status_code=503
-            )
-        return JSONResponse(
-            {"status": "ready", "model_name": current.name, "model_version": current.version,
-             "threshold": current.threshold, "model_type": current.model_type}
-        )  # fmt: skip
+        """Readiness: each use case's served version or why not; 200 once none is loading and one serves.
+
+        The default use case's model is repeated at the top level (``model_name``, ``model_version``,
+        ``threshold``, ``model_type``), as the service answered when it served one use case.
+        """
+        is_ready, states = service.ready()
+        body: dict[str, Any] = {
+            "status": "ready" if is_ready else "not ready",
+            "default_use_case": service.default,
+        }
+        default = states.get(service.default, {})
+        if default.get("status") == "serving":
+            body.update({k: v for k, v in default.items() if k != "status"})
+        if not is_ready:
+            body["reason"] = _not_ready_reason(states)
+        body["use_cases"] = states
+        return JSONResponse(body, status_code=200 if is_ready else 503)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Prometheus metrics."""
-        if service.inference_log is not None:
-            metrics.log_pending.set(service.inference_log.pending)
-            metrics.log_written.set(service.inference_log.rows_written)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        for use_case in service.use_cases.values():
+            if use_case.inference_log is not None:
+                use_case.metrics.log_pending.set(use_case.inference_log.pending)
+                use_case.metrics.log_written.set(use_case.inference_log.rows_written)
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         """Answer 500 without a stack trace; the log has it."""
-        metrics.errors.labels(kind="unhandled").inc()
+        name = request.path_params.get("use_case", service.default)
+        metrics = service.use_cases[name].metrics if name in service.use_cases else unknown
+        metrics.error("unhandled")
         log.exception("Unhandled error on %s", request.url.path)
         return _error_response(metrics, 500, f"internal error ({type(exc).__name__}); see the service log")
+
+
+def _not_ready_reason(states: dict[str, dict[str, Any]]) -> str:
+    """Return why the service is not ready: "loading" while any use case loads, else each one's reason."""
+    if not states:
+        return "no use case is enabled"
+    if any(state["status"] == "loading" for state in states.values()):
+        return "loading"
+    return "; ".join(f"{name}: {state.get('reason', state['status'])}" for name, state in states.items())

@@ -141,7 +141,7 @@ def load_served_model(client: MlflowClient, name: str, alias: str, version: Any 
     if version is None:
         raise NoChampionError(
             f"registered model {name!r} has no version with alias {alias!r} yet; train and promote one "
-            "(make demo, or trigger train_model in Airflow)"
+            "(make demo, or trigger the use case's train DAG in Airflow)"
         )
     started = time.perf_counter()
     model = load_model(f"models:/{name}/{version.version}")

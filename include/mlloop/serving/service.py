@@ -1,10 +1,14 @@
-"""The scoring service's process state: the served model and how it follows the alias, and the batcher.
+"""The scoring service's process state: each use case's served model, how it follows the alias, its batcher.
 
-Concurrency model: request handlers (``serving/routes.py``) validate their body and queue the rows; one
-scoring worker takes everything queued at once (dynamic batching: concurrent requests share one feature
-build and one model call), scores it with the model reference it read at the start of the batch,
-answers each request, and appends the rows to the inference log. A new champion is swapped in between
-batches, so no request is scored by two versions and none fails.
+One process serves every enabled use case (``ScoringService``); each use case is a ``UseCaseService``
+with its own request contract, champion follower (a thread), scoring worker, history and inference log,
+so a slow, missing or broken model of one use case never holds up another.
+
+Concurrency model: request handlers (``serving/routes.py``) validate their body and queue the rows on
+their use case's queue; that use case's worker takes everything queued at once (dynamic batching:
+concurrent requests share one feature build and one model call), scores it with the model reference it
+read at the start of the batch, answers each request, and appends the rows to the inference log. A new
+champion is swapped in between batches, so no request is scored by two versions and none fails.
 """
 
 from __future__ import annotations
@@ -31,29 +35,83 @@ from mlloop.usecase import UseCase
 log = logging.getLogger("mlloop.serving")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SCORE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
+# The use_case label of requests naming no served use case: it cannot be a use-case name (those start with
+# a letter), and the path's own text is never a label value (a client could create series without end).
+UNKNOWN_USE_CASE = "_unknown"
+NO_CHAMPION = "no champion yet"
 
 
 class Metrics:
-    """The service's Prometheus metrics, in a registry of their own."""
+    """The service's Prometheus metrics, in a registry of their own, each labelled by use case."""
 
     def __init__(self) -> None:
         """Create the metrics."""
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests = Counter("mlloop_requests", "Scoring requests by HTTP status.", ["status"], registry=r)
-        self.rows = Counter("mlloop_scored_rows", "Rows scored.", registry=r)
+        r, uc = self.registry, ["use_case"]
+        self.requests = Counter(
+            "mlloop_requests", "Scoring requests by use case and HTTP status.", [*uc, "status"], registry=r
+        )
+        self.rows = Counter("mlloop_scored_rows", "Rows scored.", uc, registry=r)
         self.latency = Histogram(
-            "mlloop_request_seconds", "Time to answer /predict.", buckets=LATENCY_BUCKETS, registry=r
+            "mlloop_request_seconds", "Time to answer /predict.", uc, buckets=LATENCY_BUCKETS, registry=r
         )
         self.batch_rows = Histogram(
-            "mlloop_batch_rows", "Rows per model call.", buckets=(1, 2, 4, 8, 16, 32, 100, 1000), registry=r
+            "mlloop_batch_rows",
+            "Rows per model call.",
+            uc,
+            buckets=(1, 2, 4, 8, 16, 32, 100, 1000),
+            registry=r,
         )
-        self.scores = Histogram("mlloop_score", "Scores returned.", buckets=SCORE_BUCKETS, registry=r)
-        self.errors = Counter("mlloop_errors", "Errors by kind.", ["kind"], registry=r)
-        self.model = Gauge("mlloop_model_version", "Version being served.", ["model"], registry=r)
-        self.swaps = Counter("mlloop_model_swaps", "Champion versions swapped in.", registry=r)
-        self.log_pending = Gauge("mlloop_inference_log_pending_rows", "Rows not yet written.", registry=r)
-        self.log_written = Gauge("mlloop_inference_log_written_rows", "Rows written.", registry=r)
+        self.scores = Histogram("mlloop_score", "Scores returned.", uc, buckets=SCORE_BUCKETS, registry=r)
+        self.errors = Counter("mlloop_errors", "Errors by use case and kind.", [*uc, "kind"], registry=r)
+        self.model = Gauge("mlloop_model_version", "Version being served.", [*uc, "model"], registry=r)
+        self.swaps = Counter("mlloop_model_swaps", "Champion versions swapped in.", uc, registry=r)
+        self.log_pending = Gauge("mlloop_inference_log_pending_rows", "Rows not yet written.", uc, registry=r)
+        self.log_written = Gauge("mlloop_inference_log_written_rows", "Rows written.", uc, registry=r)
+
+    def for_use_case(self, name: str) -> UseCaseMetrics:
+        """Return a served use case's metrics (the per-request series bound once, off the request path)."""
+        return UseCaseMetrics(self, name)
+
+    def for_route(self, name: str) -> RouteMetrics:
+        """Return the request and error counters of a route serving no model (unknown or unavailable)."""
+        return RouteMetrics(self, name)
+
+
+class RouteMetrics:
+    """The requests and errors counted under one ``use_case`` label."""
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        """Count under ``use_case=name``."""
+        self.family, self.name = metrics, name
+
+    def request(self, status: int) -> None:
+        """Count one answered request with ``status``."""
+        self.family.requests.labels(use_case=self.name, status=str(status)).inc()
+
+    def error(self, kind: str) -> None:
+        """Count one error of ``kind``."""
+        self.family.errors.labels(use_case=self.name, kind=kind).inc()
+
+
+class UseCaseMetrics(RouteMetrics):
+    """One served use case's series of ``Metrics``."""
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        """Bind the series every answered request touches."""
+        super().__init__(metrics, name)
+        self.answered = metrics.requests.labels(use_case=name, status="200")
+        self.rows = metrics.rows.labels(use_case=name)
+        self.latency = metrics.latency.labels(use_case=name)
+        self.batch_rows = metrics.batch_rows.labels(use_case=name)
+        self.scores = metrics.scores.labels(use_case=name)
+        self.swaps = metrics.swaps.labels(use_case=name)
+        self.log_pending = metrics.log_pending.labels(use_case=name)
+        self.log_written = metrics.log_written.labels(use_case=name)
+
+    def served(self, model: str, version: str) -> None:
+        """Record the version of ``model`` now served."""
+        self.family.model.labels(use_case=self.name, model=model).set(float(version))
 
 
 class ApiError(Exception):
@@ -75,14 +133,14 @@ class PendingRequest:
 
 
 @dataclass
-class Service:
-    """Everything one service process holds: contract, current model, history, log, metrics."""
+class UseCaseService:
+    """Everything the process holds for one use case: contract, current model, history, log, metrics."""
 
     settings: Settings
     use_case: UseCase
     adapters: RequestAdapters
     model_name: str
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: UseCaseMetrics
     current: ServedModel | None = None
     history: OnlineHistory | None = None
     inference_log: InferenceLog | None = None
@@ -92,13 +150,37 @@ class Service:
     last_check_error: str | None = None
     seed_history: bool = True
 
+    @property
+    def name(self) -> str:
+        """Return the use case's name (its route is ``POST /predict/<name>``)."""
+        return self.use_case.name
+
+    def readiness(self) -> dict[str, Any]:
+        """Return what ``/ready`` says of this use case: the served version, or why there is none."""
+        current = self.current
+        if current is not None:
+            return {"status": "serving", "model_name": current.name, "model_version": current.version,
+                    "threshold": current.threshold, "model_type": current.model_type}  # fmt: skip
+        if self.last_check_error is None:
+            return {"status": "loading", "model_name": self.model_name, "reason": "loading"}
+        status = "no champion" if self.last_check_error == NO_CHAMPION else "registry error"
+        return {"status": status, "model_name": self.model_name, "reason": self.last_check_error}
+
+    def no_model_message(self) -> str:
+        """Return the 503 detail of a request arriving before this use case has a model."""
+        why = self.last_check_error or "the first check of the registry has not finished"
+        return (
+            f"no model loaded yet for use case {self.name!r} ({why}): the registry has no champion of "
+            f"{self.model_name!r} loaded here; train and promote one (make demo, or its train DAG)"
+        )
+
     # -- model following ------------------------------------------------------------------------------
     def refresh(self, client: Any) -> bool:
         """Load the aliased version if it differs from the served one; return whether it swapped."""
         aliased = champion_version(client, self.model_name, self.settings.serving_alias)
         if aliased is None:
             if self.current is None:
-                self.last_check_error = "no champion yet"
+                self.last_check_error = NO_CHAMPION
             return False
         if self.current is not None and str(aliased.version) == self.current.version:
             return False
@@ -110,10 +192,10 @@ class Service:
         previous, self.current = self.current, served  # one reference: batches read it once
         self.last_check_error = None
         self.metrics.swaps.inc()
-        self.metrics.model.clear()
-        self.metrics.model.labels(model=self.model_name).set(float(served.version))
+        self.metrics.served(self.model_name, served.version)
         log.info(
-            "Serving %s v%s%s",
+            "Serving %s with %s v%s%s",
+            self.use_case.name,
             self.model_name,
             served.version,
             f" (was v{previous.version})" if previous else "",
@@ -139,17 +221,17 @@ class Service:
                     gc.collect()
                     gc.freeze()
             except Exception as exc:
-                self.metrics.errors.labels(kind="model_refresh").inc()
+                self.metrics.error("model_refresh")
                 self.last_check_error = f"{type(exc).__name__}: {exc}"
-                served = "still serving the loaded version" if self.current else "/ready answers 503"
-                log.warning("Checking the champion failed (%s); %s", exc, served)
+                served = "still serving the loaded version" if self.current else "its route answers 503"
+                log.warning("Checking the champion of %s failed (%s); %s", self.use_case.name, exc, served)
 
     # -- scoring --------------------------------------------------------------------------------------
     def score_batch(self, batch: list[PendingRequest]) -> list[dict[str, Any]]:
         """Score every queued request with one model reference; return one answer per request."""
         served = self.current
         if served is None:
-            raise ApiError(503, "no model loaded yet: the registry has no champion; train and promote one")
+            raise ApiError(503, self.no_model_message())
         rows = [row for pending in batch for row in pending.rows]
         scores = score_rows(served, rows, self.use_case, self.history)
         self.metrics.batch_rows.observe(len(rows))
@@ -221,8 +303,8 @@ class Service:
                         pending.future.set_exception(exc)
                 continue
             except Exception as exc:
-                self.metrics.errors.labels(kind="scoring").inc()
-                log.exception("Scoring a batch of %d rows failed", rows)
+                self.metrics.error("scoring")
+                log.exception("Scoring a batch of %d rows of %s failed", rows, self.use_case.name)
                 error = ApiError(
                     500, f"scoring failed ({type(exc).__name__}); the service log has the details"
                 )
@@ -234,3 +316,38 @@ class Service:
                 if not pending.future.done():
                     pending.future.set_result(answer)
             await asyncio.sleep(0)  # let the handlers answer and read new requests
+
+
+@dataclass
+class ScoringService:
+    """The process: every enabled use case's ``UseCaseService``, those that failed to load, the default.
+
+    ``unavailable`` maps a use case whose declaration does not load (or conflicts with another) to why;
+    its route answers 503 with that reason while the others are served. ``default`` is the use case
+    ``POST /predict`` serves (``MLLOOP_USE_CASE``); ``default_missing`` says why that alias serves none.
+    """
+
+    settings: Settings
+    metrics: Metrics
+    use_cases: dict[str, UseCaseService]
+    unavailable: dict[str, str]
+    default: str
+    default_missing: str | None = None
+
+    @property
+    def known(self) -> list[str]:
+        """Return every enabled use case's name, served or not, sorted."""
+        return sorted({*self.use_cases, *self.unavailable})
+
+    def ready(self) -> tuple[bool, dict[str, dict[str, Any]]]:
+        """Return whether the process is ready (none still loading, one serving) and each use case's state."""
+        states = {name: service.readiness() for name, service in self.use_cases.items()}
+        for name, reason in self.unavailable.items():
+            states[name] = {"status": "invalid declaration", "reason": reason}
+        statuses = [state["status"] for state in states.values()]
+        return "loading" not in statuses and "serving" in statuses, dict(sorted(states.items()))
+
+    def stop(self) -> None:
+        """Tell every champion follower to stop."""
+        for service in self.use_cases.values():
+            service.stop.set()

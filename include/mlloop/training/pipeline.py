@@ -1,4 +1,4 @@
-"""Entry points the train_model DAG calls: snapshot, train (local backend), gate, promote or reject.
+"""Entry points the train_<use case> DAG calls: snapshot, train (local backend), gate, promote or reject.
 
 Each step takes and returns small JSON-able dicts (URIs, digests, versions), never frames.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlloop.config import get_settings
+from mlloop.orchestration.names import dag_names
 from mlloop.registry.tags import (
     DECISION_TAG,
     GATE_CONFIG_TAG,
@@ -44,10 +45,11 @@ def assemble_snapshot(
     end_day: str | None,
     as_of: datetime,
     *,
+    use_case: str,
     scheduled: bool = False,
     train_from: str | None = None,
 ) -> dict[str, Any]:
-    """Snapshot the last ``window_days`` validated days up to ``end_day`` with the labels known at ``as_of``.
+    """Snapshot ``use_case``'s last ``window_days`` validated days to ``end_day``, labels known at ``as_of``.
 
     Labels count as known from the start of ``as_of``'s UTC day (``windows.snapshot_days``). Without
     ``end_day`` the window ends ``label_maturity_days`` (use case) before ``as_of``, so that most
@@ -61,18 +63,18 @@ def assemble_snapshot(
         NothingToTrain: instead of that ValueError for a scheduled run, and when a version was already
             trained on the snapshot.
     """
-    settings = get_settings()
-    use_case = load_use_case(settings.use_case)
-    storage = Storage.from_settings(settings)
-    available = sorted(storage.iter_partitions("validated", use_case.dataset))
-    last = end_day or (as_of.date() - timedelta(days=use_case.label_maturity_days)).isoformat()
+    train_dag = dag_names(use_case).train
+    declaration = load_use_case(use_case)
+    storage = Storage.from_settings(get_settings())
+    available = sorted(storage.iter_partitions("validated", declaration.dataset))
+    last = end_day or (as_of.date() - timedelta(days=declaration.label_maturity_days)).isoformat()
     eligible = [d for d in available if d <= last and (train_from is None or d >= train_from)]
     needed = 1 if train_from else window_days
     if len(eligible) < needed:
-        why = "" if end_day else f" (labels mature after {use_case.label_maturity_days} days)"
+        why = "" if end_day else f" (labels mature after {declaration.label_maturity_days} days)"
         since = f" from {train_from} (the change monitoring found)" if train_from else ""
         message = (
-            f"train_model needs {needed} validated day(s){since} up to {last}{why}, found {len(eligible)} "
+            f"{train_dag} needs {needed} validated day(s){since} up to {last}{why}, found {len(eligible)} "
             f"({', '.join(eligible) or 'none'}; all validated days: {', '.join(available) or 'none'}); "
             "ingest more days, lower window_days or set end_day."
         )
@@ -85,7 +87,7 @@ def assemble_snapshot(
             len(days),
             window_days,
         )
-    manifest = snapshot_days(storage, use_case, days, as_of=as_of)
+    manifest = snapshot_days(storage, declaration, days, as_of=as_of)
     log.info(
         "Snapshot %s: %d rows over %s..%s, labels known %s",
         manifest.digest[:12],
@@ -94,17 +96,17 @@ def assemble_snapshot(
         days[-1],
         manifest.labels.model_dump(),
     )
-    shortfall = labels_shortfall(manifest.labels, use_case)
+    shortfall = labels_shortfall(manifest.labels, declaration)
     if shortfall:
         message = f"waiting: the window {days[0]}..{days[-1]} {shortfall}"
         raise NothingToTrain(message) if scheduled else ValueError(message)
     if scheduled:
-        earlier = _version_trained_on(manifest.digest)
+        earlier = _version_trained_on(manifest.digest, use_case)
         if earlier is not None:
             raise NothingToTrain(
                 f"v{earlier.version} was already trained on this snapshot ({manifest.digest[:12]}; "
                 f"gate: {earlier.tags.get(DECISION_TAG, 'undecided')}): nothing new to learn. "
-                "Trigger train_model by hand to retrain anyway."
+                f"Trigger {train_dag} by hand to retrain anyway."
             )
     return {
         "digest": manifest.digest,
@@ -127,11 +129,11 @@ def labels_shortfall(labels: Any, use_case: Any) -> str | None:
     )
 
 
-def _version_trained_on(digest: str) -> Any:
-    """Return the newest registered version trained on snapshot ``digest``, else None."""
+def _version_trained_on(digest: str, use_case: str) -> Any:
+    """Return ``use_case``'s newest registered version trained on snapshot ``digest``, else None."""
     from mlloop.registry.runner import registry_client_and_model
 
-    client, name = registry_client_and_model()
+    client, name = registry_client_and_model(use_case)
     versions = [
         v for v in client.search_model_versions(f"name='{name}'") if v.tags.get(SNAPSHOT_DIGEST_TAG) == digest
     ]
@@ -213,7 +215,11 @@ def _scored(name: str, model_uri: str, matrix: Any) -> Any:
 
 
 def gate_challenger(
-    result: dict[str, Any], overrides: dict[str, Any] | None, trigger: dict[str, Any] | None = None
+    result: dict[str, Any],
+    overrides: dict[str, Any] | None,
+    trigger: dict[str, Any] | None = None,
+    *,
+    use_case: str,
 ) -> dict[str, Any]:
     """Score challenger and champion on the challenger's holdout, decide, and log the report to MLflow.
 
@@ -233,7 +239,7 @@ def gate_challenger(
     use_configured_mlflow()
     client = mlflow.MlflowClient()
     try:
-        decision, current = _gate_decision(client, result, overrides)
+        decision, current = _gate_decision(client, result, overrides, use_case)
     except Exception as exc:
         _tag_gate_error(client, name, version, exc)
         raise
@@ -269,14 +275,16 @@ def gate_challenger(
     }
 
 
-def _gate_decision(client: Any, result: dict[str, Any], overrides: dict[str, Any] | None) -> tuple[Any, Any]:
+def _gate_decision(
+    client: Any, result: dict[str, Any], overrides: dict[str, Any] | None, use_case: str
+) -> tuple[Any, Any]:
     """Return the gate's decision on the challenger of ``result`` and the champion version it faced."""
     from mlloop.promotion import evaluate_gate, load_gate_config
     from mlloop.registry import champion_version
     from mlloop.training.fit import TrainConfig, load_training_data
 
     settings = get_settings()
-    config = load_gate_config(overrides, use_case=load_use_case(settings.use_case))  # before any scoring
+    config = load_gate_config(overrides, use_case=load_use_case(use_case))  # before any scoring
     name, version = result["model_name"], str(result["version"])
     data = load_training_data(Storage.from_settings(settings), TrainConfig(snapshot=result["snapshot"]))
     matrix, _ = data.parts["holdout"]
@@ -304,7 +312,7 @@ def _tag_gate_error(client: Any, name: str, version: str, error: Exception) -> N
 
 
 def promote_or_reject(
-    result: dict[str, Any], decision: dict[str, Any], actor: str, *, promote: bool
+    result: dict[str, Any], decision: dict[str, Any], actor: str, *, promote: bool, use_case: str
 ) -> dict[str, Any]:
     """Move the champion alias to the challenger (``promote``), or tag it rejected with the reason.
 
@@ -318,7 +326,7 @@ def promote_or_reject(
     from mlloop.registry import promote as promote_version
     from mlloop.registry.runner import registry_client_and_model
 
-    client, _ = registry_client_and_model()
+    client, _ = registry_client_and_model(use_case)
     name, version = result["model_name"], str(result["version"])
     if promote and not decision["promote"]:
         raise PromotionError(
@@ -331,7 +339,8 @@ def promote_or_reject(
             raise PromotionError(
                 f"{name} v{version} carries gate verdict {verdict!r}, not 'passed' "
                 f"({tags.get(GATE_ERROR_TAG) or tags.get(GATE_SUMMARY_TAG) or 'never gated'}); only a "
-                "version the gate passed can be promoted: fix the cause and re-run train_model's gate task"
+                f"version the gate passed can be promoted: fix the cause and re-run the gate task of "
+                f"{dag_names(use_case).train}"
             )
         record = promote_version(
             client, name, version, actor=actor, reason=decision["summary"], gate_report=decision["report"]

@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mlloop.features.spec import FeatureSpec, feature_columns
 from mlloop.labels import LABEL_TIME_COLUMN, known_labels
+from mlloop.orchestration.names import dag_names
 from mlloop.storage import Storage, StorageError, partition_key
 
 if TYPE_CHECKING:
@@ -273,8 +274,8 @@ def _read_window(
             f"create_snapshot: no validated {use_case.dataset} batch for {len(missing)} day(s) of the "
             f"window: {', '.join(missing)} (looked under "
             f"{storage.uri(f'{VALIDATED_AREA}/{use_case.dataset}')}/). "
-            "Ingest them first (trigger the ingest_transactions DAG for each day; a quarantined day has a "
-            "reason.json under quarantine/), or leave them out of the window.",
+            f"Ingest them first (trigger the {dag_names(use_case.name).ingest} DAG for each day; a "
+            "quarantined day has a reason.json under quarantine/), or leave them out of the window.",
             missing,
         )
     context_days = _context_days(window, use_case.features)

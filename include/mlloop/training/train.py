@@ -151,11 +151,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
         raise ValueError(f"--model {config.model!r} is not supported; use one of {MODEL_TYPES}")
     started = time.perf_counter()
     settings = get_settings()
-    use_case = load_use_case(settings.use_case)
-    model_name = registered_model_name(settings, use_case)
     storage = Storage.from_settings(settings)
     data = load_training_data(storage, config)
     manifest, split, parts = data.manifest, data.split, data.parts
+    use_case = load_use_case(manifest.use_case)  # the snapshot knows whose data it holds
+    model_name = registered_model_name(use_case, settings)
     on = device()
     log.info("Training %s on %s: %s", config.model, on, split.sizes())
     fitted = fit_model(data, config, on)

@@ -1,6 +1,6 @@
 """Training windows: a set of validated days snapshotted with the labels known on a day.
 
-Training (``train_model``'s snapshot task) and monitoring (the monitored window, a replay's champion) build
+Training (the train DAG's snapshot task) and monitoring (the monitored window, a replay's champion) build
 their snapshots here, so a day's runs judge the same rows with the same labels and reach the same
 content-addressed snapshot.
 """
