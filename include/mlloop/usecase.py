@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -386,3 +386,27 @@ def declaration_conflicts(use_cases: Mapping[str, UseCase]) -> dict[str, str]:
                     f"{key}. Rename it in {name!r}."
                 )
     return problems
+
+
+def load_use_cases(
+    names: Iterable[str], loaded: Mapping[str, UseCase] | None = None
+) -> tuple[dict[str, UseCase], dict[str, str]]:
+    """Load ``names`` in order after the ``loaded`` ones; return the usable ones and why each other is not.
+
+    A declaration that does not load, or that reuses a dataset or model_name an earlier one declares
+    (``declaration_conflicts``), is left out with its error: the DAG factory and the scoring service
+    keep every other use case running.
+    """
+    usable = dict(loaded or {})
+    errors: dict[str, str] = {}
+    for name in names:
+        if name in usable:
+            continue
+        try:
+            usable[name] = load_use_case(name)
+        except (ValueError, OSError) as exc:
+            errors[name] = str(exc)
+    for name, problem in declaration_conflicts(usable).items():
+        errors[name] = f"{declaration_path(name)}: {problem}"
+        del usable[name]
+    return usable, errors

@@ -32,10 +32,10 @@ from mlloop.storage import Storage
 from mlloop.usecase import (
     DECLARATION_SUFFIXES,
     UseCase,
-    declaration_conflicts,
     declaration_path,
     enabled_use_cases,
     load_use_case,
+    load_use_cases,
 )
 
 log = logging.getLogger("mlloop.serving")
@@ -127,14 +127,10 @@ def _declarations(settings: Settings) -> tuple[dict[str, UseCase], dict[str, str
                 )
             loaded[default] = use_case
     # The default first: in a conflict (two use cases declaring one dataset or model) it keeps its own.
-    for name in sorted((n for n in names if n not in (*loaded, *unavailable)), key=lambda n: n != default):
-        try:
-            loaded[name] = load_use_case(name)
-        except (ValueError, OSError) as exc:
-            unavailable[name] = str(exc)
-    for name, problem in declaration_conflicts(loaded).items():
-        unavailable[name] = problem
-        del loaded[name]
+    loaded, errors = load_use_cases(
+        sorted((n for n in names if n not in unavailable), key=lambda n: n != default), loaded
+    )
+    unavailable.update(errors)
     if settings.model_name and len(loaded) > 1:
         kept, *others = loaded
         for name in others:

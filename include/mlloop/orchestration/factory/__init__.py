@@ -25,13 +25,7 @@ from mlloop.orchestration.factory.rollback import build_rollback_dag
 from mlloop.orchestration.factory.train import build_train_dag
 from mlloop.orchestration.names import dag_names
 from mlloop.orchestration.params import dag_arguments
-from mlloop.usecase import (
-    UseCase,
-    declaration_conflicts,
-    declaration_path,
-    enabled_use_cases,
-    load_use_case,
-)
+from mlloop.usecase import UseCase, enabled_use_cases, load_use_cases
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +88,7 @@ def build_dags() -> dict[str, DAG]:
             f"({', '.join(names)}) one registered model; unset it (each declaration names its model_name) "
             "or enable one use case with MLLOOP_USE_CASES"
         )
-    loaded: dict[str, UseCase] = {}
-    errors: dict[str, str] = {}
-    for name in names:
-        try:
-            loaded[name] = load_use_case(name)
-        except (OSError, ValueError) as exc:
-            errors[name] = str(exc)
-    for name, problem in declaration_conflicts(loaded).items():
-        errors[name] = f"{declaration_path(name)}: {problem}"
-        del loaded[name]
+    loaded, errors = load_use_cases(names)
     dags: dict[str, DAG] = {}
     for name in names:
         if name in errors:
