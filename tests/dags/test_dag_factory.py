@@ -102,13 +102,22 @@ def test_an_invalid_declaration_shows_its_error_and_the_others_load(
         assert [t.task_id for t in dag.tasks] == ["declaration_error"]
 
 
-def test_one_model_name_override_for_several_use_cases_is_refused(
+def test_the_model_name_override_renames_the_default_use_case_only(
     usecases: Path, mlloop_env, airflow_db
 ) -> None:
-    mlloop_env(model_name="one-model-for-all")
+    from mlloop.registry.runner import registered_model_name
+    from mlloop.usecase import load_use_case
+
+    mlloop_env(model_name="fraud-detector-staging")
     bag = _bag()
-    (error,) = bag.import_errors.values()
-    assert "MLLOOP_MODEL_NAME" in error and "card_fraud_eu" in error
+    assert bag.import_errors == {}
+    assert registered_model_name(load_use_case("card_fraud")) == "fraud-detector-staging"
+    assert registered_model_name(load_use_case("card_fraud_eu")) == "fraud-detector-eu"
+    assert "fraud-detector-eu" in bag.get_dag("train_card_fraud_eu").doc_md
+
+    mlloop_env(model_name="fraud-detector-eu")  # the other use case's model: they would share it
+    (error,) = _bag().import_errors.values()
+    assert "MLLOOP_MODEL_NAME='fraud-detector-eu'" in error and "card_fraud_eu" in error
 
 
 def test_a_second_use_case_on_the_same_dataset_is_refused(usecases: Path, airflow_db) -> None:

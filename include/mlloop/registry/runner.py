@@ -40,11 +40,13 @@ def use_configured_mlflow() -> str:
 def registered_model_name(use_case: UseCase, settings: Settings | None = None) -> str:
     """Return ``use_case``'s registered model name: its declaration's, or ``MLLOOP_MODEL_NAME`` when set.
 
-    The override renames the model of a one-use-case deployment; the DAG factory refuses it when several
-    use cases are enabled (they would share one registered model).
+    The override renames the model of the default use case (``MLLOOP_USE_CASE``) only, in every part (DAGs,
+    scoring service, ops commands); every other use case registers its declaration's ``model_name``.
     """
     settings = settings or get_settings()
-    return settings.model_name or use_case.model_name
+    if settings.model_name and use_case.name == settings.use_case:
+        return settings.model_name
+    return use_case.model_name
 
 
 def registry_client_and_model(use_case: str) -> tuple[Any, str]:

@@ -131,15 +131,6 @@ def _declarations(settings: Settings) -> tuple[dict[str, UseCase], dict[str, str
         sorted((n for n in names if n not in unavailable), key=lambda n: n != default), loaded
     )
     unavailable.update(errors)
-    if settings.model_name and len(loaded) > 1:
-        kept, *others = loaded
-        for name in others:
-            unavailable[name] = (
-                f"MLLOOP_MODEL_NAME={settings.model_name!r} renames the model of a one-use-case deployment, "
-                f"and {kept!r} serves it; unset MLLOOP_MODEL_NAME (each use case then serves its "
-                "declaration's model_name) or enable one use case (MLLOOP_USE_CASES)"
-            )
-            del loaded[name]
     return loaded, unavailable, default
 
 

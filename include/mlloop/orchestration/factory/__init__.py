@@ -78,17 +78,19 @@ def build_dags() -> dict[str, DAG]:
 
     Raises:
         ValueError: when ``MLLOOP_USE_CASES`` names an undeclared use case, or when ``MLLOOP_MODEL_NAME``
-            is set while several use cases are enabled (they would share one registered model). A use case
-            whose dataset or model_name an earlier one declares gets stand-ins, like an invalid one.
+            (which renames the default use case's model) is another enabled use case's model_name. A use
+            case whose dataset or model_name an earlier one declares gets stand-ins, like an invalid one.
     """
     names = enabled_use_cases()
-    if get_settings().model_name and len(names) > 1:
-        raise ValueError(
-            f"MLLOOP_MODEL_NAME={get_settings().model_name!r} would give the {len(names)} enabled use cases "
-            f"({', '.join(names)}) one registered model; unset it (each declaration names its model_name) "
-            "or enable one use case with MLLOOP_USE_CASES"
-        )
     loaded, errors = load_use_cases(names)
+    settings = get_settings()
+    clash = [n for n, u in loaded.items() if n != settings.use_case and u.model_name == settings.model_name]
+    if settings.model_name and clash:
+        raise ValueError(
+            f"MLLOOP_MODEL_NAME={settings.model_name!r} renames the model of the default use case "
+            f"{settings.use_case!r}, but use case {clash[0]!r} registers that name too; choose another name "
+            "or unset MLLOOP_MODEL_NAME"
+        )
     dags: dict[str, DAG] = {}
     for name in names:
         if name in errors:
