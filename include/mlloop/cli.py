@@ -135,7 +135,8 @@ cli.add_command(
         summary="Run the closed loop over simulated days on the running stack.",
         examples=(
             "  mlloop simulate --days 5\n"
-            "  mlloop simulate --days 8 --drift covariate_amount@2 --drift concept@4-6 --rows 60000"
+            "  mlloop simulate --days 8 --drift covariate_amount@2 --drift concept@4-6 --rows 60000\n"
+            "  mlloop simulate --days 5 --use-case card_fraud"
         ),
     )
 )
@@ -144,10 +145,36 @@ cli.add_command(
         "generate",
         module="mlloop.data.generator",
         alias="python -m mlloop.data.generator",
-        summary="Write synthetic card transactions and their delayed labels.",
+        summary="Write the card_fraud use case's synthetic days and their delayed labels.",
         examples=(
             "  mlloop generate --start 2026-01-01 --days 7 --out data/source\n"
             "  mlloop generate --start 2026-01-01 --days 3 --scenario 2026-01-02=concept --out /tmp/source"
+        ),
+    )
+)
+
+cli.add_command(
+    DelegatedCommand(
+        "flights",
+        module="mlloop.data.flights",
+        alias="python -m mlloop.data.flights",
+        summary="Write real 2013 New York flights (flight_delay's data) as daily deliveries and labels.",
+        examples=(
+            "  mlloop flights --start 2013-06-03 --days 10 --out /tmp/inbox\n"
+            "  mlloop flights --start 2013-06-03 --days 10 --as 2026-11-20 --out data/inbox/flight_delay"
+        ),
+    )
+)
+
+cli.add_command(
+    DelegatedCommand(
+        "screenshots",
+        module="mlloop.ops.screenshots",
+        alias="python -m mlloop.ops.screenshots",
+        summary="Save headless-Chromium screenshots of the Airflow and MLflow UIs of a running stack.",
+        examples=(
+            "  mlloop screenshots --airflow http://127.0.0.1:8080 --user admin --password-file .env \\\n"
+            "      --mlflow http://127.0.0.1:5000 --out shots --trigger-dag ingest_flight_delay"
         ),
     )
 )

@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     )
     use_cases: str | None = Field(
         default=None,
-        description="Comma-separated names of the declared use cases to enable (e.g. 'card_fraud,churn'); "
+        description="Comma-separated names of the declared use cases to enable "
+        "(e.g. 'card_fraud,flight_delay'); "
         "None or blank enables every declaration in the use-case folder.",
     )
     expectations_dir: str | None = Field(
@@ -51,7 +52,9 @@ class Settings(BaseSettings):
     )
     mlflow_tracking_uri: str = Field(default="http://127.0.0.1:5000")
     model_name: str | None = Field(
-        default=None, description="Registered model name; None takes the use case's model_name."
+        default=None,
+        description="Registered model name of the default use case (MLLOOP_USE_CASE) only; None takes its "
+        "declaration's model_name. Other use cases always register their declaration's.",
     )
     training_backend: Literal["local", "kubernetes"] = Field(
         default="local",

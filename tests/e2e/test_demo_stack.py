@@ -1,7 +1,8 @@
 """End to end: the embedded stack starts, the demo runs through the real scheduler twice, down stops all.
 
-The demo ingests six days (two quarantined), the validated_<use case> Asset starts train_<use case>, and
-the first model becomes champion; the second demo changes nothing (same objects, no new version).
+The demo ingests six card_fraud days (two quarantined), the validated_<use case> Asset starts
+train_<use case>, and the first model becomes champion; then flight_delay, on real public data, runs its
+own loop beside it. The second demo changes nothing (same objects, no new version).
 
 This is what `make demo` / `make down` do, on free ports and a throwaway state folder so it never
 touches a developer's running stack. The stack's clock is pinned to ``TODAY`` (MLLOOP_CLOCK_SHIFT_DAYS), so
@@ -27,6 +28,7 @@ from mlflow import MlflowClient
 from mlloop.clock import shift_days_to
 from mlloop.ops.airflow_api import AirflowAPI
 from mlloop.ops.demo import demo_days, monitor_days
+from mlloop.usecase import load_use_case
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,11 +36,10 @@ TODAY = date(2026, 4, 15)  # the stack's "today", months away from any day this 
 
 
 def _demo_objects(state: Path, area: str) -> list[str]:
-    """Parquet objects of the demo's days in an area (a scheduled run for yesterday may add others)."""
+    """card_fraud's Parquet objects of the demo's days in an area (a scheduled run may add other days)."""
     days = {f"date={day}" for day, _ in demo_days(TODAY)}
-    return sorted(
-        str(p.relative_to(state)) for p in (state / "data" / area).rglob("*.parquet") if p.parent.name in days
-    )
+    folder = state / "data" / area / load_use_case("card_fraud").dataset
+    return sorted(str(p.relative_to(state)) for p in folder.rglob("*.parquet") if p.parent.name in days)
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -237,6 +238,17 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
     assert "drift" in client.get_run(retrained.run_id).data.tags["mlloop.trigger_reason"]
     assert retrained.tags["mlloop.gate.verdict"] in {"passed", "failed"}
 
+    # Beside it on the same stack, flight_delay on real public data ran through its own DAGs: its deliveries
+    # exported into its inbox, a four-week window validated, trained, gated and promoted, three later days
+    # served at /predict/flight_delay and checked by monitor_flight_delay.
+    real = first.stdout.split("=== mlloop demo: flight_delay", 1)[1]
+    assert "ingest_flight_delay: 28 of 28 days validated" in real, real[-3000:]
+    assert "promoted v1" in real and "Champion: flight-delay-classifier v1" in real, real[-3000:]
+    assert re.search(r"monitor_flight_delay over \S+: (quiet|trigger)", real), real[-3000:]
+    served_real = re.findall(r"^\d{4}-\d{2}-\d{2}  served +(\d+) \(v1: \1\)", real, re.M)
+    assert len(served_real) == 3 and all(int(n) > 500 for n in served_real), real[-3000:]
+    assert client.get_model_version_by_alias("flight-delay-classifier", "champion").version == "1"
+
     second = run("mlloop.ops.demo")
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
     assert _demo_objects(state, "raw") == raw_before
@@ -246,6 +258,7 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
         "cooldown after the first trigger"
     )
     assert sorted(v.version for v in client.search_model_versions("name='fraud-detector'")) == ["1", "2"]
+    assert [v.version for v in client.search_model_versions("name='flight-delay-classifier'")] == ["1"]
 
     window_end = (
         days[-1][0]

@@ -32,6 +32,7 @@ DELEGATED_OPTION = {
     "simulate": "--drift DRIFT",
     "demo": "-h, --help",
     "generate": "--scenario [YYYY-MM-DD=]NAME",
+    "flights": "--as AS_DAY",
 }
 
 

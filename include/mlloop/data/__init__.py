@@ -1,1 +1,1 @@
-"""Data sources for the demo loop: the synthetic card-transaction generator (``mlloop.data.generator``)."""
+"""The bundled use cases' data: card_fraud's generator (``mlloop.data.generator``), flight_delay's public table."""

@@ -58,6 +58,21 @@ def batch_id_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:BATCH_ID_CHARS]
 
 
+def open_inbox(use_case: UseCase) -> Storage:
+    """Open a files source's inbox with the data root's storage settings (S3 endpoint and connection).
+
+    ``source.uri`` is a local folder, ``file://`` or ``s3://`` URI, or a path relative to the data root
+    (``MLLOOP_DATA_ROOT``), e.g. ``inbox/flight_delay``.
+    """
+    from mlloop.config import get_settings
+
+    settings = get_settings()
+    uri = str(use_case.source.uri)
+    if "://" not in uri and not uri.startswith(("/", "~")):
+        uri = f"{settings.data_root.rstrip('/')}/{uri}"
+    return Storage(uri, s3_endpoint_url=settings.s3_endpoint_url, conn_id=settings.storage_conn_id)
+
+
 def read_source_batch(
     use_case: UseCase, day: date, scenario: str, rows: int | None
 ) -> tuple[bytes, bytes | None]:
@@ -68,16 +83,22 @@ def read_source_batch(
 
         generated = generate_day(day, rows=rows or source.rows_per_day, seed=source.seed, scenario=scenario)
         return generated.to_file_bytes(), generated.labels_file_bytes()
-    inbox = Storage(str(source.uri))
+    inbox = open_inbox(use_case)
     prefix = f"{use_case.dataset}/date={day.isoformat()}"
     files = [k for k in inbox.list(prefix) if k.endswith(".parquet")]
     if len(files) != 1:
         raise StorageError(
-            f"files source {source.uri}: expected exactly one .parquet file under {inbox.uri(prefix)}, "
+            f"files source {inbox.root}: expected exactly one .parquet file under {inbox.uri(prefix)}, "
             f"found {len(files)}; deliver one file per day (see README, 'Bring your own data')."
         )
     label_files = [k for k in inbox.list(f"labels/date={day.isoformat()}") if k.endswith(".parquet")]
     return inbox.read_bytes(files[0]), inbox.read_bytes(label_files[0]) if label_files else None
+
+
+def source_day(use_case: UseCase, day: date, scenario: str = "none", rows: int | None = None) -> pd.DataFrame:
+    """Return the rows of the day's delivery as a frame (what production traffic of that day asked about)."""
+    data, _ = read_source_batch(use_case, day, scenario, rows)
+    return _read_parquet(data)
 
 
 def land_batch(

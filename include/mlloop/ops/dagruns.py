@@ -49,13 +49,20 @@ def trigger_days(
     *,
     start_training: bool = True,
     rows: int | None = None,
+    names: DagNames | None = None,
 ) -> list[DemoRun]:
-    """Trigger one ingestion run per (day, scenario); ``start_training`` and ``rows`` are ingest Params."""
-    ingest = driven_names().ingest
+    """Trigger one ingestion run per (day, scenario); ``start_training`` and ``rows`` are ingest Params.
+
+    ``names``: the use case's DAGs (default: the driven use case's). A files source's form has no
+    generator Params: its days go with scenario ``none`` and no ``rows``.
+    """
+    ingest = (names or driven_names()).ingest
     runs = []
     for day, scenario in days:
         run = DemoRun(day, scenario, f"demo__{day}__{scenario}__{stamp}")
-        conf: dict[str, Any] = {"day": day, "scenario": scenario, "start_training": start_training}
+        conf: dict[str, Any] = {"day": day, "start_training": start_training}
+        if scenario != "none":
+            conf["scenario"] = scenario
         if rows is not None:
             conf["rows"] = rows
         api.trigger(ingest, run.run_id, conf)
@@ -64,9 +71,11 @@ def trigger_days(
     return runs
 
 
-def wait_for_runs(api: AirflowAPI, runs: list[DemoRun], timeout_s: float = 900.0) -> None:
-    """Poll the runs until all are finished, logging progress."""
-    ingest = driven_names().ingest
+def wait_for_runs(
+    api: AirflowAPI, runs: list[DemoRun], timeout_s: float = 900.0, names: DagNames | None = None
+) -> None:
+    """Poll the ingestion runs (of ``names``, default the driven use case's) until all are finished."""
+    ingest = (names or driven_names()).ingest
 
     def finished() -> bool | None:
         for run in runs:
@@ -97,13 +106,17 @@ def wait_for_runs(api: AirflowAPI, runs: list[DemoRun], timeout_s: float = 900.0
 
 
 def wait_for_training(
-    api: AirflowAPI, since: str, timeout_s: float = 1800.0, allow_none: bool = False
+    api: AirflowAPI,
+    since: str,
+    timeout_s: float = 1800.0,
+    allow_none: bool = False,
+    names: DagNames | None = None,
 ) -> list[dict[str, Any]]:
-    """Wait until the Asset-triggered training runs since ``since`` are done and none is queued.
+    """Wait until the training runs (of ``names``, default the driven use case's) since ``since`` are done.
 
     With ``allow_none`` an empty result is accepted once nothing has been queued for a few polls.
     """
-    train = driven_names().train
+    train = (names or driven_names()).train
     idle_polls = 0
 
     def settled() -> list[dict[str, Any]] | None:
@@ -151,9 +164,9 @@ def wait_for_run(api: AirflowAPI, dag_id: str, run_id: str, timeout_s: float = 9
     )
 
 
-def training_outcome(api: AirflowAPI, run: dict[str, Any]) -> str:
+def training_outcome(api: AirflowAPI, run: dict[str, Any], names: DagNames | None = None) -> str:
     """Return one line on what a training run did: skipped, promoted, rejected or failed (and where)."""
-    train = driven_names().train
+    train = (names or driven_names()).train
     states = api.task_states(train, run["dag_run_id"])
     if states.get("snapshot") == "skipped":
         reason = api.task_result(train, run["dag_run_id"], "snapshot", key="skip_reason") or "see its log"
@@ -164,3 +177,29 @@ def training_outcome(api: AirflowAPI, run: dict[str, Any]) -> str:
             return f"{verb} v{record.get('to_version', '?')}: {str(record.get('reason', ''))[:90]}"
     failed = sorted(t for t, state in states.items() if state in {"failed", "upstream_failed"})
     return f"{run['state']}: tasks {', '.join(failed) or states}"
+
+
+def champion_summary(model_name: str, use_case: str | None = None) -> list[str]:
+    """Return the champion's lines: version, what it was trained on, holdout metrics and MLflow links."""
+    # MLflow loads only when a summary is made: `mlloop demo --help` imports this module.
+    from mlloop.registry import champion_version
+    from mlloop.registry.runner import registry_client_and_model
+    from mlloop.registry.tags import GATE_SUMMARY_TAG
+    from mlloop.registry.ui import model_version_url, run_url
+
+    use_case = use_case or get_settings().use_case
+    client, _ = registry_client_and_model(use_case)
+    champion = champion_version(client, model_name)
+    if champion is None:
+        return [f"No champion for {model_name}: see the {dag_names(use_case).train} runs above."]
+    run = client.get_run(champion.run_id)
+    metrics = run.data.metrics
+    return [
+        f"Champion: {model_name} v{champion.version} ({champion.description})",
+        f"  holdout PR-AUC {metrics.get('holdout_pr_auc', float('nan')):.3f}, "
+        f"ROC-AUC {metrics.get('holdout_roc_auc', float('nan')):.3f}, "
+        f"recall at the gate's precision {metrics.get('holdout_recall_at_precision', float('nan')):.3f}",
+        f"  gate: {champion.tags.get(GATE_SUMMARY_TAG, 'n/a')[:200]}",
+        f"  MLflow run (metrics, plots, gate report): {run_url(champion.run_id)}",
+        f"  Model version (aliases, tags):            {model_version_url(model_name, champion.version)}",
+    ]

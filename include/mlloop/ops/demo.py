@@ -1,6 +1,7 @@
-"""The demo's main job: ingest generated days, then train and promote a model, all through the scheduler.
+"""The demo's main job: two use cases side by side on one stack, all through the scheduler.
 
-Run by ``make demo`` after ``make up``, for the use case ``MLLOOP_USE_CASE`` (card_fraud). Each day is a
+Run by ``make demo`` after ``make up``. First the generated use case ``MLLOOP_USE_CASE`` (card_fraud), then,
+when it is enabled, flight_delay on real public data (``mlloop.ops.real_data_demo``). Each card_fraud day is a
 manual run of its ``ingest_<use case>`` DAG with its Params (day, scenario); two days carry data-quality
 faults so the quarantine path shows too. A week of clean history lands first (it trains nothing: Param
 start_training off), then the demo's days; the day that completes the training window lands last, and
@@ -33,10 +34,11 @@ from typing import Any
 
 from mlloop import clock
 from mlloop.config import get_settings
-from mlloop.ops import services
+from mlloop.ops import real_data_demo, services
 from mlloop.ops.airflow_api import AirflowAPI
 from mlloop.ops.dagruns import (
     DemoRun,
+    champion_summary,
     driven_names,
     training_outcome,
     trigger_days,
@@ -48,9 +50,8 @@ from mlloop.ops.dagruns import (
 from mlloop.ops.timeline import save_timeline
 from mlloop.ops.traffic import serve_day, served_day, wait_until_serving
 from mlloop.registry.runner import registered_model_name
-from mlloop.registry.tags import GATE_SUMMARY_TAG
 from mlloop.storage import Storage, partition_key
-from mlloop.usecase import load_use_case
+from mlloop.usecase import enabled_use_cases, load_use_case
 
 log = logging.getLogger("mlloop.demo")
 
@@ -123,30 +124,6 @@ def summarise_monitoring(checks: list[dict[str, Any]], retrains: list[tuple[str,
     lines.append(f"{names.train} runs started by monitoring ({names.retrain_asset} Asset):")
     lines += [f"{run_id}\n    {state}: {outcome}" for run_id, state, outcome in retrains] or ["  none"]
     return "\n".join(lines)
-
-
-def summarise_champion(model_name: str) -> list[str]:
-    """Return the champion's lines: version, what it was trained on, holdout metrics and MLflow links."""
-    # MLflow loads only when the demo runs (here and below): `mlloop demo --help` imports this module.
-    from mlloop.registry import champion_version
-    from mlloop.registry.runner import registry_client_and_model
-    from mlloop.registry.ui import model_version_url, run_url
-
-    client, _ = registry_client_and_model(get_settings().use_case)
-    champion = champion_version(client, model_name)
-    if champion is None:
-        return [f"No champion for {model_name}: see the {driven_names().train} runs above."]
-    run = client.get_run(champion.run_id)
-    metrics = run.data.metrics
-    return [
-        f"Champion: {model_name} v{champion.version} ({champion.description})",
-        f"  holdout PR-AUC {metrics.get('holdout_pr_auc', float('nan')):.3f}, "
-        f"ROC-AUC {metrics.get('holdout_roc_auc', float('nan')):.3f}, "
-        f"recall at the gate's precision {metrics.get('holdout_recall_at_precision', float('nan')):.3f}",
-        f"  gate: {champion.tags.get(GATE_SUMMARY_TAG, 'n/a')[:200]}",
-        f"  MLflow run (metrics, plots, gate report): {run_url(champion.run_id)}",
-        f"  Model version (aliases, tags):            {model_version_url(model_name, champion.version)}",
-    ]
 
 
 def summarise(runs: list[DemoRun], storage: Storage, dataset: str, password: str) -> str:
@@ -282,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     training = wait_for_training(api, since)
     outcomes = [(r["dag_run_id"], r["state"], training_outcome(api, r)) for r in training]
     name = registered_model_name(use_case, settings)
-    champion = summarise_champion(name)
+    champion = champion_summary(name)
     print(summarise_training(outcomes, champion, password))
     failed = [run_id for run_id, state, _ in outcomes if state != "success"]
     if champion[0].startswith("No champion"):
@@ -301,11 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     retrain_runs = wait_for_training(api, since, allow_none=True)
     retrains = [(r["dag_run_id"], r["state"], training_outcome(api, r)) for r in retrain_runs]
     print(summarise_monitoring(checks, retrains))
-    print("\n".join(["", *summarise_champion(name)]))
+    print("\n".join(["", *champion_summary(name)]))
     print(summarise_served(Storage.from_settings(settings), use_case, checks, retrains, stamp))
     failed += [run_id for run_id, state, _ in retrains if state != "success"]
     failed += [c["day"] for c in checks if c["state"] != "success"]
     failed += [r.day for r in later if r.state != r.expected]
+    if real_data_demo.USE_CASE in enabled_use_cases():  # the second use case, on real public data
+        summary, real_failed = real_data_demo.run(api, stamp)
+        print(summary)
+        failed += real_failed
     if failed:
         print(f"UNEXPECTED: runs failed: {failed}", file=sys.stderr)
     return 1 if unexpected or failed else 0

@@ -1,6 +1,6 @@
 """Production traffic for the closed loop: replay a day through the scoring service, score what it served.
 
-``replay_day`` sends a generated day's transactions to ``/predict/<use case>`` in time order (what production
+``replay_day`` sends a day's rows to ``/predict/<use case>`` in time order (what production
 traffic would do before the day's batch lands), so the inference log holds every answer with the
 version that gave it. ``served_performance`` joins that log with the delayed labels known by a time and
 scores the *served* answers per day: PR-AUC, recall and precision of the flag at the champion's
@@ -34,14 +34,14 @@ log = logging.getLogger(__name__)
 
 
 def replay_day(
-    serving_url: str, transactions: pd.DataFrame, use_case: UseCase, batch_rows: int = 500
+    serving_url: str, rows: pd.DataFrame, use_case: UseCase, batch_rows: int = 500
 ) -> dict[str, int]:
-    """POST a day's transactions in time order in batches; return how many rows each version answered.
+    """POST a day's rows in time order in batches; return how many rows each version answered.
 
     Raises:
         RuntimeError: naming the status and the service's message when a request is refused.
     """
-    ordered = transactions.sort_values(use_case.time_column, kind="stable")
+    ordered = rows.sort_values(use_case.time_column, kind="stable")
     payload = request_rows(ordered, use_case)
     versions: dict[str, int] = {}
     started = time.perf_counter()
@@ -61,7 +61,7 @@ def replay_day(
         version = str(answer["model_version"])
         versions[version] = versions.get(version, 0) + len(answer["predictions"])
     log.info(
-        "Replayed %d transactions through %s in %.1fs (versions %s)",
+        "Replayed %d rows through %s in %.1fs (versions %s)",
         len(payload),
         serving_url,
         time.perf_counter() - started,
@@ -73,19 +73,14 @@ def replay_day(
 def serve_day(
     serving_url: str, use_case: UseCase, day: str, scenario: str, rows: int | None = None
 ) -> dict[str, int]:
-    """Generate ``day``'s traffic (as its batch will land) and replay it through the service.
+    """Replay ``day``'s delivery (as its batch will land) through the service, from the use case's source.
 
-    ``rows``: the day's transactions (default: the use case's ``rows_per_day``); the batch must land
-    with the same number, or the two would not be the same transactions.
+    ``rows``: a generated day's rows (default: the use case's ``rows_per_day``); the batch must land
+    with the same number, or the two would not be the same rows. A files source serves its delivery.
     """
-    from mlloop.data.generator import generate_day
+    from mlloop.ingestion.batches import source_day
 
-    traffic = generate_day(
-        dt.date.fromisoformat(day),
-        rows=rows or use_case.source.rows_per_day,
-        seed=use_case.source.seed,
-        scenario=scenario,
-    ).transactions
+    traffic = source_day(use_case, dt.date.fromisoformat(day), scenario, rows)
     return replay_day(serving_url, traffic, use_case)
 
 
@@ -139,16 +134,21 @@ def wait_until_serving(
 
 
 def served_performance(
-    storage: Storage, use_case: UseCase, day: str, as_of: dt.datetime, precision: float = 0.2
+    storage: Storage, use_case: UseCase, day: str, as_of: dt.datetime, precision: float | None = None
 ) -> dict[str, Any]:
     """Score the answers served for ``day`` against the labels known by ``as_of``.
 
-    A transaction answered twice (a replay) counts once, with its latest answer.
+    A row answered twice (a replay) counts once, with its latest answer. ``precision``: of the recall
+    reported (default: the use case's gate ``fixed_precision``, the served threshold's).
     """
     import numpy as np
 
+    from mlloop.promotion.gate_config import load_gate_config
     from mlloop.promotion.metrics import pr_auc, recall_at_precision
     from mlloop.serving.inference_log import labelled_answers
+
+    if precision is None:
+        precision = load_gate_config(use_case=use_case).fixed_precision
 
     row: dict[str, Any] = {"day": day, "served": 0, "versions": "", "labelled": 0, "pr_auc": None}
     served = labelled_answers(storage, use_case, [day], as_of)

