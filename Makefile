@@ -52,8 +52,9 @@ serve: install ## Run the scoring service in the foreground (127.0.0.1:8000; `ma
 DAYS ?= 5
 DRIFT ?=
 ROWS ?=
-simulate: up ## Closed loop over DAYS days (after make demo): serve, land, monitor, retrain; DRIFT="covariate_amount@2 concept@4-6" ROWS=60000
-	$(BIN)/mlloop simulate --days $(DAYS) $(foreach d,$(DRIFT),--drift $(d)) $(if $(ROWS),--rows $(ROWS))
+USE_CASE ?=
+simulate: up ## Closed loop over DAYS days (after make demo): serve, land, monitor, retrain; DRIFT="covariate_amount@2 concept@4-6" ROWS=60000 USE_CASE=card_fraud
+	$(BIN)/mlloop simulate --days $(DAYS) $(foreach d,$(DRIFT),--drift $(d)) $(if $(ROWS),--rows $(ROWS)) $(if $(USE_CASE),--use-case $(USE_CASE))
 
 test: install-dev ## Set up and run the whole test suite (every tier)
 	$(BIN)/python -m pytest

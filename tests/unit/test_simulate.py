@@ -149,4 +149,14 @@ def test_simulate_refuses_an_implausible_rows_per_day(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--days", "3", "--rows", "10"])
     assert exit_info.value.code == 2
-    assert "--rows 10: use 1000..1000000 transactions per day" in capsys.readouterr().err
+    assert "--rows 10: use 1000..1000000 rows per day" in capsys.readouterr().err
+
+
+def test_simulate_takes_a_generated_use_case_and_says_why_not_another() -> None:
+    from mlloop.ops.simulate import simulation_problem
+
+    assert simulation_problem("card_fraud") is None
+    files = simulation_problem("flight_delay")
+    assert "reads its days from files (inbox/flight_delay)" in files and "ingest_flight_delay" in files
+    unknown = simulation_problem("churn")
+    assert "'churn' is not enabled" in unknown and "card_fraud, flight_delay" in unknown

@@ -32,9 +32,9 @@ from mlloop.ops.dagruns import (
 )
 from mlloop.ops.timeline import loop_outcome, outcome_lines, save_timeline, timeline
 from mlloop.ops.traffic import serve_day, served_day, wait_until_serving
-from mlloop.orchestration.names import DagNames
+from mlloop.orchestration.names import DagNames, dag_names
 from mlloop.storage import Storage
-from mlloop.usecase import load_use_case
+from mlloop.usecase import enabled_use_cases, load_use_case
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def run_simulation(
 ) -> list[dict[str, Any]]:
     """Day by day: serve the day's traffic, land it, monitor it, let a triggered retrain run; return rows.
 
-    ``rows_per_day``: transactions per simulated day, served and landed alike (default: the use case's
+    ``rows_per_day``: rows per simulated day, served and landed alike (default: the use case's
     ``rows_per_day``).
     """
     # MLflow loads only when the loop runs: `mlloop simulate --help` imports this module.
@@ -195,6 +195,24 @@ def run_simulation(
     return rows
 
 
+def simulation_problem(name: str) -> str | None:
+    """Return why use case ``name`` cannot be simulated (not enabled, not generated), or None."""
+    enabled = enabled_use_cases()
+    if name not in enabled:
+        return (
+            f"use case {name!r} is not enabled on this stack (enabled: {', '.join(enabled)}); pick one "
+            "of them with --use-case (make simulate USE_CASE=...)"
+        )
+    source = load_use_case(name).source
+    if source.kind != "generator":
+        return (
+            f"use case {name!r} reads its days from files ({source.uri}): a simulation generates each day "
+            "and its drift, so it needs a generator source. Its loop runs in `make demo`; or land its "
+            f"delivered days with the {dag_names(name).ingest} DAG."
+        )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """``make simulate DAYS=n``: the closed loop over n days through the running stack; print the timeline."""
     parser = argparse.ArgumentParser(
@@ -214,19 +232,29 @@ def main(argv: list[str] | None = None) -> int:
         "--rows",
         type=int,
         default=None,
-        help="transactions per simulated day, served and landed (default: the use case's rows_per_day); "
+        help="rows per simulated day, served and landed (default: the use case's rows_per_day); "
         "more rows narrow the day-to-day spread of the served PR-AUC",
+    )
+    parser.add_argument(
+        "--use-case",
+        default=None,
+        help="the enabled use case to simulate (default: MLLOOP_USE_CASE); it must have a generator source",
     )
     args = parser.parse_args(argv)
     if args.rows is not None and not 1_000 <= args.rows <= 1_000_000:
-        parser.error(f"--rows {args.rows}: use 1000..1000000 transactions per day")
+        parser.error(f"--rows {args.rows}: use 1000..1000000 rows per day")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     os.environ.update({k: v for k, v in services.stack_env().items() if k.startswith("MLLOOP_")})
+    if args.use_case:
+        os.environ["MLLOOP_USE_CASE"] = args.use_case
     get_settings.cache_clear()
+    if problem := simulation_problem(get_settings().use_case):
+        parser.error(problem)
     days = simulation_days(args.days, args.end_back, args.drift)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     rows = run_simulation(days, stamp, args.rows)
-    title = f"mlloop simulation {stamp}: {args.days} days, drifts {', '.join(args.drift) or 'none'}"
+    drifts = ", ".join(args.drift) or "none"
+    title = f"mlloop simulation {stamp} ({get_settings().use_case}): {args.days} days, drifts {drifts}"
     if args.rows:
         title += f", {args.rows} rows/day"
     uris = save_timeline(Storage.from_settings(get_settings()), rows, stamp, title)
