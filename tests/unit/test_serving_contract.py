@@ -135,3 +135,29 @@ def test_inference_log_frame_holds_the_same_instants_in_utc_and_the_right_days(t
     days = sorted(p.parent.name for p in tmp_path.rglob("*.parquet"))
     # a's instant is 23:30 UTC on 03-01; c lies before the epoch
     assert days == ["date=1969-12-31", "date=2026-03-01", "date=2026-03-02"]
+
+
+def test_every_declared_kind_has_a_request_field_and_the_real_use_case_allows_its_gaps() -> None:
+    flights = load_use_case("flight_delay")
+    boolean = flights.model_copy(update={"schema_": {**flights.schema_, "codeshare": "boolean"}})
+    adapters = RequestAdapters(boolean, max_rows=10)
+    row = {
+        "flight_id": "20261201-UA1545-EWR",
+        "event_time": "2026-12-01T10:15:00Z",
+        "carrier": "UA",
+        "flight": "1545",
+        "tailnum": None,  # real deliveries miss some: the suite does not require it
+        "origin": "EWR",
+        "dest": "IAH",
+        "distance": 1400.0,
+        **dict.fromkeys(["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip"], None),
+        "pressure": None,
+        "visib": 10.0,
+        "codeshare": True,
+    }
+    (parsed,), batch = adapters.parse(json.dumps(row).encode())
+    assert parsed.codeshare is True and parsed.tailnum is None and not batch
+    with pytest.raises(ValidationError, match="codeshare"):
+        adapters.parse(json.dumps({**row, "codeshare": "yes"}).encode())
+    with pytest.raises(ValidationError, match="distance"):
+        adapters.parse(json.dumps({**row, "distance": None}).encode())

@@ -18,7 +18,13 @@ if TYPE_CHECKING:
     from mlloop.usecase import UseCase
 
 MAX_STRING_LENGTH = 256
-_KINDS: dict[str, Any] = {"string": str, "float": float, "integer": int, "datetime": AwareDatetime}
+_KINDS: dict[str, Any] = {
+    "string": str,
+    "float": float,
+    "integer": int,
+    "boolean": bool,
+    "datetime": AwareDatetime,
+}
 
 
 def _rules(suite: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -56,6 +62,8 @@ def _field(kind: str, rule: dict[str, Any]) -> tuple[Any, Any]:
         annotation = Annotated[
             str, StringConstraints(min_length=1, max_length=MAX_STRING_LENGTH, pattern=pattern)
         ]
+    elif kind == "boolean":
+        annotation = Annotated[bool, Field(strict=True)]  # JSON true/false only, not "yes" or 1
     elif kind in ("float", "integer"):
         bounds = {k: rule[k] for k in ("gt", "ge", "lt", "le") if k in rule}
         extra = {"allow_inf_nan": False, "strict": True} if kind == "float" else {"strict": True}
