@@ -273,7 +273,10 @@ def _load_declaration(path: Path, _mtime_ns: int, _size: int, in_folder: bool) -
     if not isinstance(document, dict):
         raise UseCaseDeclarationError(
             path,
-            ["(file) must be a mapping of keys (name, dataset, schema, suites, ...), as card_fraud.yaml is"],
+            [
+                "(file) must be a mapping of keys (name, dataset, schema, suites, ...), as the bundled "
+                "declarations in include/mlloop/usecases/ are"
+            ],
         )
     problems: list[str] = []
     try:
@@ -315,7 +318,10 @@ def _describe(error: Mapping[str, Any]) -> str:
         if valid:
             message += f"; valid keys here are {valid}"
     elif error["type"] == "missing":
-        message = "missing; this key is required. Add it (card_fraud.yaml shows every key)"
+        message = (
+            "missing; this key is required. Add it (the bundled declarations in include/mlloop/usecases/ "
+            "show every key)"
+        )
     return f"{'.'.join(map(str, loc))}: {message}" if loc else message
 
 

@@ -41,7 +41,7 @@ What ``check_drift`` does instead, keeping Evidently's statistics and report:
    construction (``ColumnDrift.exact``, ``error_bound`` and ``DriftResult.method_note`` say which).
 
 Error: each ``ColumnDrift.error_bound`` bounds ``|score - full-data score|``. Measured by
-``bench/drift.py`` (1M reference + 1M current rows, 23 card_fraud feature columns, the six drift
+``bench/drift.py`` (1M reference + 1M current rows, the generated use case's 23 feature columns, the six drift
 scenarios, m = 50,000): bounds at most 0.011 (heavy-tailed amount sums), actual ``|score - peer
 score|`` at most 0.008, verdicts equal to the peer's on 138 of 138 columns, nothing recomputed; the
 full-data scores closest to the 0.1 threshold were 0.067 to 0.079 below it and 0.146 above. A plain

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class DagNames:
-    """The DAG ids and Asset names of one use case (e.g. ``ingest_card_fraud``)."""
+    """The DAG ids and Asset names of one use case (``ingest_<name>`` and so on)."""
 
     use_case: str
 

@@ -42,7 +42,7 @@ from mlloop.promotion.report import GateDecision, RuleResult, SliceResult, Slice
 class ScoredModel:
     """A model as the gate sees it: its scores on the holdout rows, in holdout order, and its budgets."""
 
-    name: str  # e.g. "fraud-detector/7"
+    name: str  # "<registered model>/<version>", e.g. "flight-delay-classifier/7"
     scores: NDArray[np.float64]
     batch_latency_ms_per_1k_rows: float
     size_mb: float

@@ -1,6 +1,6 @@
 """Register model versions, move the ``champion``/``previous`` aliases, and keep an audit trail in MLflow.
 
-Promotion order matters because MLflow has no multi-alias transaction: ``previous`` is moved to the
+Promotion order matters because MLflow cannot move two aliases atomically: ``previous`` is moved to the
 old champion first, then ``champion`` to the new version. A crash between the two leaves ``champion``
 where it was (and ``previous`` pointing at it), never a champion without a way back. Every promotion,
 rollback and rejection is appended to the audit experiment as one finished run, tagged so it can be

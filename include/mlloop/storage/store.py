@@ -29,7 +29,7 @@ class StorageError(RuntimeError):
 
 
 def partition_key(area: str, dataset: str, day: date | str) -> str:
-    """Return the partition folder key, e.g. ``raw/transactions/date=2026-11-20``."""
+    """Return the partition folder key, e.g. ``raw/<dataset>/date=2026-11-20``."""
     day_str = day.isoformat() if isinstance(day, date) else str(date.fromisoformat(str(day)))
     return f"{area}/{dataset}/date={day_str}"
 

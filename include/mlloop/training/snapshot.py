@@ -17,8 +17,8 @@ Columns: ``key, time, target, LABEL_KNOWN_COLUMN, *feature_columns(spec)``.
 Labels not known yet: a label counts only if its ``label_time`` is at or before ``as_of``, and a corrected
 label counts with its latest correction (``mlloop.labels.known_labels``, the one rule). Rows whose
 label is not known by then are *kept*, with a null target and ``label_known`` false: dropping them
-would silently bias the set (fraud labels arrive later than genuine ones, so recent days look
-cleaner than they are) and they still serve unsupervised checks. Training filters on
+would silently bias the set (positives are often confirmed later than negatives, as chargebacks are,
+so recent days look cleaner than they are) and they still serve unsupervised checks. Training filters on
 ``label_known``; the manifest counts known and unknown labels per day so the bias is visible. The
 label time itself is not kept: its delay differs by class, which would leak the target.
 
@@ -300,7 +300,7 @@ def _read_window(
         sample = validated.loc[duplicated, use_case.key_column].head(5).tolist()
         raise SnapshotError(
             f"create_snapshot: {int(duplicated.sum())} rows share a {use_case.key_column} across the "
-            f"partitions read (e.g. {sample}); one transaction is in two batches. Remove the stale batch "
+            f"partitions read (e.g. {sample}); one row is in two batches. Remove the stale batch "
             "from validated/ (raw/ keeps every delivery) and retry."
         )
     return validated, in_window, sources, context_missing
@@ -639,7 +639,7 @@ def _validate_features(
     if suite is None:
         raise SnapshotError(
             f"use case {use_case.name!r} declares no 'features' suite under suites:; add one (e.g. "
-            "features: transactions_features) or call create_snapshot(validate=False)"
+            "features: <dataset>_features) or call create_snapshot(validate=False)"
         )
     report = validate_frame(features, suite)
     report_key = f"reports/validation/{use_case.dataset}/snapshots/{digest}.json"

@@ -269,7 +269,7 @@ class TabularModel:
     """A fitted network and its preprocessing; scores a model matrix like a scikit-learn classifier.
 
     ``logit_offset`` undoes the ``pos_weight`` of training (which multiplies the odds by it), so
-    ``predict_proba`` returns fraud probabilities at the data's base rate, not inflated ones.
+    ``predict_proba`` returns positive-class probabilities at the data's base rate, not inflated ones.
     """
 
     net: TabularNet
@@ -280,7 +280,7 @@ class TabularModel:
     training: dict[str, Any] = field(default_factory=dict)
 
     def predict_proba(self, matrix: pd.DataFrame) -> np.ndarray:
-        """Return an (n, 2) array of [P(not fraud), P(fraud)] per row of ``matrix``."""
+        """Return an (n, 2) array of [P(negative), P(positive)] per row of ``matrix``."""
         logits = predict_logits(self.net, to_device(self.preprocessing, matrix, None, self.device))
         positive = _sigmoid(logits - self.logit_offset)
         return np.column_stack([1.0 - positive, positive])

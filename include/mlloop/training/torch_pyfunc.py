@@ -3,8 +3,8 @@
 ``mlflow.pyfunc.log_model(python_model=<this file>, artifacts={"state_dict": ..., "preprocessing": ...})``
 copies this file and the two artifacts; loading runs it, and ``load_context`` reads the weights with
 ``torch.load(..., weights_only=True)``. ``predict`` takes the model matrix's columns (categoricals as
-strings or categories) and returns the calibrated fraud probability per row (the calibration comes in the
-model config; none for a model logged before calibration). Needs ``mlloop`` installed.
+strings or categories) and returns the calibrated positive-class probability per row (the calibration
+comes in the model config; none for a model logged before calibration). Needs ``mlloop`` installed.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class TorchTabularPyfunc(PythonModel):
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> np.ndarray:
-        """Return the calibrated P(fraud) for each row of ``model_input``."""
+        """Return the calibrated P(positive) for each row of ``model_input``."""
         return self.model.predict_proba(model_input)[:, 1]
 
 

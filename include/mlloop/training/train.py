@@ -94,7 +94,7 @@ def _plots(
         top = max(top, predicted.max(), true.max())
     ax.plot([0, top], [0, top], linestyle="--", label="ideal")
     ax.set_xlabel("mean predicted score")
-    ax.set_ylabel("observed fraud rate")
+    ax.set_ylabel("observed positive rate")
     ax.set_title("Calibration (holdout, quantile bins)")
     ax.legend()
     figures["calibration.png"] = fig
