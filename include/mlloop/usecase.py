@@ -8,6 +8,7 @@ the key and the fix, so one bad declaration can be reported without taking the o
 
 from __future__ import annotations
 
+import codecs
 import re
 import types
 import typing
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -43,6 +45,41 @@ USE_CASE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 ColumnKind = Literal["string", "datetime", "float", "integer", "boolean"]
 
 
+class CsvOptions(BaseModel):
+    """How a files source's CSV deliveries are written (``source.csv``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    # A UTF-8 byte-order mark is dropped whatever the encoding says.
+    encoding: str = "utf-8"
+    decimal: str = Field(default=".", min_length=1, max_length=1)
+    # The zone of timestamps written without an offset; ones with an offset keep theirs. Stored in UTC.
+    timezone: str = "UTC"
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(
+                f"unknown encoding {encoding!r}; use a Python codec name such as utf-8 or latin-1"
+            ) from None
+        return encoding
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {zone!r}; use an IANA name such as UTC or Europe/Zurich"
+            ) from None
+        return zone
+
+
 class SourceSpec(BaseModel):
     """Where a use case's daily batches come from."""
 
@@ -52,12 +89,23 @@ class SourceSpec(BaseModel):
     rows_per_day: int = Field(default=20_000, gt=0)
     seed: int = 42
     uri: str | None = None
+    # files: the deliveries' format, and how long ingest waits for a day's delivery after its run is due
+    # (then it fails naming the path it waited for), checking every poke_minutes.
+    format: Literal["parquet", "csv"] = "parquet"
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    wait_hours: float = Field(default=6.0, ge=0, le=168)
+    poke_minutes: float = Field(default=5.0, gt=0, le=60)
 
     @model_validator(mode="after")
     def _files_need_uri(self) -> SourceSpec:
         if self.kind == "files" and not self.uri:
             raise ValueError("source.kind 'files' needs source.uri (a folder holding date=YYYY-MM-DD/)")
         return self
+
+    @property
+    def suffix(self) -> str:
+        """Return the file name ending of a delivery (``.parquet`` or ``.csv``)."""
+        return f".{self.format}"
 
 
 class TrainingPolicy(BaseModel):

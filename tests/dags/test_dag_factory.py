@@ -60,6 +60,11 @@ def test_each_declaration_gets_its_own_four_dags_and_assets(usecases: Path, airf
     assert set(ingest.params.keys()) == {"day", "start_training"}
     assert "raw/eu_payments/" in ingest.doc_md and "raw/transactions" not in ingest.doc_md
     assert "fraud-detector-eu" in train.doc_md
+    # A files source waits for a late delivery (rescheduling, not holding a worker); a generator has none.
+    waiting = ingest.get_task("wait_for_delivery")
+    assert waiting.downstream_task_ids == {"land"} and waiting.mode == "reschedule"
+    assert waiting.timeout == 7 * 3600 and "wait_for_delivery" in ingest.doc_md  # 6 h declared, 1 h backstop
+    assert "wait_for_delivery" not in bag.get_dag("ingest_card_fraud").task_ids
     assert set(bag.get_dag("ingest_card_fraud").params.keys()) == {
         "day",
         "scenario",

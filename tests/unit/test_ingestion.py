@@ -6,11 +6,12 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlloop.data.generator import main as generator_cli
 from mlloop.ingestion.batches import batch_id_of, land_batch
 from mlloop.storage import Storage, StorageError
-from mlloop.usecase import SourceSpec, load_use_case
+from mlloop.usecase import USECASE_DIR, SourceSpec, load_use_case
 
 DAY = date(2026, 11, 20)
 
@@ -46,10 +47,103 @@ def test_files_source_lands_the_delivered_file(tmp_path: Path) -> None:
         storage.read_bytes(f"labels/transactions/date=2026-11-20/{landed.batch_id}.parquet")
         == delivered_labels
     )
-    with pytest.raises(StorageError, match=r"expected exactly one \.parquet file"):
+    with pytest.raises(
+        StorageError, match=r"no \.parquet delivery for 2026-11-21 under .*/transactions/date=2026-11-21"
+    ):
         land_batch(storage, use_case, date(2026, 11, 21))
+    (inbox / "transactions/date=2026-11-20/part-1.parquet").write_bytes(delivered)
+    with pytest.raises(
+        StorageError, match=r"expected one \.parquet file .* found 2 \(part-0\.parquet, part-1"
+    ):
+        land_batch(storage, use_case, DAY)
+
+
+def _csv_use_case(inbox: Path, **csv: str):
+    """card_fraud fed by CSV files (the card_fraud raw suite judges them)."""
+    source = SourceSpec(kind="files", uri=str(inbox), format="csv", csv=csv)
+    return load_use_case("card_fraud").model_copy(update={"source": source})
+
+
+def test_a_csv_delivery_with_a_bom_and_local_times_lands_as_delivered_and_validates(tmp_path: Path) -> None:
+    from mlloop.data.generator import generate_day
+    from mlloop.ingestion.batches import read_delivery, validate_landed_batch
+
+    generated = generate_day(DAY, rows=300, seed=3).transactions
+    local = generated.assign(
+        event_time=generated["event_time"].dt.tz_convert("Europe/Zurich").dt.strftime("%Y-%m-%d %H:%M:%S.%f")
+    )
+    text = local.to_csv(index=False, sep=";", decimal=",")
+    folder = tmp_path / "inbox" / "transactions" / "date=2026-11-20"
+    folder.mkdir(parents=True)
+    (folder / "delivery.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    use_case = _csv_use_case(tmp_path / "inbox", delimiter=";", decimal=",", timezone="Europe/Zurich")
+    storage = Storage(str(tmp_path / "root"))
+
+    landed = land_batch(storage, use_case, DAY)
+    assert landed.raw_uri.endswith(".csv") and storage.read_bytes(landed.raw_uri).startswith(b"\xef\xbb\xbf")
+    frame = read_delivery(storage.read_bytes(landed.raw_uri), use_case)
+    assert list(frame.columns) == list(generated.columns)  # the BOM is not part of the first name
+    assert (frame["event_time"] == generated["event_time"]).all()  # local wall times back to the instant
+    assert frame["amount"].tolist() == pytest.approx(generated["amount"].tolist())
+    assert frame["customer_age"].dtype == "int64"
+    assert validate_landed_batch(storage, use_case, landed)["rows"] == 300
+
+
+def test_a_csv_column_that_does_not_read_as_declared_is_rejected_by_the_contract(tmp_path: Path) -> None:
+    from mlloop.data.generator import generate_day
+    from mlloop.ingestion.batches import BatchRejectedError, validate_landed_batch
+
+    generated = generate_day(DAY, rows=200, seed=3).transactions
+    text = generated.assign(amount=generated["amount"].astype(str).where(generated.index != 7, "12 EUR"))
+    folder = tmp_path / "inbox" / "transactions" / "date=2026-11-20"
+    folder.mkdir(parents=True)
+    (folder / "delivery.csv").write_text(text.to_csv(index=False))
+    use_case = _csv_use_case(tmp_path / "inbox")
+    storage = Storage(str(tmp_path / "root"))
+    landed = land_batch(storage, use_case, DAY)
+    with pytest.raises(BatchRejectedError, match=r"expect_column_values_to_be_in_type_list\(amount\)"):
+        validate_landed_batch(storage, use_case, landed)
+    assert storage.exists(f"quarantine/transactions/date=2026-11-20/{landed.batch_id}/batch.csv")
+
+
+def test_csv_options_are_checked_when_the_declaration_loads() -> None:
+    with pytest.raises(ValueError, match="unknown encoding 'utf-9'"):
+        SourceSpec(kind="files", uri="inbox", format="csv", csv={"encoding": "utf-9"})
+    with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
+        SourceSpec(kind="files", uri="inbox", format="csv", csv={"timezone": "Mars/Olympus"})
 
 
 def test_files_source_needs_a_uri() -> None:
     with pytest.raises(ValueError, match=r"source\.uri"):
         SourceSpec(kind="files")
+
+
+def test_a_late_delivery_is_waited_for_then_refused_naming_the_folder(tmp_path: Path, mlloop_env) -> None:
+    from datetime import UTC, datetime
+
+    from mlloop.ingestion.batches import DeliveryMissingError
+    from mlloop.ingestion.runner import await_delivery
+
+    inbox = tmp_path / "inbox"
+    declaration = yaml.safe_load((USECASE_DIR / "card_fraud.yaml").read_text())
+    declaration["source"] = {"kind": "files", "uri": str(inbox), "wait_hours": 6}
+    folder = tmp_path / "usecases"
+    folder.mkdir()
+    (folder / "card_fraud.yaml").write_text(yaml.safe_dump(declaration))
+    mlloop_env(usecases_dir=folder)
+    due = datetime(2026, 11, 21, tzinfo=UTC)  # the scheduled run of 2026-11-20, at its interval's end
+    wait = {
+        "param_day": "2026-11-20",
+        "data_interval_start": None,
+        "run_after": due,
+        "use_case": "card_fraud",
+    }
+
+    assert await_delivery(**wait, now=due.replace(hour=5)) is False  # late, but within the declared 6 hours
+    refused = r"no \.parquet delivery for 2026-11-20 under .*inbox/transactions/date=2026-11-20 after waiting"
+    with pytest.raises(
+        DeliveryMissingError, match=refused + r" until 2026-11-21 06:00 UTC \(source\.wait_hours 6\)"
+    ):
+        await_delivery(**wait, now=due.replace(hour=6))
+    assert generator_cli(["--start", "2026-11-20", "--days", "1", "--rows", "100", "--out", str(inbox)]) == 0
+    assert await_delivery(**wait, now=due.replace(hour=7)) is True

@@ -1,7 +1,7 @@
 """Land a source batch immutably, validate it against its contract, then publish or quarantine it.
 
-Layout (DESIGN.md): ``raw/<dataset>/date=D/<batch_id>.parquet`` (never rewritten),
-``quarantine/<dataset>/date=D/<batch_id>/`` (the batch plus ``reason.json``),
+Layout (DESIGN.md): ``raw/<dataset>/date=D/<batch_id>.<parquet or csv>`` (the delivered bytes, never
+rewritten), ``quarantine/<dataset>/date=D/<batch_id>/`` (the batch plus ``reason.json``),
 ``validated/<dataset>/date=D/<batch_id>.parquet`` (PII tokenised) and
 ``reports/validation/<dataset>/date=D/<batch_id>.json`` (the full GX result). The batch id is the
 sha256 of the delivered bytes, so a re-run of the same day writes the same objects and duplicates nothing.
@@ -9,6 +9,7 @@ sha256 of the delivered bytes, so a re-run of the same day writes the same objec
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import logging
@@ -73,32 +74,57 @@ def open_inbox(use_case: UseCase) -> Storage:
     return Storage(uri, s3_endpoint_url=settings.s3_endpoint_url, conn_id=settings.storage_conn_id)
 
 
+class DeliveryMissingError(StorageError):
+    """Raised when a files source's delivery for a day is not there (or is ambiguous)."""
+
+
+def delivery_key(use_case: UseCase, day: date) -> tuple[Storage, str | None, str]:
+    """Return (inbox, the day's delivery key or None when absent, the folder looked in).
+
+    Raises:
+        DeliveryMissingError: when the folder holds more than one delivery file for the day.
+    """
+    inbox = open_inbox(use_case)
+    prefix = f"{use_case.dataset}/date={day.isoformat()}"
+    suffix = use_case.source.suffix
+    files = sorted(k for k in inbox.list(prefix) if k.endswith(suffix))
+    if len(files) > 1:
+        raise DeliveryMissingError(
+            f"files source {inbox.root}: expected one {suffix} file under {inbox.uri(prefix)}, found "
+            f"{len(files)} ({', '.join(k.rsplit('/', 1)[-1] for k in files[:5])}); deliver one file per day "
+            "(see README, 'Bring your own data')."
+        )
+    return inbox, (files[0] if files else None), inbox.uri(prefix)
+
+
 def read_source_batch(
     use_case: UseCase, day: date, scenario: str, rows: int | None
 ) -> tuple[bytes, bytes | None]:
-    """Return the day's delivery and, when the source has them, its labels file (generator or files)."""
+    """Return the day's delivery and, when the source has them, its labels file (generator or files).
+
+    Raises:
+        DeliveryMissingError: naming the folder when a files source has no delivery for the day.
+    """
     source = use_case.source
     if source.kind == "generator":
         from mlloop.data.generator import generate_day
 
         generated = generate_day(day, rows=rows or source.rows_per_day, seed=source.seed, scenario=scenario)
         return generated.to_file_bytes(), generated.labels_file_bytes()
-    inbox = open_inbox(use_case)
-    prefix = f"{use_case.dataset}/date={day.isoformat()}"
-    files = [k for k in inbox.list(prefix) if k.endswith(".parquet")]
-    if len(files) != 1:
-        raise StorageError(
-            f"files source {inbox.root}: expected exactly one .parquet file under {inbox.uri(prefix)}, "
-            f"found {len(files)}; deliver one file per day (see README, 'Bring your own data')."
+    inbox, key, folder = delivery_key(use_case, day)
+    if key is None:
+        raise DeliveryMissingError(
+            f"files source {inbox.root}: no {source.suffix} delivery for {day} under {folder}; deliver the "
+            "day's file there and re-run the day (see README, 'Bring your own data')."
         )
-    label_files = [k for k in inbox.list(f"labels/date={day.isoformat()}") if k.endswith(".parquet")]
-    return inbox.read_bytes(files[0]), inbox.read_bytes(label_files[0]) if label_files else None
+    label_files = sorted(k for k in inbox.list(f"labels/date={day.isoformat()}") if k.endswith(".parquet"))
+    return inbox.read_bytes(key), inbox.read_bytes(label_files[0]) if label_files else None
 
 
 def source_day(use_case: UseCase, day: date, scenario: str = "none", rows: int | None = None) -> pd.DataFrame:
     """Return the rows of the day's delivery as a frame (what production traffic of that day asked about)."""
     data, _ = read_source_batch(use_case, day, scenario, rows)
-    return _read_parquet(data)
+    return read_delivery(data, use_case)
 
 
 def land_batch(
@@ -112,7 +138,8 @@ def land_batch(
     started = time.perf_counter()
     data, labels = read_source_batch(use_case, day, scenario, rows)
     batch_id = batch_id_of(data)
-    key = f"{partition_key('raw', use_case.dataset, day)}/{batch_id}.parquet"
+    suffix = use_case.source.suffix if use_case.source.kind == "files" else ".parquet"
+    key = f"{partition_key('raw', use_case.dataset, day)}/{batch_id}{suffix}"
     newly_landed = not storage.exists(key)
     if newly_landed:
         storage.write_bytes(key, data)
@@ -130,10 +157,54 @@ def land_batch(
     )
 
 
-def _read_parquet(data: bytes) -> pd.DataFrame:
+def read_delivery(data: bytes, use_case: UseCase) -> pd.DataFrame:
+    """Return a delivered file as a frame: Parquet as written, CSV typed by the declared schema.
+
+    CSV cells are read as text and converted column by column: datetime (ISO 8601; without an offset in
+    ``source.csv.timezone``) to UTC, float and integer by the declared decimal mark, boolean from
+    true/false/1/0. A column that does not convert stays text, so the raw suite's type expectation
+    rejects the batch with the column named instead of a silent null.
+    """
     import pandas as pd
 
-    return pd.read_parquet(io.BytesIO(data))
+    if use_case.source.format == "parquet":
+        return pd.read_parquet(io.BytesIO(data))
+    options = use_case.source.csv
+    encoding = "utf-8-sig" if codecs.lookup(options.encoding).name == "utf-8" else options.encoding
+    text = data.decode(encoding).removeprefix("\ufeff")
+    frame = pd.read_csv(
+        io.StringIO(text), sep=options.delimiter, dtype=str, keep_default_na=False, na_values=[""]
+    )
+    for column, kind in use_case.schema_.items():
+        if column in frame.columns and kind != "string":
+            frame[column] = _typed(frame[column], kind, options.decimal, options.timezone)
+    return frame
+
+
+def _typed(values: pd.Series, kind: str, decimal: str, zone: str) -> pd.Series:
+    """Convert one CSV text column to its declared kind, or return it unchanged when it does not convert."""
+    import pandas as pd
+
+    try:
+        if kind == "datetime":
+            parsed = pd.to_datetime(values, format="ISO8601", utc=False)
+            if getattr(parsed.dt, "tz", None) is None:
+                parsed = parsed.dt.tz_localize(zone)
+            return parsed.dt.tz_convert("UTC")
+        if kind == "boolean":
+            mapped = values.str.lower().map({"true": True, "false": False, "1": True, "0": False})
+            if mapped[values.notna()].isna().any():
+                return values
+            return mapped.astype("boolean") if mapped.isna().any() else mapped.astype(bool)
+        numbers = pd.to_numeric(values.str.replace(decimal, ".", regex=False) if decimal != "." else values)
+        if kind == "integer" and numbers.notna().all() and (numbers == numbers.round()).all():
+            return numbers.astype("int64")
+        return numbers.astype("float64")
+    except (ValueError, TypeError):
+        log.warning(
+            "CSV column %r does not read as %s; kept as text for the contract to judge", values.name, kind
+        )
+        return values
 
 
 def validate_landed_batch(storage: Storage, use_case: UseCase, batch: LandedBatch) -> dict[str, Any]:
@@ -152,20 +223,23 @@ def validate_landed_batch(storage: Storage, use_case: UseCase, batch: LandedBatc
     data = storage.read_bytes(batch.raw_uri)
     report_key = f"reports/validation/{use_case.dataset}/date={batch.day}/{batch.batch_id}.json"
     try:
-        frame = _read_parquet(data)
+        frame = read_delivery(data, use_case)
     except Exception as exc:
         reason = {
             "suite": suite_name,
             "success": False,
             "failures": [
                 {
-                    "expectation": "file_is_readable_parquet",
+                    "expectation": f"file_is_readable_{use_case.source.format}",
                     "column": None,
-                    "details": f"cannot be read as Parquet: {type(exc).__name__}: {exc}",
+                    "details": f"cannot be read as {use_case.source.format}: {type(exc).__name__}: {exc}",
                 }
             ],
         }
-        summary = f"batch {batch.batch_id}: the delivered file is not readable Parquet ({type(exc).__name__})"
+        summary = (
+            f"batch {batch.batch_id}: the delivered file is not readable {use_case.source.format} "
+            f"({type(exc).__name__})"
+        )
         _quarantine(storage, use_case, batch, data, reason, summary)
 
     log.info("Validating %d rows of %s against suite %r", len(frame), batch.raw_uri, suite_name)
@@ -190,7 +264,8 @@ def _quarantine(
 ) -> NoReturn:
     """Copy a rejected batch to ``quarantine/`` with its reason, then raise BatchRejectedError."""
     folder = f"{partition_key('quarantine', use_case.dataset, batch.day)}/{batch.batch_id}"
-    batch_uri = storage.write_bytes(f"{folder}/batch.parquet", data)
+    suffix = use_case.source.suffix if use_case.source.kind == "files" else ".parquet"
+    batch_uri = storage.write_bytes(f"{folder}/batch{suffix}", data)
     reason = reason | {
         "dataset": use_case.dataset,
         "day": batch.day,
@@ -218,7 +293,7 @@ def publish_validated(
     from mlloop.ingestion.pii import tokenise_frame
 
     started = time.perf_counter()
-    frame = _read_parquet(storage.read_bytes(batch.raw_uri))
+    frame = read_delivery(storage.read_bytes(batch.raw_uri), use_case)
     tokenised = tokenise_frame(frame, use_case.pii_columns, pii_key)
     key = f"{partition_key('validated', use_case.dataset, batch.day)}/{batch.batch_id}.parquet"
     uri = storage.write_frame(key, tokenised)

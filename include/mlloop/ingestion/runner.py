@@ -2,15 +2,68 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 from typing import Any
 
+from mlloop import clock
 from mlloop.config import get_settings
-from mlloop.ingestion.batches import LandedBatch, land_batch, publish_validated, validate_landed_batch
+from mlloop.ingestion.batches import (
+    DeliveryMissingError,
+    LandedBatch,
+    delivery_key,
+    land_batch,
+    publish_validated,
+    validate_landed_batch,
+)
 from mlloop.ingestion.pii import resolve_pii_key
 from mlloop.orchestration.runtime import resolve_day
 from mlloop.storage import Storage
 from mlloop.usecase import load_use_case
+
+log = logging.getLogger(__name__)
+
+
+def await_delivery(
+    param_day: str | None,
+    data_interval_start: datetime | None,
+    run_after: datetime | None,
+    *,
+    use_case: str,
+    now: datetime | None = None,
+) -> bool:
+    """Return whether ``use_case``'s delivery of the day is there (always, for a generator source).
+
+    A files source's delivery is waited for ``source.wait_hours`` after the run was due (``run_after``).
+
+    Raises:
+        DeliveryMissingError: once that wait is over, naming the folder waited on and the fix.
+    """
+    loaded = load_use_case(use_case)
+    if loaded.source.kind != "files":
+        return True
+    day = resolve_day(param_day, data_interval_start, run_after)
+    _, key, folder = delivery_key(loaded, day)
+    if key is not None:
+        log.info("The delivery of %s is there: %s", day, key)
+        return True
+    now = now or clock.now()
+    deadline = (run_after or now) + timedelta(hours=loaded.source.wait_hours)
+    if now >= deadline:
+        until = f"{deadline:%Y-%m-%d %H:%M}"
+        raise DeliveryMissingError(
+            f"no {loaded.source.suffix} delivery for {day} under {folder} after waiting until {until} UTC "
+            f"(source.wait_hours {loaded.source.wait_hours:g}); deliver the day's file there and clear this "
+            "task, or declare a longer source.wait_hours"
+        )
+    log.info(
+        "Waiting for the delivery of %s under %s: not there yet; waiting until %s UTC (source.wait_hours %g)",
+        day,
+        folder,
+        f"{deadline:%Y-%m-%d %H:%M}",
+        loaded.source.wait_hours,
+    )
+    return False
 
 
 def land_day(

@@ -17,12 +17,19 @@ def _doc(use_case: UseCase) -> str:
     """Return the DAG's page text in the declaration's own nouns."""
     names = dag_names(use_case.name)
     dataset = use_case.dataset
+    steps = ""
     if use_case.source.kind == "generator":
         source = "the generator (the demo)"
         manual = "Trigger it manually with **day** (and, for the generator, **scenario** and **rows**)"
     else:
         source = f"the declared {use_case.source.kind} source (`{use_case.source.uri}`)"
         manual = "Trigger it manually with **day**"
+        steps = (
+            f"0. **wait_for_delivery**: wait until the day's {use_case.source.format} file is in the inbox, "
+            f"checking every {use_case.source.poke_minutes:g} minutes without holding a worker, for up to "
+            f"{use_case.source.wait_hours:g} hours after the run was due (`source.wait_hours`); then fail "
+            "naming the folder.\n"
+        )
     return f"""
 ### Ingest {dataset} ({use_case.name})
 
@@ -30,8 +37,8 @@ def _doc(use_case: UseCase) -> str:
 
 Lands one day's batch of `{dataset}`, enforces its data contract, and publishes it.
 
-1. **land**: fetch the day's delivery from {source} and write it unchanged to
-   `raw/{dataset}/date=<day>/<batch_id>.parquet` (immutable; the id is the content hash).
+{steps}1. **land**: fetch the day's delivery from {source} and write it unchanged to
+   `raw/{dataset}/date=<day>/<batch_id>.<format>` (immutable; the id is the content hash).
 2. **validate**: run the Great Expectations suite `expectations/{use_case.suites.get("raw", "?")}.json`.
    On failure the batch is copied to `quarantine/{dataset}/date=<day>/<batch_id>/` with `reason.json`,
    the task fails naming the failed expectations and those paths, and nothing goes downstream. The full
@@ -151,6 +158,35 @@ def build_ingest_dag(use_case: UseCase) -> DAG:
             return result
 
         batch = land()
+        if use_case.source.kind == "files":
+            # A delivery may be late: wait for it without holding a worker slot (reschedule mode), then fail
+            # naming the folder. The task's own timeout only backs up the check inside.
+            @task.sensor(
+                poke_interval=use_case.source.poke_minutes * 60,
+                timeout=use_case.source.wait_hours * 3600 + 3600,
+                mode="reschedule",  # retries only for errors reading the inbox: the refusal does not retry
+            )
+            def wait_for_delivery(params: dict[str, Any], data_interval_start=None, dag_run=None) -> Any:
+                """Wait until the day's file is in the inbox (source.wait_hours after the run was due)."""
+                from airflow.sdk import PokeReturnValue
+                from airflow.sdk.exceptions import AirflowFailException
+
+                from mlloop.clock import platform_time
+                from mlloop.ingestion.batches import DeliveryMissingError
+                from mlloop.ingestion.runner import await_delivery
+
+                try:
+                    done = await_delivery(
+                        params.get("day"),
+                        platform_time(data_interval_start) if data_interval_start else None,
+                        platform_time(dag_run.run_after) if dag_run else None,
+                        use_case=name,
+                    )
+                except DeliveryMissingError as exc:
+                    raise AirflowFailException(str(exc)) from exc
+                return PokeReturnValue(is_done=done)
+
+            wait_for_delivery() >> batch
         publish(batch, validate(batch))
 
     return ingest()
