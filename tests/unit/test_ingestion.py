@@ -131,7 +131,7 @@ def test_a_late_delivery_is_waited_for_then_refused_naming_the_folder(tmp_path: 
     folder.mkdir()
     (folder / "card_fraud.yaml").write_text(yaml.safe_dump(declaration))
     mlloop_env(usecases_dir=folder)
-    due = datetime(2026, 11, 21, tzinfo=UTC)  # the scheduled run of 2026-11-20, at its interval's end
+    due = datetime(2026, 11, 21, tzinfo=UTC)  # 2026-11-20's file is due when the day ends
     wait = {
         "param_day": "2026-11-20",
         "data_interval_start": None,
@@ -147,3 +147,7 @@ def test_a_late_delivery_is_waited_for_then_refused_naming_the_folder(tmp_path: 
         await_delivery(**wait, now=due.replace(hour=6))
     assert generator_cli(["--start", "2026-11-20", "--days", "1", "--rows", "100", "--out", str(inbox)]) == 0
     assert await_delivery(**wait, now=due.replace(hour=7)) is True
+    # A manual run long after: an older day without its file is refused at once, not after another wait.
+    late = {**wait, "param_day": "2026-11-19", "run_after": datetime(2026, 11, 30, tzinfo=UTC)}
+    with pytest.raises(DeliveryMissingError, match=r"2026-11-19 .* until 2026-11-20 06:00 UTC"):
+        await_delivery(**late, now=datetime(2026, 11, 30, tzinfo=UTC))

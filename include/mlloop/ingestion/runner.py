@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from mlloop import clock
@@ -34,7 +34,8 @@ def await_delivery(
 ) -> bool:
     """Return whether ``use_case``'s delivery of the day is there (always, for a generator source).
 
-    A files source's delivery is waited for ``source.wait_hours`` after the run was due (``run_after``).
+    A files source's delivery of day D is due when D ends (midnight UTC) and is waited for until
+    ``source.wait_hours`` after that: a scheduled run waits, a manual run of an older missing day fails now.
 
     Raises:
         DeliveryMissingError: once that wait is over, naming the folder waited on and the fix.
@@ -48,7 +49,8 @@ def await_delivery(
         log.info("The delivery of %s is there: %s", day, key)
         return True
     now = now or clock.now()
-    deadline = (run_after or now) + timedelta(hours=loaded.source.wait_hours)
+    due = datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
+    deadline = due + timedelta(hours=loaded.source.wait_hours)
     if now >= deadline:
         until = f"{deadline:%Y-%m-%d %H:%M}"
         raise DeliveryMissingError(

@@ -27,8 +27,8 @@ def _doc(use_case: UseCase) -> str:
         steps = (
             f"0. **wait_for_delivery**: wait until the day's {use_case.source.format} file is in the inbox, "
             f"checking every {use_case.source.poke_minutes:g} minutes without holding a worker, for up to "
-            f"{use_case.source.wait_hours:g} hours after the run was due (`source.wait_hours`); then fail "
-            "naming the folder.\n"
+            f"{use_case.source.wait_hours:g} hours after the day ended (`source.wait_hours`); then fail "
+            "naming the folder (a manual run of an older day that has no file fails at once).\n"
         )
     return f"""
 ### Ingest {dataset} ({use_case.name})
@@ -167,7 +167,7 @@ def build_ingest_dag(use_case: UseCase) -> DAG:
                 mode="reschedule",  # retries only for errors reading the inbox: the refusal does not retry
             )
             def wait_for_delivery(params: dict[str, Any], data_interval_start=None, dag_run=None) -> Any:
-                """Wait until the day's file is in the inbox (source.wait_hours after the run was due)."""
+                """Wait until the day's file is in the inbox (up to source.wait_hours after the day ended)."""
                 from airflow.sdk import PokeReturnValue
                 from airflow.sdk.exceptions import AirflowFailException
 
