@@ -252,7 +252,7 @@ def list_use_cases() -> None:
     \b
     Examples:
       mlloop use-cases list
-      MLLOOP_USE_CASES=card_fraud mlloop use-cases list
+      MLLOOP_USE_CASES=flight_delay mlloop use-cases list
     """
     from mlloop.usecase import check_declared, enabled_use_cases, usecases_dir
 
@@ -288,7 +288,7 @@ def check_use_cases(names: tuple[str, ...]) -> None:
     \b
     Examples:
       mlloop use-cases check
-      mlloop use-cases check card_fraud
+      mlloop use-cases check flight_delay
       mlloop use-cases check /srv/usecases/churn.yaml
     """
     from mlloop.usecase import check_declared, declaration_conflicts, enabled_use_cases

@@ -8,8 +8,9 @@ suppressed or dry run, carries a one-line reason that is recorded.
 Performance decay is judged against the champion's own variability: ``PerformanceBand`` holds the
 monitored metric on the champion's holdout and the spread that metric has by chance on a window of the
 monitored size and class counts (``monitoring.performance.reference_band`` computes it); the rule fires
-only on a drop beyond that spread (one-sided test at ``false_alarm_rate``) and beyond a practical margin,
-and waits while the window holds too few labelled positives for the test to have ``power``. A change of
+only on a drop beyond that spread (one-sided test at ``false_alarm_rate``) and beyond a practical margin;
+a window without such a drop waits while it holds too few labelled positives for the test to have
+``power`` (its quiet would not mean "no decay"), but a drop that large fires at any size. A change of
 the base rate is its own rule (``label_shift``), judged against the base rate the champion's days would
 show at the window's label maturity (``BaseRateReference``); by default it is a finding, not a retrain.
 """
@@ -399,9 +400,11 @@ def positives_needed(band: PerformanceBand, config: MonitorConfig) -> int | None
 
 
 def performance_rule(evidence: MonitorEvidence, config: MonitorConfig) -> RuleOutcome:
-    """Fire on a drop beyond the champion's chance spread and the practical margin, with enough positives.
+    """Fire on a drop beyond the champion's chance spread and the practical margin.
 
-    Waits (does not fire) while the window holds fewer labelled positives than ``positives_needed``.
+    Below the floors (``min_labelled_rows``, ``min_labelled_positives``) it waits. Above them a drop beyond
+    both fires; a window without such a drop waits while it holds fewer labelled positives than
+    ``positives_needed`` (too few to read its quiet as "no decay") and is judged quiet beyond that.
     """
     band, value = evidence.performance_band, evidence.performance
     rows, positives = evidence.labelled_rows, evidence.labelled_positives
@@ -447,25 +450,37 @@ def performance_rule(evidence: MonitorEvidence, config: MonitorConfig) -> RuleOu
         f"positives), {band.expected:.3f} expected at this window's counts, chance band to "
         f"{figures['band_edge']:.3f} (SE {band.se:.3f}, false-alarm rate {alpha:g})"
     )
-    if needed is None:
+    if rows < config.min_labelled_rows or positives < config.min_labelled_positives:
         detail = (
-            f"waiting: the champion's holdout ({band.holdout_positives} positives, SE {band.holdout_se:.3f}) "
-            f"is too imprecise to detect a drop of {margin:.3f} at false-alarm rate {alpha:g} with power "
-            f"{config.power:g}, whatever the window; {estimate}"
+            f"waiting: {positives} labelled positives, needs {needed or config.min_labelled_positives} "
+            f"({rows} labelled rows, needs {config.min_labelled_rows}); {estimate} vs {reference}"
         )
         return RuleOutcome("performance_decay", False, detail, figures=figures | {"state": "waiting"})
-    if positives < needed or rows < config.min_labelled_rows:
-        detail = (
-            f"waiting: {positives} labelled positives, needs {needed} ({rows} labelled rows, needs "
-            f"{config.min_labelled_rows}); {estimate} vs {reference}"
-        )
-        return RuleOutcome("performance_decay", False, detail, figures=figures | {"state": "waiting"})
+    # The test's false-alarm rate holds at any window size; power only says whether a quiet window can
+    # be read as "no drop of the margin". So a drop beyond chance and the margin fires even in a window too
+    # small to have power, and only a quiet small window waits (a real drop this large must not wait for
+    # thousands of positives the use case's volume never gives it).
     fired = drop > spread and drop > margin
-    detail = (
-        f"{estimate} vs {reference}: drop {drop:+.3f} "
-        f"{'beyond' if drop > spread else 'within'} chance ({spread:.3f}) and "
+    comparison = (
+        f"drop {drop:+.3f} {'beyond' if drop > spread else 'within'} chance ({spread:.3f}) and "
         f"{'beyond' if drop > margin else 'within'} the margin ({margin:.3f})"
     )
+    if not fired and needed is None:
+        detail = (
+            f"waiting: the champion's holdout ({band.holdout_positives} positives, SE {band.holdout_se:.3f}) "
+            f"is too imprecise to rule out a drop of {margin:.3f} at false-alarm rate {alpha:g} with power "
+            f"{config.power:g}, whatever the window; {estimate}: {comparison}"
+        )
+        return RuleOutcome("performance_decay", False, detail, figures=figures | {"state": "waiting"})
+    if not fired and positives < needed:
+        detail = (
+            f"waiting: {positives} labelled positives, needs {needed} to rule out a drop of the margin "
+            f"with power {config.power:g}; {estimate} vs {reference}: {comparison}"
+        )
+        return RuleOutcome("performance_decay", False, detail, figures=figures | {"state": "waiting"})
+    detail = f"{estimate} vs {reference}: {comparison}"
+    if fired and (needed is None or positives < needed):
+        detail += f" (a window of {positives} positives has too little power to rule out smaller drops)"
     return RuleOutcome("performance_decay", fired, detail, figures=figures | {"state": "judged"})
 
 

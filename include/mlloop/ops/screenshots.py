@@ -19,7 +19,7 @@ Run it against a running stack (``make up``; the password is ``MLLOOP_AIRFLOW_PA
 
     mlloop screenshots --airflow http://127.0.0.1:8080 --user admin \\
         --password-file .env --mlflow http://127.0.0.1:5000 --out shots \\
-        --dag-tag card_fraud --trigger-dag ingest_card_fraud
+        --dag-tag flight_delay --trigger-dag ingest_flight_delay
 """
 
 from __future__ import annotations
