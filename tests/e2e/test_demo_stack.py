@@ -244,8 +244,10 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
     real = first.stdout.split("=== mlloop demo: flight_delay", 1)[1]
     assert "ingest_flight_delay: 28 of 28 days validated" in real, real[-3000:]
     assert "promoted v1" in real and "Champion: flight-delay-classifier v1" in real, real[-3000:]
-    # Whatever the real data says: quiet, or a retrain the gate judges (every version gets a verdict).
-    assert re.search(r"monitor_flight_delay over \S+: (quiet|trigger)", real), real[-3000:]
+    # Whatever the real data says: quiet, or a retrain the gate judges (every version gets a verdict). The
+    # scheduled run that unpausing adds checks the same landed days and may decide first; the demo's own
+    # check is then suppressed by the cooldown, and both are reported.
+    assert re.search(r"monitor_flight_delay over \S+: (quiet|trigger|suppressed)", real), real[-3000:]
     served_real = re.findall(r"^\d{4}-\d{2}-\d{2}  served +(\d+) \(v1: \1\)", real, re.M)
     assert len(served_real) == 3 and all(int(n) > 500 for n in served_real), real[-3000:]
     real_versions = client.search_model_versions("name='flight-delay-classifier'")

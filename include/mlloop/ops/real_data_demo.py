@@ -153,9 +153,10 @@ def run(api: AirflowAPI, stamp: str) -> tuple[str, list[str]]:
     }
     later = _land(api, names, days.monitored, stamp, start_training=False)
     failed += [f"{r.day} ({r.state})" for r in later if r.state != "success"]
-    check, retrains = _monitor(api, names, days, stamp)
+    check, retrains, others = _monitor(api, names, days, stamp)
     failed += [] if check["state"] == "success" else [f"{names.monitor} ({check['state']})"]
     failed += [run_id for run_id, state, _ in retrains if state != "success"]
+    failed += [run_id for run_id, other in others if other["state"] != "success"]
 
     from mlloop.config import get_settings
     from mlloop.storage import Storage
@@ -166,6 +167,11 @@ def run(api: AirflowAPI, stamp: str) -> tuple[str, list[str]]:
         f"{names.monitor} over {days.monitored[0]}..{days.monitored[-1]}: "
         f"{check.get('action', check['state'])}: {str(check.get('reason', 'see the task log'))[:300]}",
         *(f"{'':<12}data quality: {finding}" for finding in check.get("quality_findings", [])),
+        *(
+            f"{names.monitor} {run_id} (ran meanwhile): "
+            f"{other.get('action', other['state'])}: {str(other.get('reason', 'see the task log'))[:300]}"
+            for run_id, other in others
+        ),
         *(f"retrain {run_id}\n    {state}: {outcome}" for run_id, state, outcome in retrains),
         f"served at {services.SERVING_URL}/predict/{USE_CASE} (answers joined with the labels so far):",
     ]
@@ -180,11 +186,17 @@ def run(api: AirflowAPI, stamp: str) -> tuple[str, list[str]]:
 
 def _monitor(
     api: AirflowAPI, names: DagNames, days: FlightDays, stamp: str
-) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
-    """Check the monitored days as one window; return the check and the retrain runs it started."""
+) -> tuple[dict[str, Any], list[tuple[str, str, str]], list[tuple[str, dict[str, Any]]]]:
+    """Check the monitored days as one window; return the check, the retrains and other checks meanwhile.
+
+    Unpausing the monitor DAG adds its scheduled run for yesterday, which here is landed: that run checks
+    the same days, may decide first (and the demo's own check is then suppressed by the cooldown), so its
+    decision is returned too, with every retrain either of them started.
+    """
+    since = datetime.now(UTC).isoformat()
+    before = {run["dag_run_id"] for run in _monitor_runs(api, names)}
     api.set_paused(names.monitor, False)
     wait_for_unfinished_runs(api, names.monitor)
-    since = datetime.now(UTC).isoformat()
     run_id = f"demo__monitor__{days.monitored[-1]}__{stamp}"
     conf = {
         "end_day": days.monitored[-1],
@@ -197,4 +209,16 @@ def _monitor(
     check = {"state": state, **(api.task_result(names.monitor, run_id, "check") or {})}
     log.info("%s %s: %s %s", names.monitor, days.monitored[-1], state, check.get("action"))
     retrain_runs = wait_for_training(api, since, allow_none=True, names=names)
-    return check, [(r["dag_run_id"], r["state"], training_outcome(api, r, names)) for r in retrain_runs]
+    others = []
+    for run in _monitor_runs(api, names):
+        if run["dag_run_id"] not in before | {run_id}:
+            other_state = wait_for_run(api, names.monitor, run["dag_run_id"])
+            result = api.task_result(names.monitor, run["dag_run_id"], "check") or {}
+            others.append((run["dag_run_id"], {"state": other_state, **result}))
+    retrains = [(r["dag_run_id"], r["state"], training_outcome(api, r, names)) for r in retrain_runs]
+    return check, retrains, others
+
+
+def _monitor_runs(api: AirflowAPI, names: DagNames) -> list[dict[str, Any]]:
+    """Return the monitor DAG's latest runs, whatever started them."""
+    return api.get(f"/dags/{names.monitor}/dagRuns?order_by=-run_after&limit=20")["dag_runs"]
