@@ -100,6 +100,8 @@ class SourceSpec(BaseModel):
     def _files_need_uri(self) -> SourceSpec:
         if self.kind == "files" and not self.uri:
             raise ValueError("source.kind 'files' needs source.uri (a folder holding date=YYYY-MM-DD/)")
+        if self.kind == "generator" and self.format != "parquet":
+            raise ValueError("source.format applies to files sources; the generator delivers Parquet")
         return self
 
     @property

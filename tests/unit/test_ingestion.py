@@ -116,6 +116,8 @@ def test_csv_options_are_checked_when_the_declaration_loads() -> None:
 def test_files_source_needs_a_uri() -> None:
     with pytest.raises(ValueError, match=r"source\.uri"):
         SourceSpec(kind="files")
+    with pytest.raises(ValueError, match="the generator delivers Parquet"):
+        SourceSpec(kind="generator", format="csv")
 
 
 def test_a_late_delivery_is_waited_for_then_refused_naming_the_folder(tmp_path: Path, mlloop_env) -> None:

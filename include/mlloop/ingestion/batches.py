@@ -138,8 +138,7 @@ def land_batch(
     started = time.perf_counter()
     data, labels = read_source_batch(use_case, day, scenario, rows)
     batch_id = batch_id_of(data)
-    suffix = use_case.source.suffix if use_case.source.kind == "files" else ".parquet"
-    key = f"{partition_key('raw', use_case.dataset, day)}/{batch_id}{suffix}"
+    key = f"{partition_key('raw', use_case.dataset, day)}/{batch_id}{use_case.source.suffix}"
     newly_landed = not storage.exists(key)
     if newly_landed:
         storage.write_bytes(key, data)
@@ -264,8 +263,7 @@ def _quarantine(
 ) -> NoReturn:
     """Copy a rejected batch to ``quarantine/`` with its reason, then raise BatchRejectedError."""
     folder = f"{partition_key('quarantine', use_case.dataset, batch.day)}/{batch.batch_id}"
-    suffix = use_case.source.suffix if use_case.source.kind == "files" else ".parquet"
-    batch_uri = storage.write_bytes(f"{folder}/batch{suffix}", data)
+    batch_uri = storage.write_bytes(f"{folder}/batch{use_case.source.suffix}", data)
     reason = reason | {
         "dataset": use_case.dataset,
         "day": batch.day,

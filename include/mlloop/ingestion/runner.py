@@ -51,8 +51,8 @@ def await_delivery(
     now = now or clock.now()
     due = datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
     deadline = due + timedelta(hours=loaded.source.wait_hours)
+    until = f"{deadline:%Y-%m-%d %H:%M}"
     if now >= deadline:
-        until = f"{deadline:%Y-%m-%d %H:%M}"
         raise DeliveryMissingError(
             f"no {loaded.source.suffix} delivery for {day} under {folder} after waiting until {until} UTC "
             f"(source.wait_hours {loaded.source.wait_hours:g}); deliver the day's file there and clear this "
@@ -62,7 +62,7 @@ def await_delivery(
         "Waiting for the delivery of %s under %s: not there yet; waiting until %s UTC (source.wait_hours %g)",
         day,
         folder,
-        f"{deadline:%Y-%m-%d %H:%M}",
+        until,
         loaded.source.wait_hours,
     )
     return False
