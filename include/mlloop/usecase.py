@@ -95,6 +95,9 @@ class SourceSpec(BaseModel):
     csv: CsvOptions = Field(default_factory=CsvOptions)
     wait_hours: float = Field(default=6.0, ge=0, le=168)
     poke_minutes: float = Field(default=5.0, gt=0, le=60)
+    # files: a day may be several files; with a marker named here (e.g. _SUCCESS) the day is ready only once
+    # the marker is in its folder, else as soon as one file is.
+    ready_marker: str | None = Field(default=None, pattern=r"^[^/]+$")
 
     @model_validator(mode="after")
     def _files_need_uri(self) -> SourceSpec:
@@ -108,6 +111,21 @@ class SourceSpec(BaseModel):
     def suffix(self) -> str:
         """Return the file name ending of a delivery (``.parquet`` or ``.csv``)."""
         return f".{self.format}"
+
+
+class LabelsSpec(BaseModel):
+    """Where a files source's labels arrive, and what their rows hold (``labels``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The label feed's folder: a path relative to source.uri, an absolute path or a URI. Deliveries lie in
+    # date=YYYY-MM-DD/ folders named by the day they were delivered, any number of files a day.
+    uri: str | None = None
+    # The column saying when each label became known (timezone-aware, or UTC); renamed label_time on landing.
+    known_at_column: str = Field(default="label_time", min_length=1)
+    # How long after its event a label may arrive: the events of that many days before a delivery are looked
+    # up to check that no label is known before its event.
+    max_delay_days: int = Field(default=90, ge=1, le=3650)
 
 
 class TrainingPolicy(BaseModel):
@@ -144,6 +162,8 @@ class UseCase(BaseModel):
     # Labels arrive late; a default training window ends this many days before the run so that most
     # of its labels are known (rows whose label is still unknown are left out of training).
     label_maturity_days: int = Field(default=0, ge=0)
+    # A files source's label feed (``mlloop.ingestion.labels_feed``); a generator's come with its days.
+    labels: LabelsSpec = Field(default_factory=LabelsSpec)
     # Feature columns monitor_drift leaves out of the data-drift check (e.g. calendar features, which a
     # one-day window can never share with a multi-day reference).
     drift_exclude: list[str] = Field(default_factory=list)

@@ -42,20 +42,89 @@ def test_files_source_lands_the_delivered_file(tmp_path: Path) -> None:
     landed = land_batch(storage, use_case, DAY)
     delivered = (inbox / "transactions/date=2026-11-20/part-0.parquet").read_bytes()
     assert storage.read_bytes(landed.raw_uri) == delivered
-    delivered_labels = (inbox / "labels/date=2026-11-20/part-0.parquet").read_bytes()
-    assert (
-        storage.read_bytes(f"labels/transactions/date=2026-11-20/{landed.batch_id}.parquet")
-        == delivered_labels
-    )
+    # A files source's labels are a feed of their own (tests/unit/test_label_feed.py), not copied here.
+    assert not storage.list("labels")
     with pytest.raises(
         StorageError, match=r"no \.parquet delivery for 2026-11-21 under .*/transactions/date=2026-11-21"
     ):
         land_batch(storage, use_case, date(2026, 11, 21))
-    (inbox / "transactions/date=2026-11-20/part-1.parquet").write_bytes(delivered)
-    with pytest.raises(
-        StorageError, match=r"expected one \.parquet file .* found 2 \(part-0\.parquet, part-1"
-    ):
-        land_batch(storage, use_case, DAY)
+
+
+def test_a_day_of_several_files_is_validated_and_published_as_one_batch(tmp_path: Path) -> None:
+    from mlloop.data.generator import generate_day
+    from mlloop.ingestion.batches import day_batch_id, publish_validated, validate_landed_batch
+
+    generated = generate_day(DAY, rows=400, seed=5).transactions
+    folder = tmp_path / "inbox" / "transactions" / "date=2026-11-20"
+    folder.mkdir(parents=True)
+    generated.iloc[:250].to_parquet(folder / "part-0.parquet", index=False)
+    generated.iloc[250:].to_parquet(folder / "part-1.parquet", index=False)
+    use_case = load_use_case("card_fraud").model_copy(
+        update={"source": SourceSpec(kind="files", uri=str(tmp_path / "inbox"))}
+    )
+    storage = Storage(str(tmp_path / "root"))
+
+    landed = land_batch(storage, use_case, DAY)
+    ids = [batch_id_of((folder / f"part-{k}.parquet").read_bytes()) for k in (0, 1)]
+    assert len(landed.raw_uris) == 2 and landed.batch_id == day_batch_id(ids) not in ids
+    assert sorted(storage.list("raw/transactions/date=2026-11-20")) == sorted(
+        f"raw/transactions/date=2026-11-20/{i}.parquet" for i in ids
+    )
+    assert validate_landed_batch(storage, use_case, landed)["rows"] == 400
+    published = publish_validated(storage, use_case, landed, b"k" * 32)
+    assert published["rows"] == 400
+    assert storage.list("validated/transactions/date=2026-11-20") == [
+        f"validated/transactions/date=2026-11-20/{landed.batch_id}.parquet"
+    ]
+
+    # A third file delivered later is a new delivery of the day: it replaces the published one.
+    generated.iloc[:10].assign(transaction_id=lambda f: f["transaction_id"] + "-late").to_parquet(
+        folder / "part-2.parquet", index=False
+    )
+    again = land_batch(storage, use_case, DAY)
+    assert len(again.raw_uris) == 3 and again.batch_id != landed.batch_id
+    validate_landed_batch(storage, use_case, again)
+    assert publish_validated(storage, use_case, again, b"k" * 32)["rows"] == 410
+    assert storage.list("validated/transactions/date=2026-11-20") == [
+        f"validated/transactions/date=2026-11-20/{again.batch_id}.parquet"
+    ]
+    assert len(storage.list("raw/transactions/date=2026-11-20")) == 3  # raw keeps every file
+
+
+def test_a_key_repeated_across_a_days_files_fails_the_day_and_quarantines_every_file(tmp_path: Path) -> None:
+    from mlloop.data.generator import generate_day
+    from mlloop.ingestion.batches import BatchRejectedError, validate_landed_batch
+
+    generated = generate_day(DAY, rows=300, seed=5).transactions
+    folder = tmp_path / "inbox" / "transactions" / "date=2026-11-20"
+    folder.mkdir(parents=True)
+    generated.iloc[:200].to_parquet(folder / "a.parquet", index=False)
+    generated.iloc[150:].to_parquet(folder / "b.parquet", index=False)  # rows 150..199 in both files
+    use_case = load_use_case("card_fraud").model_copy(
+        update={"source": SourceSpec(kind="files", uri=str(tmp_path / "inbox"))}
+    )
+    storage = Storage(str(tmp_path / "root"))
+    landed = land_batch(storage, use_case, DAY)
+    with pytest.raises(BatchRejectedError, match=r"transaction_id"):
+        validate_landed_batch(storage, use_case, landed)
+    quarantined = storage.list(f"quarantine/transactions/date=2026-11-20/{landed.batch_id}/files")
+    assert len(quarantined) == 2
+    assert not storage.list("validated")
+
+
+def test_a_ready_marker_holds_a_multi_file_day_until_it_is_there(tmp_path: Path) -> None:
+    from mlloop.data.generator import generate_day
+    from mlloop.ingestion.batches import delivery_keys
+
+    folder = tmp_path / "inbox" / "transactions" / "date=2026-11-20"
+    folder.mkdir(parents=True)
+    generate_day(DAY, rows=50, seed=5).transactions.to_parquet(folder / "part-0.parquet", index=False)
+    source = SourceSpec(kind="files", uri=str(tmp_path / "inbox"), ready_marker="_SUCCESS")
+    use_case = load_use_case("card_fraud").model_copy(update={"source": source})
+    with pytest.raises(StorageError, match=r"no \.parquet delivery with its _SUCCESS marker for 2026-11-20"):
+        land_batch(Storage(str(tmp_path / "root")), use_case, DAY)
+    (folder / "_SUCCESS").write_bytes(b"")
+    assert [k.rsplit("/", 1)[-1] for k in delivery_keys(use_case, DAY)[1]] == ["part-0.parquet"]
 
 
 def _csv_use_case(inbox: Path, **csv: str):

@@ -1,10 +1,16 @@
 """Land a source batch immutably, validate it against its contract, then publish or quarantine it.
 
-Layout (DESIGN.md): ``raw/<dataset>/date=D/<batch_id>.<parquet or csv>`` (the delivered bytes, never
-rewritten), ``quarantine/<dataset>/date=D/<batch_id>/`` (the batch plus ``reason.json``),
+Layout (DESIGN.md): ``raw/<dataset>/date=D/<file id>.<parquet or csv>`` (each delivered file's bytes,
+never rewritten), ``quarantine/<dataset>/date=D/<batch_id>/`` (the files plus ``reason.json``),
 ``validated/<dataset>/date=D/<batch_id>.parquet`` (PII tokenised) and
-``reports/validation/<dataset>/date=D/<batch_id>.json`` (the full GX result). The batch id is the
-sha256 of the delivered bytes, so a re-run of the same day writes the same objects and duplicates nothing.
+``reports/validation/<dataset>/date=D/<batch_id>.json`` (the full GX result). A file's id is the sha256 of
+its bytes, so a re-run of the same day writes the same objects and duplicates nothing.
+
+A day may arrive as several files. The day is the unit of the contract: every file lands in raw/ under its
+own id, the day's rows (all files, in file-id order) are validated together, and only when they pass is the
+day published, as one validated partition whose batch id is the file id (one file) or the hash of the
+sorted file ids (several). A later, different delivery of the day (a file added or corrected) publishes a
+new partition and removes the one it supersedes from validated/ (raw/ keeps every file).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from mlloop.storage import Storage, StorageError, partition_key
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import pandas as pd
 
     from mlloop.usecase import UseCase
@@ -39,24 +47,36 @@ class BatchRejectedError(RuntimeError):
 
 @dataclass(frozen=True)
 class LandedBatch:
-    """A batch as it sits in ``raw/``."""
+    """A day's delivery as it sits in ``raw/``: one or several files, in file-id order."""
 
     dataset: str
     day: str
     batch_id: str
-    raw_uri: str
+    raw_uris: list[str]
     size_bytes: int
     scenario: str
     newly_landed: bool
 
+    @property
+    def raw_uri(self) -> str:
+        """Return the first file's URI (the only one of a one-file day)."""
+        return self.raw_uris[0]
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict (what goes through XCom)."""
-        return asdict(self)
+        return asdict(self) | {"raw_uris": list(self.raw_uris)}
 
 
 def batch_id_of(data: bytes) -> str:
     """Return the content id of a delivered file (first 16 hex chars of its sha256)."""
     return hashlib.sha256(data).hexdigest()[:BATCH_ID_CHARS]
+
+
+def day_batch_id(file_ids: list[str]) -> str:
+    """Return the id of a day delivered as ``file_ids``: the file's own id, or the hash of the sorted ids."""
+    if len(file_ids) == 1:
+        return file_ids[0]
+    return hashlib.sha256("\n".join(sorted(file_ids)).encode()).hexdigest()[:BATCH_ID_CHARS]
 
 
 def open_inbox(use_case: UseCase) -> Storage:
@@ -65,104 +85,129 @@ def open_inbox(use_case: UseCase) -> Storage:
     ``source.uri`` is a local folder, ``file://`` or ``s3://`` URI, or a path relative to the data root
     (``MLLOOP_DATA_ROOT``), e.g. ``inbox/flight_delay``.
     """
+    return open_folder(str(use_case.source.uri))
+
+
+def open_folder(uri: str) -> Storage:
+    """Open a folder or URI (a path relative to the data root when it is neither) with the root's settings."""
     from mlloop.config import get_settings
 
     settings = get_settings()
-    uri = str(use_case.source.uri)
-    if "://" not in uri and not uri.startswith(("/", "~")):
+    if not is_absolute(uri):
         uri = f"{settings.data_root.rstrip('/')}/{uri}"
     return Storage(uri, s3_endpoint_url=settings.s3_endpoint_url, conn_id=settings.storage_conn_id)
+
+
+def is_absolute(uri: str) -> bool:
+    """Return whether ``uri`` is a URI or an absolute (or home-relative) path, not a relative one."""
+    return "://" in uri or uri.startswith(("/", "~"))
 
 
 class DeliveryMissingError(StorageError):
     """Raised when a files source's delivery for a day is not there (or is ambiguous)."""
 
 
-def delivery_key(use_case: UseCase, day: date) -> tuple[Storage, str | None, str]:
-    """Return (inbox, the day's delivery key or None when absent, the folder looked in).
+def delivery_keys(use_case: UseCase, day: date) -> tuple[Storage, list[str], str]:
+    """Return (inbox, the day's delivery files in name order, the folder looked in).
 
-    Raises:
-        DeliveryMissingError: when the folder holds more than one delivery file for the day.
+    The list is empty while the day is not ready: no file yet, or, when the declaration names a
+    ``source.ready_marker``, no marker yet (a day written as several files is complete only then).
     """
     inbox = open_inbox(use_case)
     prefix = f"{use_case.dataset}/date={day.isoformat()}"
-    suffix = use_case.source.suffix
-    files = sorted(k for k in inbox.list(prefix) if k.endswith(suffix))
-    if len(files) > 1:
-        raise DeliveryMissingError(
-            f"files source {inbox.root}: expected one {suffix} file under {inbox.uri(prefix)}, found "
-            f"{len(files)} ({', '.join(k.rsplit('/', 1)[-1] for k in files[:5])}); deliver one file per day "
-            "(see README, 'Bring your own data')."
+    files = sorted(k for k in inbox.list(prefix) if k.endswith(use_case.source.suffix))
+    marker = use_case.source.ready_marker
+    if marker and files and not inbox.exists(f"{prefix}/{marker}"):
+        log.info(
+            "%d file(s) under %s, but no %s marker yet: not ready", len(files), inbox.uri(prefix), marker
         )
-    return inbox, (files[0] if files else None), inbox.uri(prefix)
+        return inbox, [], inbox.uri(prefix)
+    return inbox, files, inbox.uri(prefix)
 
 
 def read_source_batch(
     use_case: UseCase, day: date, scenario: str, rows: int | None
-) -> tuple[bytes, bytes | None]:
-    """Return the day's delivery and, when the source has them, its labels file (generator or files).
+) -> tuple[list[bytes], bytes | None]:
+    """Return the day's delivered files and, for a generator, its labels (a files source's come as a feed).
 
     Raises:
-        DeliveryMissingError: naming the folder when a files source has no delivery for the day.
+        DeliveryMissingError: naming the folder when a files source has no (complete) delivery for the day.
     """
     source = use_case.source
     if source.kind == "generator":
         from mlloop.data.generator import generate_day
 
         generated = generate_day(day, rows=rows or source.rows_per_day, seed=source.seed, scenario=scenario)
-        return generated.to_file_bytes(), generated.labels_file_bytes()
-    inbox, key, folder = delivery_key(use_case, day)
-    if key is None:
+        return [generated.to_file_bytes()], generated.labels_file_bytes()
+    inbox, keys, folder = delivery_keys(use_case, day)
+    if not keys:
+        marker = f" with its {source.ready_marker} marker" if source.ready_marker else ""
         raise DeliveryMissingError(
-            f"files source {inbox.root}: no {source.suffix} delivery for {day} under {folder}; deliver the "
-            "day's file there and re-run the day (see README, 'Bring your own data')."
+            f"files source {inbox.root}: no {source.suffix} delivery{marker} for {day} under {folder}; "
+            "deliver the day's file(s) there and re-run the day (see README, 'Bring your own data')."
         )
-    label_files = sorted(k for k in inbox.list(f"labels/date={day.isoformat()}") if k.endswith(".parquet"))
-    return inbox.read_bytes(key), inbox.read_bytes(label_files[0]) if label_files else None
+    return [inbox.read_bytes(k) for k in keys], None
 
 
 def source_day(use_case: UseCase, day: date, scenario: str = "none", rows: int | None = None) -> pd.DataFrame:
     """Return the rows of the day's delivery as a frame (what production traffic of that day asked about)."""
-    data, _ = read_source_batch(use_case, day, scenario, rows)
-    return read_delivery(data, use_case)
+    files, _ = read_source_batch(use_case, day, scenario, rows)
+    return _concat([read_delivery(data, use_case) for data in files])
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Return the frames one after the other on a fresh index (a one-file day as it is)."""
+    import pandas as pd
+
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def land_batch(
     storage: Storage, use_case: UseCase, day: date, *, scenario: str = "none", rows: int | None = None
 ) -> LandedBatch:
-    """Fetch the day's delivery and write it to ``raw/`` unless that exact batch is already there.
+    """Fetch the day's delivery and write each file to ``raw/`` unless that exact file is already there.
 
-    Labels delivered with it (each with the time it became known) go to ``labels/<dataset>/date=D/``
-    under the same batch id; snapshots only use those known by their ``as_of``.
+    A generator's labels (each with the time it became known) go to ``labels/<dataset>/date=D/`` under the
+    batch id; a files source's labels arrive as their own feed (``mlloop.ingestion.labels_feed``).
+    Snapshots only use labels known by their ``as_of``.
     """
     started = time.perf_counter()
-    data, labels = read_source_batch(use_case, day, scenario, rows)
-    batch_id = batch_id_of(data)
-    key = f"{partition_key('raw', use_case.dataset, day)}/{batch_id}{use_case.source.suffix}"
-    newly_landed = not storage.exists(key)
-    if newly_landed:
-        storage.write_bytes(key, data)
-        log.info("Landed %s (%d bytes) in %.1fs", storage.uri(key), len(data), time.perf_counter() - started)
-    else:
-        log.info(
-            "Batch %s is already in raw/ (%s); raw is immutable, not rewriting", batch_id, storage.uri(key)
-        )
+    files, labels = read_source_batch(use_case, day, scenario, rows)
+    ids, uris, newly_landed = [], [], False
+    for data in sorted(files, key=batch_id_of):
+        file_id = batch_id_of(data)
+        key = f"{partition_key('raw', use_case.dataset, day)}/{file_id}{use_case.source.suffix}"
+        if storage.exists(key):
+            log.info(
+                "File %s is already in raw/ (%s); raw is immutable, not rewriting", file_id, storage.uri(key)
+            )
+        else:
+            storage.write_bytes(key, data)
+            newly_landed = True
+            log.info(
+                "Landed %s (%d bytes) in %.1fs", storage.uri(key), len(data), time.perf_counter() - started
+            )
+        ids.append(file_id)
+        uris.append(storage.uri(key))
+    batch_id = day_batch_id(ids)
+    if len(ids) > 1:
+        log.info("The delivery of %s is %d files; the day's batch id is %s", day, len(ids), batch_id)
     labels_key = f"{partition_key('labels', use_case.dataset, day)}/{batch_id}.parquet"
     if labels is not None and not storage.exists(labels_key):
         storage.write_bytes(labels_key, labels)
         log.info("Landed the batch's delayed labels at %s", storage.uri(labels_key))
-    return LandedBatch(
-        use_case.dataset, day.isoformat(), batch_id, storage.uri(key), len(data), scenario, newly_landed
-    )
+    size = sum(len(data) for data in files)
+    return LandedBatch(use_case.dataset, day.isoformat(), batch_id, uris, size, scenario, newly_landed)
 
 
-def read_delivery(data: bytes, use_case: UseCase) -> pd.DataFrame:
+def read_delivery(data: bytes, use_case: UseCase, schema: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Return a delivered file as a frame: Parquet as written, CSV typed by the declared schema.
 
     CSV cells are read as text and converted column by column: datetime (ISO 8601; without an offset in
     ``source.csv.timezone``) to UTC, float and integer by the declared decimal mark, boolean from
     true/false/1/0. A column that does not convert stays text, so the raw suite's type expectation
-    rejects the batch with the column named instead of a silent null.
+    rejects the batch with the column named instead of a silent null. ``schema`` replaces the
+    declaration's (a label delivery has its own columns).
     """
     import pandas as pd
 
@@ -174,7 +219,7 @@ def read_delivery(data: bytes, use_case: UseCase) -> pd.DataFrame:
     frame = pd.read_csv(
         io.StringIO(text), sep=options.delimiter, dtype=str, keep_default_na=False, na_values=[""]
     )
-    for column, kind in use_case.schema_.items():
+    for column, kind in (use_case.schema_ if schema is None else schema).items():
         if column in frame.columns and kind != "string":
             frame[column] = _typed(frame[column], kind, options.decimal, options.timezone)
     return frame
@@ -219,29 +264,34 @@ def validate_landed_batch(storage: Storage, use_case: UseCase, batch: LandedBatc
 
     suite_name = use_case.suites["raw"]
     day = date.fromisoformat(batch.day)
-    data = storage.read_bytes(batch.raw_uri)
+    data = [storage.read_bytes(uri) for uri in batch.raw_uris]
     report_key = f"reports/validation/{use_case.dataset}/date={batch.day}/{batch.batch_id}.json"
-    try:
-        frame = read_delivery(data, use_case)
-    except Exception as exc:
-        reason = {
-            "suite": suite_name,
-            "success": False,
-            "failures": [
-                {
-                    "expectation": f"file_is_readable_{use_case.source.format}",
-                    "column": None,
-                    "details": f"cannot be read as {use_case.source.format}: {type(exc).__name__}: {exc}",
-                }
-            ],
-        }
-        summary = (
-            f"batch {batch.batch_id}: the delivered file is not readable {use_case.source.format} "
-            f"({type(exc).__name__})"
-        )
-        _quarantine(storage, use_case, batch, data, reason, summary)
+    frames = []
+    for uri, content in zip(batch.raw_uris, data, strict=True):
+        try:
+            frames.append(read_delivery(content, use_case))
+        except Exception as exc:
+            reason = {
+                "suite": suite_name,
+                "success": False,
+                "failures": [
+                    {
+                        "expectation": f"file_is_readable_{use_case.source.format}",
+                        "column": None,
+                        "details": f"{uri} cannot be read as {use_case.source.format}: "
+                        f"{type(exc).__name__}: {exc}",
+                    }
+                ],
+            }
+            summary = (
+                f"batch {batch.batch_id}: the delivered file {uri.rsplit('/', 1)[-1]} is not readable "
+                f"{use_case.source.format} ({type(exc).__name__})"
+            )
+            _quarantine(storage, use_case, batch, data, reason, summary)
+    frame = _concat(frames)
 
-    log.info("Validating %d rows of %s against suite %r", len(frame), batch.raw_uri, suite_name)
+    where = batch.raw_uri if len(batch.raw_uris) == 1 else f"{len(batch.raw_uris)} files of {batch.day}"
+    log.info("Validating %d rows of %s against suite %r", len(frame), where, suite_name)
     report = validate_frame(frame, suite_name)
     report_uri = storage.write_json(report_key, report.result)
     log.info("Validation summary:\n%s", report.summary())
@@ -259,16 +309,27 @@ def validate_landed_batch(storage: Storage, use_case: UseCase, batch: LandedBatc
 
 
 def _quarantine(
-    storage: Storage, use_case: UseCase, batch: LandedBatch, data: bytes, reason: dict[str, Any], summary: str
+    storage: Storage,
+    use_case: UseCase,
+    batch: LandedBatch,
+    data: list[bytes],
+    reason: dict[str, Any],
+    summary: str,
 ) -> NoReturn:
-    """Copy a rejected batch to ``quarantine/`` with its reason, then raise BatchRejectedError."""
+    """Copy a rejected day's files to ``quarantine/`` with its reason, then raise BatchRejectedError."""
     folder = f"{partition_key('quarantine', use_case.dataset, batch.day)}/{batch.batch_id}"
-    batch_uri = storage.write_bytes(f"{folder}/batch{use_case.source.suffix}", data)
+    suffix = use_case.source.suffix
+    if len(data) == 1:
+        batch_uri = storage.write_bytes(f"{folder}/batch{suffix}", data[0])
+    else:
+        for content in data:
+            storage.write_bytes(f"{folder}/files/{batch_id_of(content)}{suffix}", content)
+        batch_uri = storage.uri(f"{folder}/files/")
     reason = reason | {
         "dataset": use_case.dataset,
         "day": batch.day,
         "batch_id": batch.batch_id,
-        "raw_uri": batch.raw_uri,
+        "raw_uris": list(batch.raw_uris),
         "quarantined_uri": batch_uri,
         "scenario": batch.scenario,
     }
@@ -287,13 +348,18 @@ def _quarantine(
 def publish_validated(
     storage: Storage, use_case: UseCase, batch: LandedBatch, pii_key: bytes
 ) -> dict[str, Any]:
-    """Tokenise the PII columns of a validated batch and write it to ``validated/`` atomically."""
+    """Tokenise the PII columns of a validated day and write it to ``validated/`` atomically.
+
+    The day's earlier published batch, if a different delivery of it was published before, is removed
+    after the new one is written: validated/ holds one batch per day, the latest (raw/ keeps every file).
+    """
     from mlloop.ingestion.pii import tokenise_frame
 
     started = time.perf_counter()
-    frame = read_delivery(storage.read_bytes(batch.raw_uri), use_case)
+    frame = _concat([read_delivery(storage.read_bytes(uri), use_case) for uri in batch.raw_uris])
     tokenised = tokenise_frame(frame, use_case.pii_columns, pii_key)
-    key = f"{partition_key('validated', use_case.dataset, batch.day)}/{batch.batch_id}.parquet"
+    prefix = partition_key("validated", use_case.dataset, batch.day)
+    key = f"{prefix}/{batch.batch_id}.parquet"
     uri = storage.write_frame(key, tokenised)
     log.info(
         "Published %d rows to %s (PII columns %s tokenised) in %.1fs",
@@ -302,6 +368,11 @@ def publish_validated(
         use_case.pii_columns,
         time.perf_counter() - started,
     )
+    for superseded in (k for k in storage.list(prefix) if k.endswith(".parquet") and k != key):
+        storage.delete(superseded)
+        log.warning(
+            "Removed %s: superseded by the day's new delivery %s", storage.uri(superseded), batch.batch_id
+        )
     return {"validated_uri": uri, "rows": len(tokenised), "day": batch.day, "batch_id": batch.batch_id}
 
 

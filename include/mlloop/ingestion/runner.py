@@ -11,11 +11,12 @@ from mlloop.config import get_settings
 from mlloop.ingestion.batches import (
     DeliveryMissingError,
     LandedBatch,
-    delivery_key,
+    delivery_keys,
     land_batch,
     publish_validated,
     validate_landed_batch,
 )
+from mlloop.ingestion.labels_feed import LabelsRejectedError, land_labels
 from mlloop.ingestion.pii import resolve_pii_key
 from mlloop.orchestration.runtime import resolve_day
 from mlloop.storage import Storage
@@ -44,17 +45,19 @@ def await_delivery(
     if loaded.source.kind != "files":
         return True
     day = resolve_day(param_day, data_interval_start, run_after)
-    _, key, folder = delivery_key(loaded, day)
-    if key is not None:
-        log.info("The delivery of %s is there: %s", day, key)
+    _, keys, folder = delivery_keys(loaded, day)
+    if keys:
+        log.info("The delivery of %s is there: %s", day, ", ".join(keys))
         return True
     now = now or clock.now()
     due = datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
     deadline = due + timedelta(hours=loaded.source.wait_hours)
     until = f"{deadline:%Y-%m-%d %H:%M}"
+    marker = f" with its {loaded.source.ready_marker} marker" if loaded.source.ready_marker else ""
     if now >= deadline:
         raise DeliveryMissingError(
-            f"no {loaded.source.suffix} delivery for {day} under {folder} after waiting until {until} UTC "
+            f"no {loaded.source.suffix} delivery{marker} for {day} under {folder} after waiting until "
+            f"{until} UTC "
             f"(source.wait_hours {loaded.source.wait_hours:g}); deliver the day's file there and clear this "
             "task, or declare a longer source.wait_hours"
         )
@@ -102,3 +105,22 @@ def publish_day(batch: dict[str, Any], *, use_case: str) -> dict[str, Any]:
         LandedBatch(**batch),
         resolve_pii_key(settings),
     )
+
+
+def land_label_feed(*, use_case: str, now: datetime | None = None) -> dict[str, Any]:
+    """Land ``use_case``'s label deliveries up to today; raise after landing the rest if one was rejected.
+
+    Raises:
+        LabelsRejectedError: naming each quarantined delivery's reason file.
+    """
+    settings = get_settings()
+    today = (now or clock.now()).date()
+    result = land_labels(Storage.from_settings(settings), load_use_case(use_case), today)
+    if result.quarantined:
+        raise LabelsRejectedError(
+            f"{len(result.quarantined)} label delivery(ies) of {use_case} failed the labels contract "
+            f"and were quarantined (reasons: {', '.join(result.quarantined)}); {result.summary()}. "
+            "Deliver corrected files: a new file is landed on the next run (the rejected one stays in "
+            "quarantine)."
+        )
+    return result.to_dict()

@@ -222,11 +222,11 @@ class Storage:
         frame.to_parquet(buf, index=False)
         return self.write_bytes(uri_or_key, buf.getvalue())
 
-    def read_frame(self, uri_or_key: str) -> pd.DataFrame:
-        """Read a Parquet object into a frame."""
+    def read_frame(self, uri_or_key: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """Read a Parquet object into a frame (only ``columns`` when given)."""
         import pandas as pd
 
-        return pd.read_parquet(io.BytesIO(self.read_bytes(uri_or_key)))
+        return pd.read_parquet(io.BytesIO(self.read_bytes(uri_or_key)), columns=columns)
 
     def list(self, prefix: str) -> list[str]:
         """Return the committed keys under ``prefix`` (hidden temporaries excluded), sorted."""
@@ -241,10 +241,12 @@ class Storage:
                 seen.add(part)
                 yield part.removeprefix("date=")
 
-    def read_days(self, area: str, dataset: str, days: Iterable[date | str]) -> pd.DataFrame | None:
+    def read_days(
+        self, area: str, dataset: str, days: Iterable[date | str], columns: list[str] | None = None
+    ) -> pd.DataFrame | None:
         """Return every Parquet object in the ``days`` partitions of ``area/dataset`` as one frame.
 
-        None when those partitions hold no Parquet object.
+        Only ``columns`` when given. None when those partitions hold no Parquet object.
         """
         import pandas as pd
 
@@ -254,7 +256,7 @@ class Storage:
             for key in self.list(partition_key(area, dataset, day))
             if key.endswith(".parquet")
         ]
-        return pd.concat([self.read_frame(k) for k in keys], ignore_index=True) if keys else None
+        return pd.concat([self.read_frame(k, columns) for k in keys], ignore_index=True) if keys else None
 
     def copy(self, src: str, dst: str) -> str:
         """Copy one object to another key atomically and return the destination URI."""
