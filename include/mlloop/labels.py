@@ -1,7 +1,10 @@
 """Delayed ground truth: which labels count as known at a time, one rule for training, serving and monitoring.
 
 Labels arrive in ``labels/<dataset>/date=D/`` long after their events, each with the instant it became
-known (``label_time``), and a label may be corrected by a later delivery. The rule, everywhere:
+known (``label_time``), and a label may be corrected by a later delivery. A generator files its labels
+under their events' day D; a files source's label feed (``mlloop.ingestion.labels_feed``) under the day D
+they were delivered, any day after the events. Readers therefore take the partitions from the first event
+day up to the last one that may hold a delivery by ``as_of`` (``label_partitions``). The rule, everywhere:
 
 - a label is known at ``as_of`` when its ``label_time`` is at or before ``as_of``;
 - of a key's known labels the latest ``label_time`` wins (the latest correction);
@@ -16,7 +19,7 @@ training or monitoring, sees the same labels.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -70,11 +73,56 @@ def known_labels(
     return frame.loc[chosen.sort_values()].reset_index(drop=True)
 
 
+def label_partitions(days: Iterable[date | str], as_of: datetime) -> list[date]:
+    """Return the label partitions that may hold labels of ``days``' events delivered before ``as_of``.
+
+    Those are ``days`` themselves and every day from the first of them to the last that began before
+    ``as_of``: a delivery filed under day D may be there from D's start, never before its events.
+    """
+    wanted = {d if isinstance(d, date) else date.fromisoformat(d) for d in days}
+    if not wanted:
+        return []
+    last = (as_of.astimezone(UTC) - timedelta(microseconds=1)).date()
+    span = (last - min(wanted)).days
+    return sorted(wanted | {min(wanted) + timedelta(days=k) for k in range(span + 1)})
+
+
+def read_delivered_labels(
+    storage: Storage, use_case: UseCase, days: Iterable[date | str], as_of: datetime
+) -> pd.DataFrame | None:
+    """Return every label row that may judge ``days``' events by ``as_of`` (any times); None when none.
+
+    A generator files each day's labels under that day, so only ``days`` are read for it.
+    """
+    partitions = label_partitions(days, as_of) if use_case.source.kind == "files" else list(days)
+    return storage.read_days(LABELS_AREA, use_case.dataset, partitions)
+
+
 def read_known_labels(
     storage: Storage, use_case: UseCase, days: Iterable[date | str], as_of: datetime
 ) -> pd.DataFrame | None:
-    """Return the labels delivered for ``days`` known at ``as_of`` (``known_labels``); None when none."""
-    delivered = storage.read_days(LABELS_AREA, use_case.dataset, days)
+    """Return the labels of ``days``' events known at ``as_of`` (``known_labels``); None when none.
+
+    Labels of other days' events delivered in the same partitions come along; joins on the key drop them.
+    """
+    delivered = read_delivered_labels(storage, use_case, days, as_of)
     if delivered is None:
         return None
     return known_labels(delivered, as_of, key_column=use_case.key_column)
+
+
+def feed_files(
+    labels: pd.DataFrame, dataset: str, events_day: date, *, known_at_column: str = LABEL_TIME_COLUMN
+) -> list[tuple[str, pd.DataFrame]]:
+    """Return (key, rows) of the label feed files of one day's events, by the UTC day each became known.
+
+    Keys are ``labels/<dataset>/date=K/<dataset>-<events day>.parquet``, relative to an inbox (the layout
+    ``mlloop.ingestion.labels_feed`` reads), one per day K on which some of those labels became known.
+    """
+    import pandas as pd
+
+    known_day = pd.to_datetime(labels[known_at_column], utc=True).dt.date
+    return [
+        (f"labels/{dataset}/date={day.isoformat()}/{dataset}-{events_day.isoformat()}.parquet", rows)
+        for day, rows in ((d, labels[known_day == d].reset_index(drop=True)) for d in sorted(set(known_day)))
+    ]

@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from mlloop.labels import feed_files
 from mlloop.orchestration.factory import INVALID_TAG
 from mlloop.orchestration.names import dag_names
 from mlloop.registry import CHAMPION
@@ -179,10 +180,10 @@ def _deliver(inbox: Path, day: date, seed: int) -> pd.DataFrame:
             "label_time": readings["event_time"] + pd.to_timedelta(delay, unit="s"),
         }
     )
-    for folder, frame in ((inbox / DATASET, readings), (inbox / "labels", labels)):
-        target = folder / f"date={day.isoformat()}"
-        target.mkdir(parents=True)
-        frame.to_parquet(target / "part-0.parquet", index=False)
+    delivery = inbox / DATASET / f"date={day.isoformat()}" / "part-0.parquet"
+    for path, frame in [(delivery, readings), *((inbox / k, f) for k, f in feed_files(labels, DATASET, day))]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path, index=False)
     return readings
 
 
@@ -290,6 +291,7 @@ def test_a_third_declared_use_case_runs_the_whole_loop_without_code(deployment: 
         assert str(dag_run.state) == "success", (day, states)
         published = _xcom(dag_run, "publish")
         assert published["rows"] == ROWS_PER_DAY and f"validated/{DATASET}/" in published["validated_uri"]
+        assert states["land_labels"] == "success", states
 
     # 2b. Train on the window ending at the last labelled day: trained, gated, promoted.
     train = load_dag(names.train)

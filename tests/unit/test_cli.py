@@ -79,9 +79,9 @@ def test_generate_passes_its_arguments_to_the_generator(tmp_path: Path):
     )
     assert result.exit_code == 0, result.output
     assert "wrote 2 day(s) 2026-01-05..2026-01-06" in result.output
-    for dataset in ("transactions", "labels"):
-        for day in ("2026-01-05", "2026-01-06"):
-            assert (tmp_path / dataset / f"date={day}" / "part-0.parquet").is_file()
+    for day in ("2026-01-05", "2026-01-06"):
+        assert (tmp_path / "transactions" / f"date={day}" / "part-0.parquet").is_file()
+        assert list((tmp_path / "labels" / "transactions").glob(f"date=*/transactions-{day}.parquet"))
 
 
 def test_a_usage_error_names_the_cause_and_the_help_to_read():

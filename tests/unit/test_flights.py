@@ -83,11 +83,14 @@ def test_the_export_fills_a_relative_inbox_under_the_data_root_once(tmp_path: Pa
     assert inbox.root == str(tmp_path / "data" / "inbox" / "flight_delay")
     export_days(inbox, "", days.real_days[:2], days.shift_days)
     written = sorted(p.relative_to(inbox.root) for p in Path(inbox.root).rglob("*.parquet"))
+    # Labels are filed by the day they became known: an evening's flights arrive after midnight UTC.
     assert [str(p) for p in written] == [
         "flights/date=2026-03-15/part-0.parquet",
         "flights/date=2026-03-16/part-0.parquet",
-        "labels/date=2026-03-15/part-0.parquet",
-        "labels/date=2026-03-16/part-0.parquet",
+        "labels/flights/date=2026-03-15/flights-2026-03-15.parquet",
+        "labels/flights/date=2026-03-16/flights-2026-03-15.parquet",
+        "labels/flights/date=2026-03-16/flights-2026-03-16.parquet",
+        "labels/flights/date=2026-03-17/flights-2026-03-16.parquet",
     ]
     stamps = [p.stat().st_mtime_ns for p in Path(inbox.root).rglob("*.parquet")]
     export_days(inbox, "", days.real_days[:2], days.shift_days)
@@ -95,4 +98,4 @@ def test_the_export_fills_a_relative_inbox_under_the_data_root_once(tmp_path: Pa
 
     served = source_day(USE_CASE, dt.date(2026, 3, 15))
     assert len(served) == 988 and served["event_time"].dt.date.eq(dt.date(2026, 3, 15)).all()
-    assert Storage(inbox.root).exists("labels/date=2026-03-15/part-0.parquet")
+    assert Storage(inbox.root).exists("labels/flights/date=2026-03-15/flights-2026-03-15.parquet")

@@ -390,8 +390,12 @@ def test_cli_writes_day_partitions(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "3 day(s)" in capsys.readouterr().out
     for day in ("2026-11-01", "2026-11-02", "2026-11-03"):
         assert (tmp_path / "transactions" / f"date={day}" / "part-0.parquet").is_file()
-        labels = pd.read_parquet(tmp_path / "labels" / f"date={day}" / "part-0.parquet")
-        assert labels.columns.tolist() == ["transaction_id", "is_fraud", "label_time"]
+        files = sorted((tmp_path / "labels" / "transactions").glob(f"date=*/transactions-{day}.parquet"))
+        labels = pd.concat([pd.read_parquet(f) for f in files])
+        assert labels.columns.tolist() == ["transaction_id", "is_fraud", "label_time"] and len(labels) == 2000
+        # each file under the day its labels became known
+        for file in files:
+            assert {f"date={t.date()}" for t in pd.read_parquet(file)["label_time"]} == {file.parent.name}
     first = pd.read_parquet(tmp_path / "transactions" / "date=2026-11-01" / "part-0.parquet")
     assert first.columns.tolist() == load_use_case("card_fraud").columns
     drifted = (tmp_path / "transactions" / "date=2026-11-02" / "part-0.parquet").read_bytes()

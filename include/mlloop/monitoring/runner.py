@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from mlloop.config import get_settings
+from mlloop.ingestion.labels_feed import land_labels
 from mlloop.labels import LABEL_TIME_COLUMN, labels_cutoff, read_known_labels
 from mlloop.monitoring.decision import (
     GuardOutcome,
@@ -169,6 +170,7 @@ def monitor_window(
         return summary
 
     champion = load_champion(client, registered, storage)
+    land_labels(storage, declaration, now.date())  # labels delivered late or corrected since the last look
     sized = size_window(storage, declaration, champion, days, config)
     if not sized.ready:
         summary = {"action": "quiet", "reason": sized.describe(), "window": window}

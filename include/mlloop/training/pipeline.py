@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlloop.config import get_settings
+from mlloop.ingestion.labels_feed import land_labels
 from mlloop.orchestration.names import dag_names
 from mlloop.registry.tags import (
     DECISION_TAG,
@@ -87,6 +88,7 @@ def assemble_snapshot(
             len(days),
             window_days,
         )
+    land_labels(storage, declaration, as_of.date())  # labels delivered late or corrected since the last look
     manifest = snapshot_days(storage, declaration, days, as_of=as_of)
     log.info(
         "Snapshot %s: %d rows over %s..%s, labels known %s",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from mlloop.labels import LABELS_AREA, labels_cutoff
+from mlloop.labels import labels_cutoff, read_delivered_labels
 from mlloop.training.snapshot import SnapshotManifest, create_snapshot
 
 if TYPE_CHECKING:
@@ -26,7 +26,6 @@ def snapshot_days(
     Labels trickle in all the time; counting them per day (``labels_cutoff``) makes every run of one day
     (training or monitoring) build the same content-addressed snapshot.
     """
-    labels = storage.read_days(LABELS_AREA, use_case.dataset, days)
-    return create_snapshot(
-        storage, use_case, days, labels=labels, as_of=labels_cutoff(as_of), validate=validate
-    )
+    cutoff = labels_cutoff(as_of)
+    labels = read_delivered_labels(storage, use_case, days, cutoff)
+    return create_snapshot(storage, use_case, days, labels=labels, as_of=cutoff, validate=validate)

@@ -17,7 +17,7 @@ def _doc(use_case: UseCase) -> str:
     """Return the DAG's page text in the declaration's own nouns."""
     names = dag_names(use_case.name)
     dataset = use_case.dataset
-    steps = ""
+    steps, labels = "", ""
     if use_case.source.kind == "generator":
         source = "the generator (the demo)"
         manual = "Trigger it manually with **day** (and, for the generator, **scenario** and **rows**)"
@@ -28,7 +28,22 @@ def _doc(use_case: UseCase) -> str:
             f"0. **wait_for_delivery**: wait until the day's {use_case.source.format} file is in the inbox, "
             f"checking every {use_case.source.poke_minutes:g} minutes without holding a worker, for up to "
             f"{use_case.source.wait_hours:g} hours after the day ended (`source.wait_hours`); then fail "
-            "naming the folder (a manual run of an older day that has no file fails at once).\n"
+            "naming the folder (a manual run of an older day that has no file fails at once). A day may be "
+            "several files"
+            + (
+                f", complete once `{use_case.source.ready_marker}` is there"
+                if use_case.source.ready_marker
+                else ""
+            )
+            + ": they are validated together and published as one batch.\n"
+        )
+        labels = (
+            f"4. **land_labels**: land the label feed's new files (`labels/{dataset}/date=<delivered>/` "
+            f"in the inbox, known-at column `{use_case.labels.known_at_column}`), each checked (key, 0/1 "
+            "target, known-at after its event and by its delivery day) and published to "
+            f"`labels/{dataset}/`, or quarantined under `quarantine/labels/{dataset}/` failing this "
+            "task. Every train and monitor run also looks, so a late or corrected label is used by the "
+            "next of them.\n"
         )
     return f"""
 ### Ingest {dataset} ({use_case.name})
@@ -48,7 +63,7 @@ Lands one day's batch of `{dataset}`, enforces its data contract, and publishes 
    `{names.validated_asset}` Asset that `{names.train}` schedules on (with **start_training** off, the
    `{names.train}` run it starts skips: for backfills, and for simulations where monitoring alone decides
    when to retrain).
-
+{labels}
 Scheduled daily (the day is the data interval's start). {manual} to replay a day. Re-running a day
 writes the same objects.
 """
@@ -187,6 +202,22 @@ def build_ingest_dag(use_case: UseCase) -> DAG:
                 return PokeReturnValue(is_done=done)
 
             wait_for_delivery() >> batch
-        publish(batch, validate(batch))
+        published = publish(batch, validate(batch))
+        if use_case.source.kind == "files":
+
+            @task  # retries for reading errors; a rejected delivery fails at once (AirflowFailException)
+            def land_labels() -> dict[str, Any]:
+                """Land the label feed's new files (checked; a rejected one is quarantined, failing this)."""
+                from airflow.sdk.exceptions import AirflowFailException
+
+                from mlloop.ingestion.labels_feed import LabelsRejectedError
+                from mlloop.ingestion.runner import land_label_feed
+
+                try:
+                    return land_label_feed(use_case=name)
+                except LabelsRejectedError as exc:
+                    raise AirflowFailException(str(exc)) from exc
+
+            published >> land_labels()
 
     return ingest()
