@@ -29,6 +29,7 @@ How the profile becomes expectations (the constants below; every one is a starti
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import logging
 import math
@@ -63,7 +64,7 @@ ROW_COUNT_FACTOR = 10
 WINDOW_POSITIVES = 500
 # A window trains once it holds this share of a typical window's rows and positives (labels still arriving).
 WINDOW_SHARE_TO_TRAIN = 0.8
-MAX_WINDOW_DAYS = 90  # TrainingPolicy.window_days' bound
+MAX_WINDOW_DAYS = next(m.le for m in TrainingPolicy.model_fields["window_days"].metadata if hasattr(m, "le"))
 CALENDAR_MAX = {"hour_of_day": 23, "day_of_week": 6}
 DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,59}$")
 SAMPLE_FORMATS = {".parquet": "parquet", ".csv": "csv"}
@@ -172,7 +173,7 @@ def sample_format(path: Path) -> str:
     if fmt is None:
         raise DraftError(
             f"sample {path}: cannot tell its format from {path.suffix or 'no ending'!r}; name it "
-            f"*.parquet or *.csv (the formats deliveries may have)."
+            "*.parquet or *.csv (the formats deliveries may have)."
         )
     return fmt
 
@@ -431,7 +432,7 @@ def draft_policy(profile: SampleProfile) -> TrainingPolicy:
 
 
 def widened_range(column: ColumnProfile) -> tuple[float, float]:
-    """Return the column's sample range widened by ``RANGE_MARGIN`` spans, rounded outwards."""
+    """Return the column's sample range widened by ``RANGE_MARGIN`` spans, rounded outwards (whole: int)."""
     low, high = float(column.minimum), float(column.maximum)  # type: ignore[arg-type]
     span = high - low
     pad = RANGE_MARGIN * (span if span > 0 else max(abs(high), 1.0))
@@ -440,13 +441,10 @@ def widened_range(column: ColumnProfile) -> tuple[float, float]:
         lower = max(lower, 0.0)
     if high <= 0:
         upper = min(upper, 0.0)
-    if column.kind == "integer":
-        return float(math.floor(lower)), float(math.ceil(upper))
-    digits = 1 - math.floor(math.log10(pad))  # two significant digits of the pad
+    digits = 0 if column.kind == "integer" else 1 - math.floor(math.log10(pad))  # two significant digits
     step = 10.0**-digits
-    return round(math.floor(lower / step) * step, max(digits, 0)), round(
-        math.ceil(upper / step) * step, max(digits, 0)
-    )
+    bounds = (math.floor(lower / step) * step, math.ceil(upper / step) * step)
+    return tuple(int(b) if float(b).is_integer() else round(b, max(digits, 0)) for b in bounds)  # type: ignore[return-value]
 
 
 def allowed_null_share(column: ColumnProfile) -> float:
@@ -535,16 +533,26 @@ def _column_expectations(
 
 
 def _suite(
-    name: str, contract: str, notes: str, expectations: list[dict[str, Any]], **meta: Any
+    name: str, contract: str, profile: SampleProfile, expectations: list[dict[str, Any]], **meta: Any
 ) -> dict[str, Any]:
-    """Return a GX 1.x suite document."""
-    from great_expectations import __version__ as gx_version
-
+    """Return a GX 1.x suite document: ``expectations``, then the key's uniqueness; notes on its origin."""
+    days = list(profile.rows_per_day)
+    notes = (
+        f"Profiled from {profile.source.name} ({profile.rows} rows, {len(days)} day(s) {days[0]}..{days[-1]})"
+        " by mlloop use-cases init: review the ranges, null shares and value sets against what your data "
+        "may hold."
+    )
+    unique = _expectation("expect_column_values_to_be_unique", "keys", "One row per key.", column=profile.key)
     return {
         "name": name,
         "id": None,
-        "expectations": expectations,
-        "meta": {"contract": contract, **meta, "notes": notes, "great_expectations_version": gx_version},
+        "expectations": [*expectations, unique],
+        "meta": {
+            "contract": contract,
+            **meta,
+            "notes": notes,
+            "great_expectations_version": importlib.metadata.version("great_expectations"),
+        },
         "notes": None,
     }
 
@@ -577,16 +585,8 @@ def raw_suite(name: str, profile: SampleProfile, use_case_name: str) -> dict[str
             set_note=f"The {len(column.values or ())} values of the sample; a new value is refused. Remove "
             "this set if a new value is drift, not a fault (the feature maps it to __unknown__).",
         )
-    expectations.append(
-        _expectation("expect_column_values_to_be_unique", "keys", "One row per key.", column=profile.key)
-    )
-    return _suite(
-        name,
-        f"one day's delivery of use case {use_case_name} (drafted by mlloop use-cases init)",
-        _profiled_from(profile),
-        expectations,
-        pii_columns=[],
-    )
+    contract = f"one day's delivery of use case {use_case_name} (drafted by mlloop use-cases init)"
+    return _suite(name, contract, profile, expectations, pii_columns=[])
 
 
 def features_suite(
@@ -678,25 +678,8 @@ def features_suite(
             value_set=[*vocabulary, UNKNOWN_CATEGORY],
             set_note=f"The declared vocabulary, and {UNKNOWN_CATEGORY} for any other value.",
         )
-    checks.append(
-        _expectation("expect_column_values_to_be_unique", "keys", "One row per key.", column=profile.key)
-    )
-    return _suite(
-        name,
-        f"model inputs of use case {use_case_name} (build_features output)",
-        _profiled_from(profile),
-        expectations + checks,
-    )
-
-
-def _profiled_from(profile: SampleProfile) -> str:
-    """Return the suites' note on where they come from and what to review."""
-    days = list(profile.rows_per_day)
-    return (
-        f"Profiled from {profile.source.name} ({profile.rows} rows, {len(days)} day(s) {days[0]}..{days[-1]})"
-        " by mlloop use-cases init: review the ranges, null shares and value sets against what your data "
-        "may hold."
-    )
+    contract = f"model inputs of use case {use_case_name} (build_features output)"
+    return _suite(name, contract, profile, expectations + checks)
 
 
 def declaration_text(name: str, dataset: str, profile: SampleProfile, spec: FeatureSpec) -> str:
