@@ -296,8 +296,8 @@ def init_use_case_command(
     Per column: kind, null share, numeric range (widened), values of low-cardinality strings; the
     key's uniqueness, rows per day, the target's positives. The draft (a files source, the schema,
     features, a training window sized from the sample's rows per day) marks with REVIEW what to check;
-    the module docstring of mlloop.usecase_init documents every margin. Refuses to overwrite a file
-    without --force. Only a 0/1 target is supported (no regression yet).
+    docs/add-your-use-case.md lists every margin. Refuses to overwrite a file without --force. Only a
+    0/1 target is supported (no regression yet).
 
     \b
     Examples:

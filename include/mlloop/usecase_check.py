@@ -65,9 +65,9 @@ def contract_problems(use_case: UseCase) -> list[str]:
     """Return each way the use case's suites disagree with its declaration (empty when they agree)."""
     problems: list[str] = []
     raw_name = use_case.suites["raw"]
-    raw = _suite_document(f"suites.raw ({raw_name})", raw_name, problems)
+    where = f"suites.raw ({raw_name})"
+    raw = _suite_document(where, raw_name, problems)
     if raw is not None:
-        where = f"suites.raw ({raw_name})"
         problems += _column_problems(where, raw, use_case.schema_, "schema")
         pii = set((raw.get("meta") or {}).get("pii_columns") or [])
         unredacted = [c for c in use_case.pii_columns if c not in pii]

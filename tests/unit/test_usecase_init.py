@@ -272,6 +272,7 @@ def test_check_names_suites_that_disagree_with_the_declaration(
     document = yaml.safe_load(declaration.read_text())
     document["schema"]["temp"] = "integer"  # the suite expects floats
     document["features"]["numeric"].remove("visib")  # the features suite still lists it
+    document["pii_columns"] = ["tailnum"]  # the raw suite's reports would show it
     declaration.write_text(yaml.safe_dump(document, sort_keys=False))
 
     result = invoke("usecase", "check", NAME)
@@ -283,6 +284,7 @@ def test_check_names_suites_that_disagree_with_the_declaration(
         result.output
     )
     assert "expectations on ['visib'], which are not in what the feature spec builds" in result.output
+    assert "meta.pii_columns lacks the declared PII columns ['tailnum']" in result.output
     assert result.output.endswith("1 use case(s) checked: 0 OK, 1 invalid.\n")
 
 
