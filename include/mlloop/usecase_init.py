@@ -365,7 +365,7 @@ def _check_key(keys: pd.Series, kind: ColumnKind) -> None:
 
 
 def _event_times(times: pd.Series, kind: ColumnKind, fmt: str) -> pd.Series:
-    """Return the time column in UTC; refuse one that is not a timezone-aware timestamp or is null."""
+    """Return the time column; refuse one that is not a timezone-aware timestamp or is null."""
     if kind != "datetime":
         written = "ISO 8601 text (e.g. 2026-11-20T08:15:00Z)" if fmt == "csv" else "a timestamp column"
         raise DraftError(
@@ -689,6 +689,7 @@ def declaration_text(name: str, dataset: str, profile: SampleProfile, spec: Feat
     rate = profile.positives / profile.rows
     per_day = profile.rows / len(days)
     model_name = f"{name.replace('_', '-')}-classifier"
+    window_positives = profile.positives / len(days) * policy.window_days
     roles = {profile.key: "key", profile.time: "event time"}
     entries = [f"  {_yaml(c.name)}: {c.kind}" for c in profile.columns]
     width = max(len(entry) for entry in entries) + 2
@@ -725,8 +726,9 @@ def declaration_text(name: str, dataset: str, profile: SampleProfile, spec: Feat
         "label_maturity_days: 1",
         f"# Sized from the sample (~{per_day:,.0f} rows and ~{profile.positives / len(days):,.1f} "
         f"positives a day): a window of {policy.window_days} day(s)",
-        f"# holds ~{WINDOW_POSITIVES} positives, ~{WINDOW_POSITIVES // 5} in its holdout (the last fifth); "
-        f"it trains once it holds {WINDOW_SHARE_TO_TRAIN:.0%} of that.",
+        f"# holds ~{window_positives:,.0f} positives (aimed at: {WINDOW_POSITIVES}), "
+        f"~{window_positives / 5:,.0f} in its holdout (the last fifth); it trains once it holds "
+        f"{WINDOW_SHARE_TO_TRAIN:.0%} of that.",
         "# REVIEW: a longer window if your outcome comes in episodes of several days.",
         "training:",
         f"  window_days: {policy.window_days}",

@@ -297,3 +297,15 @@ def test_sample_needs_exactly_one_name(drafted: Path) -> None:
 def test_usecase_is_the_use_cases_group_under_the_issues_spelling() -> None:
     assert cli.commands["usecase"].commands is cli.commands["use-cases"].commands
     assert {"init", "list", "check"} <= set(cli.commands["usecase"].commands)
+
+
+def test_a_rare_outcome_gets_a_window_long_enough_for_the_gate(sample: pd.DataFrame, tmp_path: Path) -> None:
+    rare = sample.assign(delayed=(sample.index % 100 == 0).astype("int8"))  # 30 positives in 3 days
+    path = write_sample(rare, tmp_path / "june.parquet")
+    draft = init_use_case(
+        NAME, path, out=tmp_path / "draft", key="flight_id", time="event_time", target="delayed"
+    )
+    # 10 positives a day: 50 days hold the 500 positives aimed at (about 100 in the gate's holdout).
+    assert draft.use_case.training.window_days == 50
+    assert draft.use_case.training.min_positives == 400  # 80% of a typical window's
+    assert "holds ~500 positives (aimed at: 500)" in draft.declaration_path.read_text()
