@@ -12,7 +12,9 @@ import contextlib
 import importlib
 import io
 import sys
+import textwrap
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -229,17 +231,98 @@ services.add_command(
 
 @cli.group("use-cases", context_settings=CONTEXT_SETTINGS)
 def use_cases() -> None:
-    """List and check the use-case declarations: one <name>.yaml each in the use-case folder.
+    """Draft, list and check the use-case declarations: one <name>.yaml each in the use-case folder.
 
-    The folder is MLLOOP_USECASES_DIR (default: the packaged include/mlloop/usecases/); MLLOOP_USE_CASES
-    (comma-separated names) enables some of them, all when unset.
+    The folder is MLLOOP_USECASES_DIR (default: the packaged include/mlloop/usecases/), the suites'
+    folder MLLOOP_EXPECTATIONS_DIR (default: expectations/); MLLOOP_USE_CASES (comma-separated names)
+    enables some use cases, all when unset. `mlloop usecase` is the same group.
 
     \b
     Examples:
+      mlloop use-cases init churn --sample churn.parquet --key account_id --time event_time --target churned
       mlloop use-cases list
       mlloop use-cases check
-      MLLOOP_USECASES_DIR=/srv/usecases mlloop use-cases check churn
+      MLLOOP_USECASES_DIR=/srv/usecases mlloop use-cases check churn --sample churn.parquet
     """
+
+
+cli.add_command(
+    click.Group(
+        "usecase",
+        commands=use_cases.commands,  # the same commands, one dict: a verb added to one is in both
+        help="""Same as `mlloop use-cases`: draft (init), list and check use-case declarations.
+
+    \b
+    Examples:
+      mlloop usecase init churn --sample churn.csv --key account_id --time event_time --target churned
+      mlloop usecase check churn --sample churn.csv
+    """,
+        context_settings=CONTEXT_SETTINGS,
+    )
+)
+
+
+@use_cases.command("init", context_settings=CONTEXT_SETTINGS)
+@click.argument("name")
+@click.option(
+    "--sample",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A Parquet or CSV file of rows as deliveries will hold them, plus the target column.",
+)
+@click.option("--key", required=True, help="The column that identifies a row (unique, never null).")
+@click.option("--time", "time_column", required=True, help="The event time column (timezone-aware).")
+@click.option("--target", required=True, help="The 0/1 label column (delivered apart, in labels/).")
+@click.option("--dataset", default=None, help="Dataset name (storage paths, suite names); default: NAME.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write all three files here instead of the use-case and suites' folders.",
+)
+@click.option("--force", is_flag=True, help="Overwrite files that exist.")
+def init_use_case_command(
+    name: str,
+    sample: Path,
+    key: str,
+    time_column: str,
+    target: str,
+    dataset: str | None,
+    out: Path | None,
+    force: bool,
+) -> None:
+    """Profile a sample and write a draft declaration NAME.yaml and its raw and features GX suites.
+
+    Per column: kind, null share, numeric range (widened), values of low-cardinality strings; the
+    key's uniqueness, rows per day, the target's positives. The draft (a files source, the schema,
+    features, a training window sized from the sample's rows per day) marks with REVIEW what to check;
+    docs/add-your-use-case.md lists every margin. Refuses to overwrite a file without --force. Only a
+    0/1 target is supported (no regression yet).
+
+    \b
+    Examples:
+      mlloop use-cases init churn --sample churn.parquet --key account_id --time event_time --target churned
+      mlloop use-cases init flights_ny --sample june.csv --key flight_id --time event_time --target delayed \\
+          --dataset ny_flights --out /tmp/draft
+      mlloop usecase init churn --sample churn.csv --key account_id --time event_time --target churned --force
+    """
+    from mlloop.usecase_init import DraftError, init_use_case
+
+    try:
+        draft = init_use_case(
+            name, sample, key=key, time=time_column, target=target, dataset=dataset, out=out, force=force
+        )
+    except DraftError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line in draft.summary():
+        click.echo(line)
+    click.echo(f"Next: review the lines marked REVIEW in {draft.declaration_path.name}, then run")
+    check = f"mlloop use-cases check {name} --sample {sample}"
+    if out is None:
+        click.echo(f"  {check}")
+        return
+    click.echo(f"  MLLOOP_USECASES_DIR={out} MLLOOP_EXPECTATIONS_DIR={out} {check}")
+    click.echo("  (or move the declaration into the use-case folder and the suites into the suites' folder)")
 
 
 @use_cases.command("list", context_settings=CONTEXT_SETTINGS)
@@ -253,6 +336,7 @@ def list_use_cases() -> None:
     Examples:
       mlloop use-cases list
       MLLOOP_USE_CASES=flight_delay mlloop use-cases list
+      mlloop usecase list
     """
     from mlloop.usecase import check_declared, enabled_use_cases, usecases_dir
 
@@ -278,30 +362,52 @@ def list_use_cases() -> None:
 
 @use_cases.command("check", context_settings=CONTEXT_SETTINGS)
 @click.argument("names", nargs=-1)
-def check_use_cases(names: tuple[str, ...]) -> None:
+@click.option(
+    "--sample",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Also run both suites on this Parquet or CSV sample (needs exactly one NAME).",
+)
+def check_use_cases(names: tuple[str, ...], sample: Path | None) -> None:
     """Validate every declared use case, or the NAMES given (declared names or YAML paths).
 
-    Prints OK per valid declaration and, for an invalid one, each problem with its file, key and fix.
-    Without NAMES it also checks MLLOOP_USE_CASES and that no two use cases share a dataset or a
-    model_name. Exits 1 if anything is invalid.
+    Each declaration must load and agree with its suites: every suite column is a schema column (raw)
+    or a built feature (features), each has a type expectation fitting its kind, and the raw suite
+    redacts the PII columns. Prints OK, or INVALID with each problem, its file, key and fix. Without
+    NAMES it also checks MLLOOP_USE_CASES and that no two use cases share a dataset or a model_name;
+    with NAMES it prints the DAGs, Assets, model and effective policy each will create. --sample runs
+    the raw suite on each UTC day of the sample and the features suite on its built features, and
+    reports the failing expectations. Exits 1 on any problem.
 
     \b
     Examples:
       mlloop use-cases check
       mlloop use-cases check flight_delay
+      mlloop use-cases check churn --sample churn.parquet
       mlloop use-cases check /srv/usecases/churn.yaml
+      mlloop usecase check churn
     """
     from mlloop.usecase import check_declared, declaration_conflicts, enabled_use_cases
+    from mlloop.usecase_check import check_sample, contract_problems, plan_lines, sample_lines
 
+    if sample is not None and len(names) != 1:
+        raise click.UsageError(
+            f"--sample checks one use case; pass exactly one NAME (got {len(names)}), e.g. "
+            "`mlloop use-cases check churn --sample churn.parquet`."
+        )
     checked = _checked_use_cases(lambda: check_declared(list(names) or None))
+    invalid = 0
     for item in checked:
-        if item.use_case is not None:
-            click.echo(f"OK       {item.name}  ({item.path})")
-        else:
-            click.echo(f"INVALID  {item.name}  ({item.path})")
-            for problem in item.problems:
-                click.echo(f"  - {problem}")
-    conflicts = declaration_conflicts({i.name: i.use_case for i in checked if i.use_case is not None})
+        problems = list(item.problems) if item.use_case is None else contract_problems(item.use_case)
+        invalid += bool(problems)
+        click.echo(f"{'INVALID' if problems else 'OK':<9}{item.name}  ({item.path})")
+        for problem in problems:
+            click.echo(f"  - {problem}")
+        if names and item.use_case is not None:
+            for line in plan_lines(item.use_case):
+                click.echo(textwrap.indent(line, "  "))
+    loaded = [item for item in checked if item.use_case is not None]
+    conflicts = declaration_conflicts({i.name: i.use_case for i in loaded if i.use_case is not None})
     problems = [f"{name}: {problem}" for name, problem in conflicts.items()]
     if not names:
         try:
@@ -310,9 +416,15 @@ def check_use_cases(names: tuple[str, ...]) -> None:
             problems.append(str(exc))
     for problem in problems:
         click.echo(f"INVALID  {problem}")
-    invalid = sum(item.use_case is None for item in checked)
+    failed_sample = False
+    if sample is not None and loaded and loaded[0].use_case is not None:
+        click.echo(f"Sample {sample}:")
+        runs = check_sample(loaded[0].use_case, sample)
+        for line in sample_lines(runs):
+            click.echo(f"  {line}")
+        failed_sample = not all(run.success for run in runs)
     click.echo(f"{len(checked)} use case(s) checked: {len(checked) - invalid} OK, {invalid} invalid.")
-    if invalid or problems:
+    if invalid or problems or failed_sample:
         click.get_current_context().exit(1)
 
 
