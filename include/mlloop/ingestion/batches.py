@@ -215,7 +215,7 @@ def validate_landed_batch(storage: Storage, use_case: UseCase, batch: LandedBatc
     Raises:
         BatchRejectedError: naming the failed expectations, the quarantine folder and the reason file.
     """
-    from mlloop.validation import validate_frame
+    from mlloop.validation import validate_delivery
 
     suite_name = use_case.suites["raw"]
     day = date.fromisoformat(batch.day)
@@ -242,7 +242,7 @@ def validate_landed_batch(storage: Storage, use_case: UseCase, batch: LandedBatc
         _quarantine(storage, use_case, batch, data, reason, summary)
 
     log.info("Validating %d rows of %s against suite %r", len(frame), batch.raw_uri, suite_name)
-    report = validate_frame(frame, suite_name)
+    report = validate_delivery(storage, use_case, day, frame)  # the raw suite plus the contract defaults
     report_uri = storage.write_json(report_key, report.result)
     log.info("Validation summary:\n%s", report.summary())
     log.info("Full GX result: %s", report_uri)
