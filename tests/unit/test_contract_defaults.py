@@ -306,6 +306,25 @@ def test_a_backfilled_day_is_checked_against_the_days_published_after_it(
     assert failure.contract_default == KEY_NOT_PUBLISHED and "published on 2026-11-22" in failure.details
 
 
+def test_a_pii_key_is_compared_as_its_published_token(tmp_path: Path, storage: Storage, mlloop_env) -> None:
+    from mlloop.ingestion.pii import tokenise_frame
+
+    pii_key = "contract-test-pii-key-0123456789"
+    mlloop_env(pii_key=pii_key)
+    document = card_fraud(tmp_path / "inbox").model_dump(by_alias=True)
+    document["pii_columns"] = ["card_number", "transaction_id"]
+    use_case = UseCase.model_validate(document)
+    earlier = clean_day(DAY - timedelta(days=1))
+    tokenised = tokenise_frame(earlier, use_case.pii_columns, pii_key.encode())
+    publish(storage, tokenised, DAY - timedelta(days=1))
+    frame = clean_day()
+    frame.loc[0, "transaction_id"] = earlier.loc[0, "transaction_id"]
+    [failure] = [f for f in validate_delivery(storage, use_case, DAY, frame).failures if f.contract_default]
+    assert (failure.contract_default, failure.unexpected_count) == (KEY_NOT_PUBLISHED, 1)
+    assert failure.sample_values == [tokenised.loc[0, "transaction_id_token"]]  # the token, not the raw key
+    assert earlier.loc[0, "transaction_id"] not in failure.details
+
+
 # --- the declaration ----------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ and one check that needs storage, reported in the same failure format:
 
 A hand-written expectation of the same type on the same column wins: the default is not added (no
 duplicate), and the report's meta lists it as covered by the suite. A key column declared as PII is
-compared after tokenisation, as ``validated/`` holds it.
+compared after tokenisation (with the PII key), as ``validated/`` holds it.
 """
 
 from __future__ import annotations
@@ -195,8 +195,8 @@ def published_key_check(
     outcome: dict[str, Any] = {"column": column, "lookback_days": lookback}
     if column not in frame.columns:
         return outcome | {"skipped": f"the delivery has no column {column!r} (the suite reports it)"}, None
-    keys = _comparable_keys(frame[column], use_case)
-    delivered = set(keys.dropna())
+    keys = _stored_keys(frame, use_case)
+    delivered, stored_column = set(keys.dropna()), str(keys.name)
     published_on: dict[str, str] = {}
     days_read: list[str] = []
     for other in (day + timedelta(days=offset) for offset in range(-lookback, lookback + 1) if offset):
@@ -204,18 +204,17 @@ def published_key_check(
         files = [key for key in storage.list(folder) if key.endswith(".parquet")] if delivered else []
         days_read += [other.isoformat()] if files else []
         for key in files:
-            stored = pd.read_parquet(io.BytesIO(storage.read_bytes(key)), columns=[column])[column].astype(
-                str
-            )
+            stored = pd.read_parquet(io.BytesIO(storage.read_bytes(key)), columns=[stored_column])
+            stored = stored[stored_column].astype(str)
             for value in stored[stored.isin(delivered)].unique():
                 published_on.setdefault(value, other.isoformat())
     outcome |= {"days_read": days_read, "keys_published_elsewhere": len(published_on)}
     if not published_on:
         log.info("No delivered %s was published on the %d other validated days read", column, len(days_read))
         return outcome, None
-    rows = int(keys.isin(published_on).sum())
+    rows = int(keys.isin(list(published_on)).sum())
     examples = dict(list(published_on.items())[:EXAMPLES])
-    shown = {_shown(value, column, use_case): on for value, on in examples.items()}
+    shown = {_shown(value, stored_column, use_case): on for value, on in examples.items()}  # tokens: not PII
     days = sorted(set(published_on.values()))
     details = (
         f"{column}: {rows} of {len(keys)} rows have a key already published for another day "
@@ -235,14 +234,16 @@ def published_key_check(
     return outcome | {"published_on": shown, "days_published": days, "rows": rows}, failure
 
 
-def _comparable_keys(keys: pd.Series, use_case: UseCase) -> pd.Series:
-    """Return the delivered keys as ``validated/`` holds them: text, tokenised when the key is PII."""
-    if use_case.key_column not in use_case.pii_columns:
-        return keys.astype(str).where(keys.notna())
-    from mlloop.config import get_settings
-    from mlloop.ingestion.pii import resolve_pii_key, tokenise_column
+def _stored_keys(frame: pd.DataFrame, use_case: UseCase) -> pd.Series:
+    """Return the delivered keys as ``validated/`` holds them, named as its column: tokenised when PII."""
+    keys = frame[[use_case.key_column]]
+    if use_case.key_column in use_case.pii_columns:
+        from mlloop.config import get_settings
+        from mlloop.ingestion.pii import resolve_pii_key, tokenise_frame
 
-    return tokenise_column(keys, resolve_pii_key(get_settings()))
+        keys = tokenise_frame(keys, [use_case.key_column], resolve_pii_key(get_settings()))
+    stored = keys.iloc[:, 0]
+    return stored.astype(str).where(stored.notna())
 
 
 def _shown(value: Any, column: str, use_case: UseCase) -> Any:
