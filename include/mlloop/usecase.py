@@ -24,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PositiveInt,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -142,6 +143,56 @@ class TrainingPolicy(BaseModel):
     )
 
 
+class ValueSetSpec(BaseModel):
+    """One column's allowed values (``contract.value_sets.<column>``) and what a value outside them does."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # None: the column's declared vocabulary in features.categorical (required for any other column).
+    values: list[str] | None = Field(default=None, min_length=1)
+    # reject: a new value fails the batch. report: the batch passes, the new values are listed in the
+    # validation report and logged as a warning.
+    policy: Literal["reject", "report"] = "report"
+
+
+class ContractSpec(BaseModel):
+    """Contract defaults added to the raw suite of every delivery (``contract:``; see docs/design.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The zone whose calendar day a date=D partition is: every event time must lie in [D 00:00, D+1 00:00).
+    timezone: str = "UTC"
+    # Longest text value of a string column (per-column overrides in max_string_length): ids, codes and
+    # names are far shorter; a megabyte in a column is a broken export, not data.
+    default_max_string_length: int = Field(default=1000, ge=1)
+    max_string_length: dict[str, PositiveInt] = Field(default_factory=dict)
+    # The policy of the default value sets (the categorical features' vocabularies). report: a new category
+    # is drift (the features read it as __unknown__, drift monitoring measures its share), not a fault that
+    # should stop a day; a column whose new values are faults gets policy reject in value_sets.
+    categorical_policy: Literal["reject", "report"] = "report"
+    value_sets: dict[str, ValueSetSpec] = Field(default_factory=dict)
+    # A delivered key must not have been published for another day within this many days either side:
+    # longer than any training window (flight_delay's is 28 days), and a bounded read (the key column of
+    # at most twice this many validated partitions).
+    key_lookback_days: int = Field(default=30, ge=0, le=366)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        return CsvOptions._known_zone(zone)
+
+    def value_set_of(self, column: str, categorical: Mapping[str, list[str]]) -> ValueSetSpec | None:
+        """Return ``column``'s value set: declared, else its categorical vocabulary, else None."""
+        declared, vocabulary = self.value_sets.get(column), categorical.get(column)
+        if declared is None:
+            return (
+                None
+                if vocabulary is None
+                else ValueSetSpec(values=vocabulary, policy=self.categorical_policy)
+            )
+        return declared if declared.values is not None else declared.model_copy(update={"values": vocabulary})
+
+
 class UseCase(BaseModel):
     """A declared use case; DAGs and include/ read this instead of hard-coding the domain."""
 
@@ -172,6 +223,9 @@ class UseCase(BaseModel):
     training: TrainingPolicy = Field(default_factory=TrainingPolicy)
     gate: dict[str, Any] = Field(default_factory=dict)
     monitor: dict[str, Any] = Field(default_factory=dict)
+    # Contract defaults every delivery is also validated against (event time in the day, key unique and not
+    # published for another day, string lengths, value sets); ContractSpec says each default.
+    contract: ContractSpec = Field(default_factory=ContractSpec)
 
     @field_validator("name")
     @classmethod
@@ -201,6 +255,30 @@ class UseCase(BaseModel):
     def _monitor_section_valid(cls, monitor: dict[str, Any]) -> dict[str, Any]:
         check_monitor_section(monitor, where="this declaration")
         return monitor
+
+    @field_validator("contract")
+    @classmethod
+    def _contract_names_declared_columns(cls, contract: ContractSpec, info: ValidationInfo) -> ContractSpec:
+        schema = info.data.get("schema_") or {}
+        categorical = info.data["features"].categorical if info.data.get("features") else {}
+        not_text = [c for c in contract.max_string_length if schema.get(c) != "string"]
+        if schema and not_text:
+            raise ValueError(
+                f"max_string_length names {not_text}, which are not string columns of schema; list only "
+                "columns declared as string"
+            )
+        unknown = [c for c in contract.value_sets if schema and c not in schema]
+        if unknown:
+            raise ValueError(f"value_sets names {unknown}, which are not columns of schema")
+        unlisted = [
+            c for c, spec in contract.value_sets.items() if spec.values is None and c not in categorical
+        ]
+        if unlisted:
+            raise ValueError(
+                f"value_sets {unlisted} list no values and are not categorical features (whose vocabulary "
+                "would be the default); add values: [...]"
+            )
+        return contract
 
     @model_validator(mode="after")
     def _columns_declared(self) -> UseCase:

@@ -260,7 +260,7 @@ def validate_landed_batch(storage: Storage, use_case: UseCase, batch: LandedBatc
     Raises:
         BatchRejectedError: naming the failed expectations, the quarantine folder and the reason file.
     """
-    from mlloop.validation import validate_frame
+    from mlloop.validation import validate_delivery
 
     suite_name = use_case.suites["raw"]
     day = date.fromisoformat(batch.day)
@@ -292,7 +292,7 @@ def validate_landed_batch(storage: Storage, use_case: UseCase, batch: LandedBatc
 
     where = batch.raw_uri if len(batch.raw_uris) == 1 else f"{len(batch.raw_uris)} files of {batch.day}"
     log.info("Validating %d rows of %s against suite %r", len(frame), where, suite_name)
-    report = validate_frame(frame, suite_name)
+    report = validate_delivery(storage, use_case, day, frame)  # the raw suite plus the contract defaults
     report_uri = storage.write_json(report_key, report.result)
     log.info("Validation summary:\n%s", report.summary())
     log.info("Full GX result: %s", report_uri)

@@ -5,6 +5,7 @@ Light to import (Great Expectations is imported on first use, inside the functio
 
 import logging
 
+from mlloop.validation.contract import contract_expectations, validate_delivery
 from mlloop.validation.report import ExpectationFailure, ValidationReport
 from mlloop.validation.runner import validate_frame
 from mlloop.validation.suite import EXPECTATIONS_DIR, available_suites, load_suite
@@ -18,6 +19,8 @@ __all__ = [
     "ExpectationFailure",
     "ValidationReport",
     "available_suites",
+    "contract_expectations",
     "load_suite",
+    "validate_delivery",
     "validate_frame",
 ]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 SAMPLE_SIZE = 5
+# A cell value copied into a report is cut to this many characters (a 1 MB string stays out of reports).
+VALUE_CHARS = 200
 _TABLE = "table"
 # Result keys whose values are cell values of the validated column (redacted for PII columns).
 _VALUE_KEYS = ("partial_unexpected_list", "unexpected_list")
@@ -26,6 +28,8 @@ class ExpectationFailure:
     unexpected_percent: float | None
     sample_values: list[Any]
     details: str
+    # The contract default this expectation is (mlloop.validation.contract), None for a hand-written one.
+    contract_default: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the failure as a JSON-serialisable dict."""
@@ -42,6 +46,8 @@ class ValidationReport:
     failures: list[ExpectationFailure]
     row_count: int
     result: dict[str, Any]
+    # Expectations under a report policy that passed with unexpected values (listed, not failed).
+    reported: list[ExpectationFailure] = field(default_factory=list)
 
     @property
     def passed(self) -> int:
@@ -56,6 +62,7 @@ class ValidationReport:
             f"{len(self.failures)} failed on {self.row_count} rows ({verdict})"
         ]
         lines += [f"  - {failure.expectation}: {failure.details}" for failure in self.failures]
+        lines += [f"  ~ reported, passes: {item.expectation}: {item.details}" for item in self.reported]
         return "\n".join(lines)
 
     def to_reason(self) -> dict[str, Any]:
@@ -68,7 +75,29 @@ class ValidationReport:
             "passed": self.passed,
             "failed": len(self.failures),
             "failures": [failure.to_dict() for failure in self.failures],
+            "reported": [item.to_dict() for item in self.reported],
         }
+
+    def with_check(
+        self, name: str, outcome: dict[str, Any], failure: ExpectationFailure | None
+    ) -> ValidationReport:
+        """Return this report with one more check run outside GX (counted, recorded in the result's meta)."""
+        failures = [*self.failures, *([failure] if failure is not None else [])]
+        success = self.success and failure is None
+        evaluated = self.evaluated + 1
+        statistics = dict(self.result.get("statistics") or {})
+        statistics.update(
+            evaluated_expectations=evaluated,
+            successful_expectations=evaluated - len(failures),
+            unsuccessful_expectations=len(failures),
+            success_percent=100.0 * (evaluated - len(failures)) / evaluated,
+        )
+        meta = dict(self.result.get("meta") or {})
+        ours = dict(meta.get("mlloop") or {})
+        ours["checks"] = {**ours.get("checks", {}), name: outcome | {"success": failure is None}}
+        meta["mlloop"] = ours
+        result = self.result | {"success": success, "statistics": statistics, "meta": meta}
+        return replace(self, success=success, evaluated=evaluated, failures=failures, result=result)
 
 
 def build_report(
@@ -87,6 +116,13 @@ def build_report(
         for item in result["results"]
         if not item["success"]
     ]
+    reported = [
+        describe_failure(item, row_count=row_count, columns=columns)
+        for item in result["results"]
+        if item["success"]
+        and (item["expectation_config"].get("meta") or {}).get("policy") == "report"
+        and (item.get("result") or {}).get("unexpected_count")
+    ]
     return ValidationReport(
         suite=suite,
         success=bool(result["success"]),
@@ -94,6 +130,7 @@ def build_report(
         failures=failures,
         row_count=row_count,
         result=result,
+        reported=reported,
     )
 
 
@@ -112,6 +149,9 @@ def describe_failure(item: dict[str, Any], *, row_count: int, columns: list[str]
         details = _describe_error(column, error, columns)
     else:
         details = _describe_outcome(expectation, column, kwargs, outcome, row_count)
+    default = (config.get("meta") or {}).get("contract_default")
+    if default is not None:
+        details += f" [contract default {default}]"
     return ExpectationFailure(
         expectation=expectation,
         column=column,
@@ -120,6 +160,7 @@ def describe_failure(item: dict[str, Any], *, row_count: int, columns: list[str]
         unexpected_percent=None if unexpected_percent is None else round(float(unexpected_percent), 4),
         sample_values=samples,
         details=details,
+        contract_default=default,
     )
 
 
@@ -137,6 +178,25 @@ def redact_result(result: dict[str, Any], pii_columns: set[str]) -> None:
                 entry["value"] = mask_value(entry.get("value"))
         outcome.pop("partial_unexpected_index_list", None)
         outcome.pop("unexpected_index_list", None)
+
+
+def shorten_values(result: dict[str, Any]) -> None:
+    """Cut, in place, the text cell values GX copied into the results to ``VALUE_CHARS`` characters."""
+    for item in result.get("results", []):
+        outcome = item.get("result") or {}
+        for key in _VALUE_KEYS:
+            if outcome.get(key) is not None:
+                outcome[key] = [shorten_value(value) for value in outcome[key]]
+        for key in _COUNT_KEYS:
+            for entry in outcome.get(key) or []:
+                entry["value"] = shorten_value(entry.get("value"))
+
+
+def shorten_value(value: Any) -> Any:
+    """Return a text value cut to ``VALUE_CHARS`` characters with its full length named; others unchanged."""
+    if isinstance(value, str) and len(value) > VALUE_CHARS:
+        return f"{value[:VALUE_CHARS]}... ({len(value):,} characters)"
+    return value
 
 
 def mask_value(value: Any) -> Any:

@@ -26,14 +26,20 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from mlloop.validation.report import SAMPLE_SIZE, ValidationReport, build_report, redact_result
-from mlloop.validation.suite import read_suite_json, suite_path
+from mlloop.validation.report import (
+    SAMPLE_SIZE,
+    ValidationReport,
+    build_report,
+    redact_result,
+    shorten_values,
+)
+from mlloop.validation.suite import build_suite, read_suite_json, suite_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,25 +66,37 @@ class _SuitePlan:
     text_columns: frozenset[str]  # columns whose type expectation accepts "str"
 
 
-def validate_frame(frame: pd.DataFrame, suite_name: str) -> ValidationReport:
+def validate_frame(
+    frame: pd.DataFrame, suite_name: str, extra_expectations: Sequence[dict[str, Any]] = ()
+) -> ValidationReport:
     """Validate ``frame`` with the GX suite ``expectations/<suite_name>.json`` and report the outcome.
+
+    ``extra_expectations`` (GX expectation dicts, e.g. the contract defaults of a delivery's day) run
+    after the suite's own, as part of the same suite and result.
 
     A missing column does not stop the run: its expectations fail with "<column>: column is missing"
     and the schema expectation names the missing and unexpected columns.
 
     Raises:
         FileNotFoundError: when the suite does not exist (naming the suites that do).
-        ValueError: when the suite file is not a valid GX suite.
+        ValueError: when the suite file (or an extra expectation) is not valid for GX.
     """
     started = time.perf_counter()
-    plan = _plan(suite_name, suite_path(suite_name).stat().st_mtime_ns)
+    if extra_expectations:
+        document = read_suite_json(suite_name)
+        document["expectations"] = [*document["expectations"], *extra_expectations]
+        where = f"{suite_path(suite_name)} with {len(extra_expectations)} added expectations"
+        plan = _build_plan(suite_name, document, where)
+    else:
+        plan = _plan(suite_name, suite_path(suite_name).stat().st_mtime_ns)
     rows, columns = len(frame), [str(name) for name in frame.columns]
     log.info(
-        "Validating %d rows x %d columns against suite %r (%d expectations)",
+        "Validating %d rows x %d columns against suite %r (%d expectations, %d added)",
         rows,
         len(columns),
         suite_name,
         len(plan.order),
+        len(extra_expectations),
     )
     batch_definition = _batch_definition()
     results: list[ExpectationValidationResult] = []
@@ -102,6 +120,7 @@ def validate_frame(frame: pd.DataFrame, suite_name: str) -> ValidationReport:
     merged = _merge(plan, results, meta)
     result = merged.to_json_dict()
     redact_result(result, set(plan.pii_columns))
+    shorten_values(result)
     report = build_report(result, suite=suite_name, row_count=rows, columns=columns)
     log.info(
         "Suite %r on %d rows: %d/%d expectations passed (%s) in %.2fs",
@@ -186,12 +205,15 @@ def _key(expectation_type: str, kwargs: dict[str, Any]) -> tuple[str, str]:
 @lru_cache(maxsize=16)
 def _plan(name: str, mtime_ns: int) -> _SuitePlan:
     """Load suite ``name`` and split it into table-level and per-column GX suites (cached per version)."""
+    log.debug("Planning suite %r (version %s)", name, mtime_ns)
+    return _build_plan(name, read_suite_json(name), str(suite_path(name)))
+
+
+def _build_plan(name: str, document: dict[str, Any], source: str) -> _SuitePlan:
+    """Split a suite document into table-level and per-column GX suites, checked whole by GX first."""
     from great_expectations.core import ExpectationSuite
 
-    from mlloop.validation.suite import load_suite
-
-    suite = load_suite(name)  # validates the whole document once
-    document = read_suite_json(name)
+    suite = build_suite(document, source)  # validates the whole document once
     table: list[dict[str, Any]] = []
     per_column: dict[str, list[dict[str, Any]]] = {}
     for expectation in document["expectations"]:
@@ -209,7 +231,7 @@ def _plan(name: str, mtime_ns: int) -> _SuitePlan:
         if exp.get("type") == "expect_column_values_to_be_in_type_list"
         and "str" in exp["kwargs"].get("type_list", [])
     }
-    log.debug("Suite %r: %d expectations, %d columns (%s)", name, len(order), len(per_column), mtime_ns)
+    log.debug("Suite %r: %d expectations, %d columns", name, len(order), len(per_column))
     return _SuitePlan(
         name=name,
         table=part(table) if table else None,

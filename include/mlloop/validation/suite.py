@@ -77,22 +77,30 @@ def load_suite(name: str) -> ExpectationSuite:
         FileNotFoundError: naming the path looked for and the suites that exist.
         ValueError: when the file is not a valid suite, or an expectation in it is not valid for GX.
     """
+    return build_suite(read_suite_json(name), str(suite_path(name)))
+
+
+def build_suite(document: dict[str, Any], source: str) -> ExpectationSuite:
+    """Build a GX ``ExpectationSuite`` from a suite document, refusing one GX would silently shrink.
+
+    Raises:
+        ValueError: naming ``source`` when an expectation in the document is not valid for GX.
+    """
     from great_expectations.compatibility.pydantic import ValidationError
     from great_expectations.core import ExpectationSuite
 
-    document = read_suite_json(name)
     try:
         suite = ExpectationSuite(**document)
     except (ValidationError, TypeError) as exc:
         raise ValueError(
-            f"expectation suite {suite_path(name)} has an expectation GX rejects: {exc}. Fix its kwargs."
+            f"expectation suite {source} has an expectation GX rejects: {exc}. Fix its kwargs."
         ) from exc
     # GX logs and drops an expectation whose configuration it rejects; a contract must not shrink silently.
     if len(suite.expectations) != len(document["expectations"]):
         kept = {exp.expectation_type for exp in suite.expectations}
         declared = [exp.get("type") for exp in document["expectations"]]
         raise ValueError(
-            f"expectation suite {suite_path(name)}: GX accepted {len(suite.expectations)} of "
+            f"expectation suite {source}: GX accepted {len(suite.expectations)} of "
             f"{len(declared)} expectations (types kept: {sorted(kept)}); see the GX error logged above and "
             "fix the rejected expectation's kwargs."
         )
