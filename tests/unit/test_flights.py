@@ -99,3 +99,21 @@ def test_the_export_fills_a_relative_inbox_under_the_data_root_once(tmp_path: Pa
     served = source_day(USE_CASE, dt.date(2026, 3, 15))
     assert len(served) == 988 and served["event_time"].dt.date.eq(dt.date(2026, 3, 15)).all()
     assert Storage(inbox.root).exists("labels/flights/date=2026-03-15/flights-2026-03-15.parquet")
+
+
+def test_a_later_demo_keeps_the_first_demos_calendar(tmp_path: Path, mlloop_env) -> None:
+    from mlloop.ops.real_data_demo import ReplayEndedError, replay_days
+
+    mlloop_env(data_root=tmp_path / "data")
+    first = replay_days(USE_CASE, dt.date(2026, 4, 15))
+    # Two days later: the window keeps its days (and so its data); the monitored days move on with 2013.
+    later = replay_days(USE_CASE, dt.date(2026, 4, 17))
+    assert later.shift_days == first.shift_days and later.train == first.train
+    assert later.monitored == ("2026-04-14", "2026-04-15", "2026-04-16")
+    assert later.real_days[-1] == dt.date(2013, 7, 5) and len(later.real_days) == 31
+    # A fresh calendar would have re-dated other flights onto days already published.
+    assert flight_days(USE_CASE, dt.date(2026, 4, 17)).shift_days == first.shift_days + 2
+    with pytest.raises(ReplayEndedError, match=r"reached the table's last day .*make clean"):
+        replay_days(USE_CASE, dt.date(2026, 12, 1))
+    with pytest.raises(ReplayEndedError, match=r"too late for today \(2026-04-10\).*make clean"):
+        replay_days(USE_CASE, dt.date(2026, 4, 10))

@@ -1,8 +1,9 @@
 """The demo's second use case: flight_delay, on real public data, beside card_fraud on the same stack.
 
-Its data enters as a user's would (``mlloop.data.flights``): ten days of New York City's 2013 flights are
-exported into the use case's inbox as daily deliveries with their delayed labels, re-dated to the ten
-days before today. Then only the platform's own DAGs run, through the scheduler: ``ingest_flight_delay``
+Its data enters as a user's would (``mlloop.data.flights``): 31 days of New York City's 2013 flights are
+exported into the use case's inbox as daily deliveries with a feed of their delayed labels, re-dated to
+the 31 days before today. The first demo keeps that calendar in the inbox (``_replay.json``); a later one
+keeps the training window's days and data and moves only the three monitored days on with 2013. Then only the platform's own DAGs run, through the scheduler: ``ingest_flight_delay``
 lands and validates each delivery, the day that completes the training window starts
 ``train_flight_delay`` through its ``validated_flight_delay`` Asset (train, gate, promote; only while the
 use case has no champion, so a re-run trains nothing new), the scoring
@@ -43,6 +44,14 @@ FIRST_REAL_DAY = date(2013, 6, 3)
 MONITORED_DAYS = 3
 
 
+# The replay's calendar, kept in the inbox by the first demo: a later demo keeps its shift.
+REPLAY_FILE = "_replay.json"
+
+
+class ReplayEndedError(RuntimeError):
+    """Raised when the kept replay calendar would need flights after the table's last day."""
+
+
 @dataclass(frozen=True)
 class FlightDays:
     """The platform days the demo feeds: the training window, then the monitored days, ending yesterday."""
@@ -53,19 +62,57 @@ class FlightDays:
 
     @property
     def real_days(self) -> list[date]:
-        """Return the 2013 days behind them, in order."""
-        first = date.fromisoformat(self.train[0]) - timedelta(days=self.shift_days)
-        return [first + timedelta(days=i) for i in range(len(self.train) + len(self.monitored))]
+        """Return the 2013 days behind them, in order (without repeats)."""
+        days = dict.fromkeys((*self.train, *self.monitored))
+        return [date.fromisoformat(d) - timedelta(days=self.shift_days) for d in days]
 
 
-def flight_days(use_case: UseCase, today: date | None = None) -> FlightDays:
-    """Return the days to feed: the declared training window, then three monitored days up to yesterday."""
+def flight_days(use_case: UseCase, today: date | None = None, shift_days: int | None = None) -> FlightDays:
+    """Return the days to feed: the declared training window, then three monitored days up to yesterday.
+
+    The first demo re-dates 2013-06-03 onto the window's first day. A later one passes that shift
+    (``shift_days``): the window keeps its days and data, and the monitored days are the three before
+    today with the real days that fall there. A new shift would deliver other flights for days already
+    published, whose flight ids then name two flights (the contract refuses such keys).
+
+    Raises:
+        ReplayEndedError: when the kept calendar would need days after the table's end (2013-12-31).
+    """
+    from mlloop.data.flights import LAST_DAY
+
     today = today or clock.today()
-    count = use_case.training.window_days + MONITORED_DAYS
-    days = [(today - timedelta(days=count - i)).isoformat() for i in range(count)]
-    shift = (date.fromisoformat(days[0]) - FIRST_REAL_DAY).days
     window = use_case.training.window_days
-    return FlightDays(tuple(days[:window]), tuple(days[window:]), shift)
+    count = window + MONITORED_DAYS
+    if shift_days is None:
+        shift_days = (today - timedelta(days=count) - FIRST_REAL_DAY).days
+    first = FIRST_REAL_DAY + timedelta(days=shift_days)
+    train = tuple((first + timedelta(days=i)).isoformat() for i in range(window))
+    start = max(first + timedelta(days=window), today - timedelta(days=MONITORED_DAYS))
+    monitored = tuple((start + timedelta(days=i)).isoformat() for i in range((today - start).days))
+    replay = f"the flights replay kept in the inbox starts on {train[0]} (2013-06-03 + {shift_days} days)"
+    if today - timedelta(days=1 + shift_days) > LAST_DAY:
+        raise ReplayEndedError(
+            f"{replay} and has reached the table's last day ({LAST_DAY}): run `make clean` to start a new "
+            "replay ending yesterday"
+        )
+    if not monitored:
+        raise ReplayEndedError(
+            f"{replay}, too late for today ({today}) to leave a day after its window: run `make clean` to "
+            "start a new replay ending yesterday"
+        )
+    return FlightDays(train, monitored, shift_days)
+
+
+def replay_days(use_case: UseCase, today: date | None = None) -> FlightDays:
+    """Return ``flight_days`` with the shift the first demo kept in the inbox (kept now if there is none)."""
+    from mlloop.ingestion.batches import open_inbox
+
+    inbox = open_inbox(use_case)
+    kept = inbox.read_json(REPLAY_FILE)["shift_days"] if inbox.exists(REPLAY_FILE) else None
+    days = flight_days(use_case, today, kept)
+    if kept is None:
+        inbox.write_json(REPLAY_FILE, {"shift_days": days.shift_days, "first_day": days.train[0]})
+    return days
 
 
 def export_inbox(use_case: UseCase, days: FlightDays) -> str:
@@ -95,7 +142,7 @@ def run(api: AirflowAPI, stamp: str) -> tuple[str, list[str]]:
 
     use_case = load_use_case(USE_CASE)
     names = dag_names(USE_CASE)
-    days = flight_days(use_case)
+    days = replay_days(use_case)
     log.info(
         "flight_delay: exporting %d days of 2013 flights as %s..%s",
         len(days.real_days),
