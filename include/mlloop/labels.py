@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -126,3 +126,34 @@ def feed_files(
         (f"labels/{dataset}/date={day.isoformat()}/{dataset}-{events_day.isoformat()}.parquet", rows)
         for day, rows in ((d, labels[known_day == d].reset_index(drop=True)) for d in sorted(set(known_day)))
     ]
+
+
+def target_failures(frame: pd.DataFrame, key_column: str, target_column: str) -> list[dict[str, Any]]:
+    """Return the failures of delivered labels' key and target: a value missing, a target not 0 or 1.
+
+    Each failure has the validation reason format (``expectation``, ``column``, ``details``).
+    """
+    import pandas as pd
+
+    failures = []
+    for column in (key_column, target_column):
+        nulls = int(frame[column].isna().sum())
+        if nulls:
+            failures.append(
+                {
+                    "expectation": "expect_column_values_to_not_be_null",
+                    "column": column,
+                    "details": f"{nulls} row(s) without a value",
+                }
+            )
+    values = pd.to_numeric(frame[target_column], errors="coerce")
+    bad = frame.loc[frame[target_column].notna() & ~values.isin([0, 1]), target_column]
+    if len(bad):
+        failures.append(
+            {
+                "expectation": "expect_column_values_to_be_in_set",
+                "column": target_column,
+                "details": f"{len(bad)} value(s) not 0 or 1, e.g. {bad.head(3).tolist()}",
+            }
+        )
+    return failures

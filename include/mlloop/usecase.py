@@ -119,6 +119,10 @@ class LabelsSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # feed: labels arrive apart, in the feed below. in_delivery (backfills of history whose outcomes are
+    # known): the target column is inside each delivered file, each label known at its event time plus
+    # label_maturity_days; it is taken out before the raw suite and published to labels/.
+    mode: Literal["feed", "in_delivery"] = "feed"
     # The label feed's folder: a path relative to source.uri, an absolute path or a URI. Deliveries lie in
     # date=YYYY-MM-DD/ folders named by the day they were delivered, any number of files a day.
     uri: str | None = None

@@ -174,3 +174,34 @@ def test_a_csv_label_delivery_with_a_bom_lands(feed) -> None:
 def test_a_generator_source_has_no_feed(tmp_path: Path) -> None:
     result = land_labels(Storage(str(tmp_path)), load_use_case("card_fraud"), DAY)
     assert (result.landed, result.seen, result.quarantined) == ([], 0, [])
+
+
+def test_labels_inside_the_delivery_are_taken_out_and_known_after_the_maturity(tmp_path: Path) -> None:
+    from mlloop.ingestion.batches import BatchRejectedError
+
+    generated = generate_day(DAY, rows=ROWS, seed=12)
+    both = generated.transactions.merge(generated.labels[[KEY, TARGET]], on=KEY)
+    inbox = tmp_path / "inbox"
+    delivery = inbox / "transactions" / f"date={DAY.isoformat()}" / "part-0.parquet"
+    delivery.parent.mkdir(parents=True)
+    both.to_parquet(delivery, index=False)
+    use_case = load_use_case("card_fraud").model_copy(
+        update={
+            "source": SourceSpec(kind="files", uri=str(inbox)),
+            "labels": LabelsSpec(mode="in_delivery"),
+            "label_maturity_days": 2,
+        }
+    )
+    storage = Storage(str(tmp_path / "root"))
+    published = ingest_day(storage, use_case, DAY, b"k" * 32)
+    assert TARGET not in storage.read_frame(published["validated_uri"]).columns
+    assert land_labels(storage, use_case, DAY + timedelta(days=9)).landed == []  # no feed to look at
+    # Known two days after each event: none at the start of the next day, all once two days have passed.
+    assert read_known_labels(storage, use_case, [DAY], _midnight(DAY + timedelta(days=1))).empty
+    known = read_known_labels(storage, use_case, [DAY], _midnight(DAY + timedelta(days=3)))
+    assert len(known) == ROWS
+    assert known.set_index(KEY)[TARGET].sort_index().equals(both.set_index(KEY)[TARGET].sort_index())
+
+    both.assign(**{TARGET: both[TARGET].where(both.index != 5, 3)}).to_parquet(delivery, index=False)
+    with pytest.raises(BatchRejectedError, match=r"expect_column_values_to_be_in_set\(is_fraud\)"):
+        ingest_day(storage, use_case, DAY, b"k" * 32)

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from mlloop.labels import LABEL_TIME_COLUMN, LABELS_AREA, target_failures
 from mlloop.storage import Storage, StorageError, partition_key
 
 if TYPE_CHECKING:
@@ -219,10 +220,41 @@ def read_delivery(data: bytes, use_case: UseCase, schema: Mapping[str, str] | No
     frame = pd.read_csv(
         io.StringIO(text), sep=options.delimiter, dtype=str, keep_default_na=False, na_values=[""]
     )
-    for column, kind in (use_case.schema_ if schema is None else schema).items():
+    for column, kind in (delivered_schema(use_case) if schema is None else schema).items():
         if column in frame.columns and kind != "string":
             frame[column] = _typed(frame[column], kind, options.decimal, options.timezone)
     return frame
+
+
+def delivered_schema(use_case: UseCase) -> dict[str, str]:
+    """Return the delivered columns' kinds: the schema, and the target when labels come in the file."""
+    if use_case.labels.mode == "in_delivery":
+        return {**use_case.schema_, use_case.target_column: "integer"}
+    return dict(use_case.schema_)
+
+
+def split_delivered_labels(
+    frame: pd.DataFrame, use_case: UseCase
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Return (the delivery without its target, its labels) for in-delivery labels, else (frame, None).
+
+    With ``labels.mode: in_delivery`` each label is known (``label_time``) at its event time plus
+    ``label_maturity_days``.
+    """
+    import pandas as pd
+
+    if use_case.labels.mode != "in_delivery":
+        return frame, None
+    key, target, when = use_case.key_column, use_case.target_column, use_case.time_column
+    maturity = pd.Timedelta(days=use_case.label_maturity_days)
+    labels = pd.DataFrame(
+        {
+            key: frame[key],
+            target: frame[target],
+            LABEL_TIME_COLUMN: pd.to_datetime(frame[when], utc=True) + maturity,
+        }
+    )
+    return frame.drop(columns=[target]), labels
 
 
 def _typed(values: pd.Series, kind: str, decimal: str, zone: str) -> pd.Series:
@@ -289,6 +321,26 @@ def validate_landed_batch(storage: Storage, use_case: UseCase, batch: LandedBatc
             )
             _quarantine(storage, use_case, batch, data, reason, summary)
     frame = _concat(frames)
+    if use_case.labels.mode == "in_delivery":
+        target = use_case.target_column
+        failures = (
+            target_failures(frame, use_case.key_column, target)
+            if target in frame.columns
+            else [
+                {
+                    "expectation": "expect_label_columns",
+                    "column": target,
+                    "details": f"labels.mode is in_delivery but the delivery has no {target} column",
+                }
+            ]
+        )
+        if failures:
+            reason = {"suite": "labels in the delivery", "success": False, "failures": failures}
+            summary = f"batch {batch.batch_id}: its {target} labels fail: " + "; ".join(
+                f["details"] for f in failures
+            )
+            _quarantine(storage, use_case, batch, data, reason, summary)
+        frame, _ = split_delivered_labels(frame, use_case)
 
     where = batch.raw_uri if len(batch.raw_uris) == 1 else f"{len(batch.raw_uris)} files of {batch.day}"
     log.info("Validating %d rows of %s against suite %r", len(frame), where, suite_name)
@@ -357,6 +409,12 @@ def publish_validated(
 
     started = time.perf_counter()
     frame = _concat([read_delivery(storage.read_bytes(uri), use_case) for uri in batch.raw_uris])
+    frame, labels = split_delivered_labels(frame, use_case)
+    if labels is not None:
+        labels_uri = storage.write_frame(
+            f"{partition_key(LABELS_AREA, use_case.dataset, batch.day)}/{batch.batch_id}.parquet", labels
+        )
+        log.info("Published the delivery's %d labels to %s", len(labels), labels_uri)
     tokenised = tokenise_frame(frame, use_case.pii_columns, pii_key)
     prefix = partition_key("validated", use_case.dataset, batch.day)
     key = f"{prefix}/{batch.batch_id}.parquet"

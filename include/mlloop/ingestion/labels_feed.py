@@ -29,7 +29,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 from mlloop.ingestion.batches import batch_id_of, is_absolute, open_folder, read_delivery
-from mlloop.labels import LABEL_TIME_COLUMN, LABELS_AREA
+from mlloop.labels import LABEL_TIME_COLUMN, LABELS_AREA, target_failures
 from mlloop.storage import Storage, partition_key
 
 if TYPE_CHECKING:
@@ -80,10 +80,11 @@ def label_inbox(use_case: UseCase) -> Storage:
 def land_labels(storage: Storage, use_case: UseCase, through: date) -> LabelFeedResult:
     """Land every label file delivered on or before ``through`` that no earlier look has landed.
 
-    A generator source delivers its labels with each day (``land_batch``): nothing to do for it.
+    A generator source, and a files source whose labels come inside the delivered file
+    (``labels.mode: in_delivery``), deliver their labels with each day (``publish_validated``): nothing to do.
     """
     result = LabelFeedResult()
-    if use_case.source.kind != "files":
+    if use_case.source.kind != "files" or use_case.labels.mode != "feed":
         return result
     inbox = label_inbox(use_case)
     suffix = use_case.source.suffix
@@ -184,22 +185,11 @@ def _row_failures(
     import pandas as pd
 
     key, target, known = use_case.key_column, use_case.target_column, use_case.labels.known_at_column
-    failures = []
-    for column in (key, known, target):
-        nulls = int(frame[column].isna().sum())
-        if nulls:
-            failures.append(
-                _failure("expect_column_values_to_not_be_null", column, f"{nulls} row(s) without a value")
-            )
-    values = pd.to_numeric(frame[target], errors="coerce")
-    bad = frame.loc[frame[target].notna() & ~values.isin([0, 1]), target]
-    if len(bad):
+    failures = target_failures(frame, key, target)
+    nulls = int(frame[known].isna().sum())
+    if nulls:
         failures.append(
-            _failure(
-                "expect_column_values_to_be_in_set",
-                target,
-                f"{len(bad)} value(s) not 0 or 1, e.g. {bad.head(3).tolist()}",
-            )
+            _failure("expect_column_values_to_not_be_null", known, f"{nulls} row(s) without a value")
         )
     try:
         times = pd.to_datetime(frame[known], utc=True)

@@ -3,13 +3,14 @@
 Its data enters as a user's would (``mlloop.data.flights``): 31 days of New York City's 2013 flights are
 exported into the use case's inbox as daily deliveries with a feed of their delayed labels, re-dated to
 the 31 days before today. The first demo keeps that calendar in the inbox (``_replay.json``); a later one
-keeps the training window's days and data and moves only the three monitored days on with 2013. Then only the platform's own DAGs run, through the scheduler: ``ingest_flight_delay``
-lands and validates each delivery, the day that completes the training window starts
-``train_flight_delay`` through its ``validated_flight_delay`` Asset (train, gate, promote; only while the
-use case has no champion, so a re-run trains nothing new), the scoring
-service answers the three later days at ``POST /predict/flight_delay``, and ``monitor_flight_delay``
-checks them together against the champion's training data. Whatever the real data says is reported:
-nothing here expects a particular verdict, only that every run finishes.
+keeps the training window's days and data and moves only the three monitored days on with 2013. Then only
+the platform's own DAGs run, through the scheduler: ``ingest_flight_delay`` lands and validates each
+delivery, the day that completes the training window starts ``train_flight_delay`` through its
+``validated_flight_delay`` Asset (train, gate, promote; only while the use case has no champion, so a
+re-run trains nothing new), the scoring service answers the three later days at
+``POST /predict/flight_delay``, and ``monitor_flight_delay`` checks them together against the champion's
+training data. Whatever the real data says is reported: nothing here expects a particular verdict, only
+that every run finishes.
 """
 
 from __future__ import annotations
