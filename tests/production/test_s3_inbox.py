@@ -6,7 +6,8 @@ import datetime as dt
 import uuid
 
 from mlloop.data.flights import export_days
-from mlloop.ingestion.batches import land_batch, open_inbox, validate_landed_batch
+from mlloop.ingestion.batches import land_batch, open_inbox, publish_validated, validate_landed_batch
+from mlloop.ingestion.labels_feed import land_labels
 from mlloop.storage import Storage
 from mlloop.usecase import load_use_case
 
@@ -29,5 +30,9 @@ def test_the_real_use_case_lands_from_an_s3_inbox_under_the_data_root(
     storage = Storage.from_settings()
     landed = land_batch(storage, use_case, day)
     assert landed.raw_uri.startswith(f"s3://{bucket}/platform/raw/flights/date=2026-04-01/")
-    assert storage.exists(f"labels/flights/date=2026-04-01/{landed.batch_id}.parquet")
     assert validate_landed_batch(storage, use_case, landed)["rows"] == 988
+    publish_validated(storage, use_case, landed, b"k" * 32)
+    # The label feed is read from the same inbox: this day's labels became known on it and the next.
+    feed = land_labels(storage, use_case, day + dt.timedelta(days=1))
+    assert len(feed.landed) == 2 and feed.rows == 988 and not feed.quarantined
+    assert all(uri.startswith(f"s3://{bucket}/platform/labels/flights/date=2026-04-0") for uri in feed.landed)

@@ -113,7 +113,8 @@ class _S3Backend:
         return any(obj["Key"] == self._key(key) for obj in resp.get("Contents", []))
 
     def list(self, prefix: str) -> list[str]:
-        full = self._key(prefix.rstrip("/") + "/")
+        folder = prefix.strip("/")
+        full = f"{self._key(folder)}/" if folder else (f"{self.prefix}/" if self.prefix else "")
         keys = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
             for obj in page.get("Contents", []):
