@@ -206,9 +206,14 @@ def plan_lines(use_case: UseCase) -> list[str]:
     source = use_case.source
     if source.kind == "files":
         feed = (
-            f"files: one {source.format} delivery a day under "
+            f"files: {source.format} deliveries under "
             f"{source.uri}/{use_case.dataset}/date=YYYY-MM-DD/ (waited for {source.wait_hours:g} h), "
-            f"labels under {source.uri}/labels/date=YYYY-MM-DD/"
+            + (
+                f"labels inside them ({use_case.target_column})"
+                if use_case.labels.mode == "in_delivery"
+                else f"labels under {use_case.labels.uri or f'{source.uri}/labels/{use_case.dataset}'}"
+                "/date=<day delivered>/"
+            )
         )
     else:
         feed = f"generator: {source.rows_per_day} rows a day (seed {source.seed})"

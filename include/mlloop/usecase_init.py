@@ -709,8 +709,8 @@ def declaration_text(name: str, dataset: str, profile: SampleProfile, spec: Feat
         f"dataset: {dataset}",
         f"key_column: {_yaml(profile.key)}",
         f"time_column: {_yaml(profile.time)}",
-        f"# 0/1, delivered apart from the rows (labels/date=D/: key, target, label_time); {rate:.1%} of the",
-        "# sample's rows are 1.",
+        "# 0/1, delivered apart from the rows as a label feed (key, target, label_time); "
+        f"{rate:.1%} of the sample's rows are 1.",
         f"target_column: {_yaml(profile.target)}",
         "# REVIEW: columns holding personal data; they are tokenised at ingestion and may not be features.",
         "pii_columns: []",
@@ -746,9 +746,9 @@ def declaration_text(name: str, dataset: str, profile: SampleProfile, spec: Feat
         *(f"    {_yaml(column)}: {_yaml(values)}" for column, values in spec.categorical.items()),
         "source:",
         "  kind: files",
-        f"  # REVIEW: where deliveries land: <uri>/{dataset}/date=YYYY-MM-DD/<one file>.{profile.format}",
-        "  # and labels in <uri>/labels/date=YYYY-MM-DD/<one file>.parquet. A folder, an s3:// URI or a path",
-        "  # relative to MLLOOP_DATA_ROOT.",
+        f"  # REVIEW: where deliveries land: <uri>/{dataset}/date=YYYY-MM-DD/*.{profile.format} (one or",
+        f"  # more files a day), and labels: <uri>/labels/{dataset}/date=<day delivered>/*.{profile.format}",
+        "  # (key, target, label_time). A folder, an s3:// URI or a path relative to MLLOOP_DATA_ROOT.",
         f"  uri: inbox/{name}",
         f"  format: {profile.format}",
         *(
