@@ -204,6 +204,11 @@ def served_model(model: Any, calibration: Calibration, calibrated: bool) -> Cali
     return CalibratedModel(model, calibration) if calibrated else RegressionModel(model)
 
 
+def as_served(model: Any) -> CalibratedModel | RegressionModel:
+    """Return ``model`` with ``scores``: a wrapped model as it is, a bare classifier with the identity map."""
+    return model if isinstance(model, CalibratedModel | RegressionModel) else CalibratedModel(model)
+
+
 def unwrap(model: Any) -> tuple[Any, Calibration]:
     """Return (the underlying model, its calibration): the identity for a model that was never wrapped."""
     if isinstance(model, CalibratedModel | RegressionModel):
