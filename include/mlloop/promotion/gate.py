@@ -111,19 +111,9 @@ def evaluate_gate(
     if champion is not None:
         slices = slice_results(challenger, champion, holdout, labels, config)
         rules += [non_inferiority_rule(challenger, champion, labels, config), *slice_rules(slices, config)]
-    return GateDecision(
-        promote=all(rule.passed for rule in rules),
-        rules=rules,
-        challenger=challenger.name,
-        champion=champion.name if champion is not None else None,
-        config_version=config.version,
-        metric=config.metric,
-        holdout_rows=len(labels),
-        holdout_positives=int(labels.sum()),
-        metrics=metrics,
-        slices=slices,
-        config=config.model_dump(mode="json"),
-    )
+    return _decision(challenger, champion, config, rules, metrics, slices, metric=config.metric,
+        rows=labels.size, positives=int(labels.sum()),
+    )  # fmt: skip
 
 
 def evaluate_regression_gate(
@@ -158,16 +148,34 @@ def evaluate_regression_gate(
             regression_non_inferiority_rule(challenger, champion, labels, config),
             *slice_rules(slices, config, metric="rmse"),
         ]
+    return _decision(challenger, champion, config, rules, metrics, slices, metric="rmse",
+        rows=labels.size, positives=0,  # a numeric target has no positives
+    )  # fmt: skip
+
+
+def _decision(
+    challenger: ScoredModel,
+    champion: ScoredModel | None,
+    config: GateConfig,
+    rules: list[RuleResult],
+    metrics: dict[str, Any],
+    slices: list[SliceResult],
+    *,
+    metric: str,
+    rows: int,
+    positives: int,
+) -> GateDecision:
+    """Return the decision of ``rules`` (promote when all pass) with its evidence."""
     return GateDecision(
         promote=all(rule.passed for rule in rules),
         rules=rules,
         challenger=challenger.name,
         champion=champion.name if champion is not None else None,
         config_version=config.version,
-        metric="rmse",
-        holdout_rows=int(labels.size),
-        holdout_positives=0,
-        metrics=metrics,  # type: ignore[arg-type]  # RegressionMetrics reports as ModelMetrics does
+        metric=metric,
+        holdout_rows=rows,
+        holdout_positives=positives,
+        metrics=metrics,
         slices=slices,
         config=config.model_dump(mode="json"),
     )
