@@ -204,3 +204,24 @@ def test_both_model_types_fit_a_regression_target_uncalibrated(model_type: str) 
     predictions = fitted.model.scores(x_holdout)
     assert rmse(y_holdout, predictions) < 0.5 * rmse(y_holdout, np.full(y_holdout.size, TRAINING_MEAN))
     assert max(fitted.importance, key=fitted.importance.get) == "x"
+
+
+def test_a_small_regression_window_waits_counting_rows(holdout) -> None:
+    frame, signal = holdout
+    config = load_monitor_config({"performance_metric": "mae"})
+    band = regression_band("mae", frame["y"], signal, window_rows=300, resamples=200, seed=0)
+    evidence = MonitorEvidence(
+        drift_share=0.0,
+        drifted_columns=[],
+        top_features=[],
+        performance=band.expected,
+        performance_band=band,
+        labelled_rows=300,
+        labelled_positives=300,
+    )
+    outcome = performance_rule(evidence, config)
+    assert not outcome.fired and outcome.figures["state"] == "waiting", outcome
+    assert outcome.detail.startswith(f"waiting: 300 labelled rows, needs {config.min_labelled_rows};"), (
+        outcome
+    )
+    assert "positives" not in outcome.detail and "MAE" in outcome.detail

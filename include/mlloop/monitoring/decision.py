@@ -479,10 +479,14 @@ def performance_rule(evidence: MonitorEvidence, config: MonitorConfig) -> RuleOu
         f"{figures['band_edge']:.3f} (SE {band.se:.3f}, false-alarm rate {alpha:g})"
     )
     if rows < config.min_labelled_rows or positives < config.min_labelled_positives:
-        detail = (
-            f"waiting: {positives} labelled {counted}, needs {needed or config.min_labelled_positives} "
-            f"({rows} labelled rows, needs {config.min_labelled_rows}); {estimate} vs {reference}"
+        floor = needed or config.min_labelled_positives
+        counts = (
+            f"{rows} labelled rows, needs {max(floor, config.min_labelled_rows)}"
+            if counted == "rows"  # a regression window: both floors count rows
+            else f"{positives} labelled {counted}, needs {floor} ({rows} labelled rows, needs "
+            f"{config.min_labelled_rows})"
         )
+        detail = f"waiting: {counts}; {estimate} vs {reference}"
         return RuleOutcome("performance_decay", False, detail, figures=figures | {"state": "waiting"})
     # The test's false-alarm rate holds at any window size; power only says whether a quiet window can
     # be read as "no drop of the margin". So a drop beyond chance and the margin fires even in a window too
