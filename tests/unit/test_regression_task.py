@@ -225,3 +225,65 @@ def test_a_small_regression_window_waits_counting_rows(holdout) -> None:
         outcome
     )
     assert "positives" not in outcome.detail and "MAE" in outcome.detail
+
+
+def _regression_parts(generated_parts) -> dict[str, tuple[pd.DataFrame, np.ndarray]]:
+    """Return the generated card days with a numeric target: the customer's age read from the features."""
+    rng = np.random.default_rng(4)
+    return {
+        name: (matrix, matrix["customer_age"].to_numpy(dtype=np.float64) + rng.normal(0, 2.0, len(matrix)))
+        for name, (matrix, _) in generated_parts.items()
+    }
+
+
+def test_logged_regression_models_load_as_regression_and_serve_the_value(tmp_path, generated_parts) -> None:
+    """XGBoost and torch regressors saved as training logs them load as RegressionModel; the service's fast
+    path and the torch pyfunc give the same values as the model."""
+    import mlflow
+    import xgboost as xgb
+
+    from mlloop.serving.scorer import _probe_features, predictor
+    from mlloop.training.calibration import RegressionModel
+    from mlloop.training.model_io import (
+        MODEL_TYPE_KEY,
+        TASK_KEY,
+        TORCH_PYFUNC_PATH,
+        load_model,
+        serving_frame,
+    )
+    from mlloop.training.torch_model import TabularParams, fit_tabular
+
+    parts = _regression_parts(generated_parts)
+    (x_train, y_train), (x_val, y_val) = parts["train"], parts["validation"]
+    x_holdout = parts["holdout"][0].head(300)
+    regressor = xgb.XGBRegressor(n_estimators=30, max_depth=3, enable_categorical=True, max_cat_to_onehot=1)
+    regressor.fit(x_train, y_train)
+    mlflow.xgboost.save_model(
+        regressor, str(tmp_path / "xgb"), model_format="ubj", metadata={TASK_KEY: "regression"}
+    )
+    loaded = load_model(str(tmp_path / "xgb"))
+    assert isinstance(loaded, RegressionModel)
+    np.testing.assert_allclose(loaded.scores(x_holdout), regressor.predict(x_holdout), rtol=1e-6)
+    spec = load_use_case("card_fraud").features
+    fast = predictor(loaded, spec, list(x_train.columns))
+    assert fast.__name__ == "fast"  # the probe matched the general path: the value is served uncalibrated
+    probe = _probe_features(spec)
+    assert fast(probe).max() > 1  # ages in years: a value, not a probability
+
+    params = TabularParams(hidden_sizes=(16,), max_epochs=2, patience=1, batch_size=4096, seed=3)
+    network = fit_tabular(x_train, y_train, x_val, y_val, params, task="regression")
+    files = network.save(tmp_path / "files")
+    mlflow.pyfunc.save_model(
+        str(tmp_path / "torch"),
+        python_model=str(TORCH_PYFUNC_PATH),
+        artifacts={name: str(path) for name, path in files.items()},
+        metadata={MODEL_TYPE_KEY: "torch", TASK_KEY: "regression"},
+        pip_requirements=["torch"],
+    )
+    values = network.predict(x_holdout)
+    assert abs(values.mean() - y_val.mean()) < 3 * y_val.std()  # in the target's units, not standardised
+    torch_loaded = load_model(str(tmp_path / "torch"))
+    assert isinstance(torch_loaded, RegressionModel)
+    np.testing.assert_allclose(torch_loaded.scores(x_holdout), values)
+    pyfunc = mlflow.pyfunc.load_model(str(tmp_path / "torch"))
+    np.testing.assert_allclose(pyfunc.predict(serving_frame(x_holdout)), values, rtol=1e-5)
