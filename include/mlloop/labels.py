@@ -128,12 +128,19 @@ def feed_files(
     ]
 
 
-def target_failures(frame: pd.DataFrame, key_column: str, target_column: str) -> list[dict[str, Any]]:
-    """Return the failures of delivered labels' key and target: a value missing, a target not 0 or 1.
+def target_failures(
+    frame: pd.DataFrame, key_column: str, target_column: str, task: str = "binary"
+) -> list[dict[str, Any]]:
+    """Return the failures of delivered labels' key and target: a value missing, a target the task refuses.
 
-    Each failure has the validation reason format (``expectation``, ``column``, ``details``).
+    The task (``mlloop.tasks``) says which targets are valid: 0 or 1, or a finite number. Each failure has
+    the validation reason format (``expectation``, ``column``, ``details``).
     """
     import pandas as pd
+
+    from mlloop.tasks import task_spec
+
+    spec = task_spec(task)
 
     failures = []
     for column in (key_column, target_column):
@@ -147,13 +154,13 @@ def target_failures(frame: pd.DataFrame, key_column: str, target_column: str) ->
                 }
             )
     values = pd.to_numeric(frame[target_column], errors="coerce")
-    bad = frame.loc[frame[target_column].notna() & ~values.isin([0, 1]), target_column]
+    bad = frame.loc[frame[target_column].notna() & spec.invalid_labels(values), target_column]
     if len(bad):
         failures.append(
             {
                 "expectation": "expect_column_values_to_be_in_set",
                 "column": target_column,
-                "details": f"{len(bad)} value(s) not 0 or 1, e.g. {bad.head(3).tolist()}",
+                "details": f"{len(bad)} value(s) not {spec.valid_labels}, e.g. {bad.head(3).tolist()}",
             }
         )
     return failures

@@ -35,6 +35,7 @@ from mlloop.config import get_settings
 from mlloop.features.spec import FeatureSpec, feature_columns
 from mlloop.monitoring.decision import check_monitor_section
 from mlloop.promotion.gate_config import check_gate_section
+from mlloop.tasks import Task, check_performance_metric
 from mlloop.validation.suite import suite_path
 from mlloop.versioned_config import safe_load_yaml
 
@@ -208,6 +209,9 @@ class UseCase(BaseModel):
     key_column: str
     time_column: str
     target_column: str
+    # binary: a 0/1 target, a calibrated probability served with a decision; regression: a numeric target,
+    # the predicted value served. mlloop.tasks says what each means for training, gate, serving, monitoring.
+    task: Task = "binary"
     pii_columns: list[str] = Field(default_factory=list)
     schema_: dict[str, ColumnKind] = Field(alias="schema")
     suites: dict[str, str]
@@ -293,6 +297,11 @@ class UseCase(BaseModel):
         missing = [c for c in self.pii_columns if c not in declared]
         if missing:
             raise ValueError(f"pii_columns {missing} are not columns of schema")
+        return self
+
+    @model_validator(mode="after")
+    def _policy_fits_task(self) -> UseCase:
+        check_performance_metric(self.task, self.monitor.get("performance_metric"))
         return self
 
     @model_validator(mode="after")

@@ -109,10 +109,16 @@ def _gauges(server: socket.socket) -> dict[str, float]:
 # -- figures of real decisions -------------------------------------------------------------------------
 def _band(metric: str) -> PerformanceBand:
     """A reference of ``metric`` shaped like test_monitor_decision's ROC-AUC band, at the metric's scale."""
-    value, no_skill = {"roc_auc": (0.95, 0.5), "pr_auc_lift": (30.0, 1.0), "log_loss": (0.05, 0.07)}[metric]
+    value, no_skill = {
+        "roc_auc": (0.95, 0.5),
+        "pr_auc_lift": (30.0, 1.0),
+        "log_loss": (0.05, 0.07),
+        "rmse": (5.0, 12.0),  # a regression champion: minutes of error, against predicting the mean
+        "mae": (4.0, 9.0),
+    }[metric]
     return band(
         metric=metric,
-        higher_is_better=metric != "log_loss",
+        higher_is_better=metric not in ("log_loss", "rmse", "mae"),
         holdout_value=value,
         holdout_se=0.007 * value,
         expected=value,

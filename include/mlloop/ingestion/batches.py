@@ -229,7 +229,9 @@ def read_delivery(data: bytes, use_case: UseCase, schema: Mapping[str, str] | No
 def delivered_schema(use_case: UseCase) -> dict[str, str]:
     """Return the delivered columns' kinds: the schema, and the target when labels come in the file."""
     if use_case.labels.mode == "in_delivery":
-        return {**use_case.schema_, use_case.target_column: "integer"}
+        from mlloop.tasks import task_spec
+
+        return {**use_case.schema_, use_case.target_column: task_spec(use_case.task).label_kind}
     return dict(use_case.schema_)
 
 
@@ -324,7 +326,7 @@ def validate_landed_batch(storage: Storage, use_case: UseCase, batch: LandedBatc
     if use_case.labels.mode == "in_delivery":
         target = use_case.target_column
         failures = (
-            target_failures(frame, use_case.key_column, target)
+            target_failures(frame, use_case.key_column, target, use_case.task)
             if target in frame.columns
             else [
                 {

@@ -9,8 +9,9 @@ of them):
 
 - ``raw/labels/<dataset>/date=D/<file id>.<ext>``: the delivered bytes, never rewritten;
 - checked: the key, target and known-at columns are there; no key or known-at is missing; the target is 0
-  or 1; no label is known after the end of its delivery day, or before its event (events looked up in the
-  validated days up to ``labels.max_delay_days`` back); then the use case's own ``suites.labels`` GX suite,
+  or 1 (a finite number for a regression use case, ``mlloop.tasks``); no label is known after the end of
+  its delivery day, or before its event (events looked up in the validated days up to
+  ``labels.max_delay_days`` back); then the use case's own ``suites.labels`` GX suite,
   when it declares one;
 - passed: ``labels/<dataset>/date=D/<file id>.parquet`` (key, target, ``label_time``) for every reader;
 - failed: ``quarantine/labels/<dataset>/date=D/<file id>/`` (the file and ``reason.json``); the other
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from mlloop.ingestion.batches import batch_id_of, is_absolute, open_folder, read_delivery
 from mlloop.labels import LABEL_TIME_COLUMN, LABELS_AREA, target_failures
 from mlloop.storage import Storage, partition_key
+from mlloop.tasks import task_spec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -145,7 +147,8 @@ def check_label_delivery(
     import pandas as pd
 
     key, target, known = use_case.key_column, use_case.target_column, use_case.labels.known_at_column
-    schema = {key: use_case.schema_[key], target: "integer", known: "datetime"}
+    task = task_spec(use_case.task)
+    schema = {key: use_case.schema_[key], target: task.label_kind, known: "datetime"}
     try:
         frame = read_delivery(data, use_case, schema)
     except Exception as exc:
@@ -171,7 +174,7 @@ def check_label_delivery(
     labels = pd.DataFrame(
         {
             key: frame[key],
-            target: frame[target].astype("int8"),
+            target: frame[target].astype(task.label_dtype),
             LABEL_TIME_COLUMN: pd.to_datetime(frame[known], utc=True),
         }
     )
@@ -185,7 +188,7 @@ def _row_failures(
     import pandas as pd
 
     key, target, known = use_case.key_column, use_case.target_column, use_case.labels.known_at_column
-    failures = target_failures(frame, key, target)
+    failures = target_failures(frame, key, target, use_case.task)
     nulls = int(frame[known].isna().sum())
     if nulls:
         failures.append(

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlloop.tasks import task_spec
 from mlloop.versioned_config import load_versioned_config
 
 if TYPE_CHECKING:
@@ -36,8 +37,14 @@ if TYPE_CHECKING:
 
 MONITOR_DEFAULTS_PATH = Path(__file__).with_name("monitor_defaults.yaml")
 Action = Literal["quiet", "trigger", "suppressed", "dry_run"]
-PerformanceMetric = Literal["roc_auc", "pr_auc_lift", "log_loss"]
-METRIC_LABELS: dict[str, str] = {"roc_auc": "ROC-AUC", "pr_auc_lift": "PR-AUC lift", "log_loss": "log loss"}
+PerformanceMetric = Literal["roc_auc", "pr_auc_lift", "log_loss", "rmse", "mae"]
+METRIC_LABELS: dict[str, str] = {
+    "roc_auc": "ROC-AUC",
+    "pr_auc_lift": "PR-AUC lift",
+    "log_loss": "log loss",
+    "rmse": "RMSE",
+    "mae": "MAE",
+}
 
 
 class MonitorConfig(BaseModel):
@@ -62,7 +69,8 @@ class MonitorConfig(BaseModel):
     drift_min_rows: int = Field(ge=1, description="Rows a drift check needs; the window widens to reach it.")
     drift_max_days: int = Field(ge=1, le=90, description="The widest window a drift check may take.")
     performance_metric: PerformanceMetric = Field(
-        description="Metric decay is judged on: roc_auc, pr_auc_lift (PR-AUC / no-skill PR-AUC) or log_loss."
+        description="Metric decay is judged on: roc_auc, pr_auc_lift (PR-AUC / no-skill PR-AUC) or log_loss; "
+        "rmse or mae for a regression use case (rmse unless its declaration says)."
     )
     false_alarm_rate: float = Field(
         gt=0,
@@ -111,9 +119,20 @@ def load_monitor_config(
     declared = dict(use_case.monitor) if use_case is not None else {}
     if declared:
         check_monitor_section(declared, where=f"use case {use_case.name!r}")  # type: ignore[union-attr]
+    # A task whose metrics differ from the defaults' (regression: rmse) sets its own under the declaration.
+    task_default = _task_defaults(use_case)
     return load_versioned_config(
-        MonitorConfig, MONITOR_DEFAULTS_PATH, {**declared, **(overrides or {})}, what="monitoring"
+        MonitorConfig,
+        MONITOR_DEFAULTS_PATH,
+        {**task_default, **declared, **(overrides or {})},
+        what="monitoring",
     )
+
+
+def _task_defaults(use_case: UseCase | None) -> dict[str, Any]:
+    """Return the monitoring defaults of ``use_case``'s task that replace the package's (none for binary)."""
+    metric = task_spec(use_case.task).default_performance_metric if use_case is not None else None
+    return {"performance_metric": metric} if metric else {}
 
 
 def check_monitor_section(section: Mapping[str, Any], *, where: str = "a use case") -> MonitorConfig:
@@ -166,6 +185,9 @@ class PerformanceBand:
     window_positives: int
     no_skill: float  # the metric of a no-skill model (ROC-AUC 0.5, lift 1, the base rate's log loss)
     resamples: int
+    # What the label counts count: positives (binary), or rows (regression, whose holdout_positives and
+    # window_positives are then row counts).
+    counted: str = "positives"
 
     @property
     def se(self) -> float:
@@ -402,12 +424,15 @@ def positives_needed(band: PerformanceBand, config: MonitorConfig) -> int | None
 def performance_rule(evidence: MonitorEvidence, config: MonitorConfig) -> RuleOutcome:
     """Fire on a drop beyond the champion's chance spread and the practical margin.
 
-    Below the floors (``min_labelled_rows``, ``min_labelled_positives``) it waits. Above them a drop beyond
+    Below the floors (``min_labelled_rows``, ``min_labelled_positives``) it waits. A regression band counts
+    rows where a binary one counts positives (``PerformanceBand.counted``): ``min_labelled_positives`` is then
+    a floor on labelled rows, and the power calculation runs per row. Above them a drop beyond
     both fires; a window without such a drop waits while it holds fewer labelled positives than
     ``positives_needed`` (too few to read its quiet as "no decay") and is judged quiet beyond that.
     """
     band, value = evidence.performance_band, evidence.performance
     rows, positives = evidence.labelled_rows, evidence.labelled_positives
+    counted = band.counted if band is not None else "positives"
     if value is None or band is None:
         return RuleOutcome(
             "performance_decay",
@@ -443,18 +468,25 @@ def performance_rule(evidence: MonitorEvidence, config: MonitorConfig) -> RuleOu
     }
     estimate = (
         f"{name} {value:.3f} (interval {figures['interval'][0]:.3f}..{figures['interval'][1]:.3f}) on "
-        f"{rows} labelled rows / {positives} positives ({source_words(evidence.scores_source)})"
+        f"{rows} labelled rows"
+        + (f" / {positives} {counted}" if counted != "rows" else "")
+        + f" ({source_words(evidence.scores_source)})"
     )
     reference = (
-        f"champion's holdout {band.holdout_value:.3f} ({band.holdout_rows} rows / {band.holdout_positives} "
-        f"positives), {band.expected:.3f} expected at this window's counts, chance band to "
+        f"champion's holdout {band.holdout_value:.3f} ({band.holdout_rows} rows"
+        + (f" / {band.holdout_positives} {counted}" if counted != "rows" else "")
+        + f"), {band.expected:.3f} expected at this window's counts, chance band to "
         f"{figures['band_edge']:.3f} (SE {band.se:.3f}, false-alarm rate {alpha:g})"
     )
     if rows < config.min_labelled_rows or positives < config.min_labelled_positives:
-        detail = (
-            f"waiting: {positives} labelled positives, needs {needed or config.min_labelled_positives} "
-            f"({rows} labelled rows, needs {config.min_labelled_rows}); {estimate} vs {reference}"
+        floor = needed or config.min_labelled_positives
+        counts = (
+            f"{rows} labelled rows, needs {max(floor, config.min_labelled_rows)}"
+            if counted == "rows"  # a regression window: both floors count rows
+            else f"{positives} labelled {counted}, needs {floor} ({rows} labelled rows, needs "
+            f"{config.min_labelled_rows})"
         )
+        detail = f"waiting: {counts}; {estimate} vs {reference}"
         return RuleOutcome("performance_decay", False, detail, figures=figures | {"state": "waiting"})
     # The test's false-alarm rate holds at any window size; power only says whether a quiet window can
     # be read as "no drop of the margin". So a drop beyond chance and the margin fires even in a window too
@@ -467,20 +499,20 @@ def performance_rule(evidence: MonitorEvidence, config: MonitorConfig) -> RuleOu
     )
     if not fired and needed is None:
         detail = (
-            f"waiting: the champion's holdout ({band.holdout_positives} positives, SE {band.holdout_se:.3f}) "
+            f"waiting: the champion's holdout ({band.holdout_positives} {counted}, SE {band.holdout_se:.3f}) "
             f"is too imprecise to rule out a drop of {margin:.3f} at false-alarm rate {alpha:g} with power "
             f"{config.power:g}, whatever the window; {estimate}: {comparison}"
         )
         return RuleOutcome("performance_decay", False, detail, figures=figures | {"state": "waiting"})
     if not fired and positives < needed:
         detail = (
-            f"waiting: {positives} labelled positives, needs {needed} to rule out a drop of the margin "
+            f"waiting: {positives} labelled {counted}, needs {needed} to rule out a drop of the margin "
             f"with power {config.power:g}; {estimate} vs {reference}: {comparison}"
         )
         return RuleOutcome("performance_decay", False, detail, figures=figures | {"state": "waiting"})
     detail = f"{estimate} vs {reference}: {comparison}"
     if fired and (needed is None or positives < needed):
-        detail += f" (a window of {positives} positives has too little power to rule out smaller drops)"
+        detail += f" (a window of {positives} {counted} has too little power to rule out smaller drops)"
     return RuleOutcome("performance_decay", fired, detail, figures=figures | {"state": "judged"})
 
 

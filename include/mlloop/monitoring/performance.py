@@ -5,7 +5,8 @@ vary by chance: the champion's holdout (its labels and the champion's scores on 
 at the window's labelled positive and negative counts, plus the holdout value's own error (resampled at
 its own counts). ``maturity_matched_base_rate`` says what base rate the window's labelled rows would show
 if the champion's days' rate held, given that labels arrive late and at class-dependent speed.
-``decision.decide`` turns both into rules.
+``decision.decide`` turns both into rules. A regression champion's band (``regression_band``) resamples its
+holdout's rows at the window's labelled row count, for the window's RMSE or MAE.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from numpy.typing import ArrayLike, NDArray
 from mlloop.monitoring.decision import BaseRateReference, PerformanceBand, PerformanceMetric
 from mlloop.promotion.metrics import log_loss, no_skill_pr_auc, pr_auc, roc_auc
 
-HIGHER_IS_BETTER: dict[str, bool] = {"roc_auc": True, "pr_auc_lift": True, "log_loss": False}
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "roc_auc": True,
+    "pr_auc_lift": True,
+    "log_loss": False,
+    "rmse": False,
+    "mae": False,
+}
 
 
 def performance_value(metric: PerformanceMetric, labels: ArrayLike, scores: ArrayLike) -> float:
@@ -34,6 +41,8 @@ def performance_value(metric: PerformanceMetric, labels: ArrayLike, scores: Arra
         return pr_auc(y, scores) / expected if expected > 0 else float("nan")
     if metric == "log_loss":
         return log_loss(y, scores) if 0 < y.sum() < y.size else float("nan")
+    if metric in ERRORS:
+        return float(ERRORS[metric](np.asarray(scores, dtype=np.float64) - y)) if y.size else float("nan")
     raise ValueError(f"unknown performance_metric {metric!r}; valid: {sorted(HIGHER_IS_BETTER)}")
 
 
@@ -97,6 +106,63 @@ def reference_band(
     )
 
 
+def regression_band(
+    metric: PerformanceMetric,
+    holdout_values: ArrayLike,
+    holdout_predictions: ArrayLike,
+    *,
+    window_rows: int,
+    resamples: int,
+    seed: int,
+) -> PerformanceBand:
+    """Return a regression champion's reference (RMSE or MAE) for a window of ``window_rows`` labelled rows.
+
+    The holdout's rows are resampled with replacement at the window's size and at their own: the mean and
+    spread of the first are what an unchanged window shows, the spread of the second the holdout value's
+    own error. No skill is predicting the holdout's mean. The band counts rows where a binary one counts
+    positives.
+
+    Raises:
+        ValueError: for a metric that is not an error (rmse, mae), or a window without rows.
+    """
+    if metric not in ERRORS:
+        raise ValueError(
+            f"a regression band judges rmse or mae, not {metric!r}; set monitor.performance_metric"
+        )
+    y = np.asarray(holdout_values, dtype=np.float64)
+    errors = np.asarray(holdout_predictions, dtype=np.float64) - y
+    if window_rows < 1 or y.size < 2:
+        raise ValueError(
+            f"a window of {window_rows} labelled rows against a holdout of {y.size} rows has no value to "
+            "judge; wait for labels"
+        )
+    holdout = _resampled_errors(metric, errors, y.size, resamples, seed)
+    window = _resampled_errors(metric, errors, window_rows, resamples, seed + 1)
+    return PerformanceBand(
+        metric=metric,
+        higher_is_better=False,
+        holdout_value=float(ERRORS[metric](errors)),
+        holdout_rows=int(y.size),
+        holdout_positives=int(y.size),
+        holdout_se=float(np.std(holdout, ddof=1)),
+        expected=float(np.mean(window)),
+        window_se=float(np.std(window, ddof=1)),
+        window_rows=int(window_rows),
+        window_positives=int(window_rows),
+        no_skill=float(ERRORS[metric](y - y.mean())),
+        resamples=resamples,
+        counted="rows",
+    )
+
+
+def _resampled_errors(
+    metric: PerformanceMetric, errors: NDArray[np.float64], rows: int, resamples: int, seed: int
+) -> NDArray[np.float64]:
+    """Return ``metric`` of ``resamples`` draws of ``rows`` errors (with replacement) from ``errors``."""
+    rng = np.random.default_rng(seed)
+    return np.array([ERRORS[metric](errors[rng.integers(0, errors.size, rows)]) for _ in range(resamples)])
+
+
 def _resampled(
     metric: PerformanceMetric,
     scores: NDArray[np.float64],
@@ -137,6 +203,17 @@ def _roc_auc_of_draw(
     at = ranks[positives]
     wins = below[at].sum() + 0.5 * per_rank[at].sum()
     return float(wins / (positives.size * negatives.size))
+
+
+def _rmse(errors: NDArray[np.float64]) -> float:
+    return float(np.sqrt(np.mean(errors**2)))
+
+
+def _mae(errors: NDArray[np.float64]) -> float:
+    return float(np.mean(np.abs(errors)))
+
+
+ERRORS = {"rmse": _rmse, "mae": _mae}
 
 
 def maturity_matched_base_rate(

@@ -79,7 +79,7 @@ def train_champion(
         as_of=datetime.combine(anchor, time(12), tzinfo=UTC),  # snapshot_days applies the cut-off
     )
     config = TrainConfig(snapshot=manifest.digest, seed=seed)
-    data = load_training_data(storage, config)
+    data = load_training_data(storage, config, task=use_case.task)
     fitted = fit_model(data, config, "cpu")
     x_holdout, y_holdout = data.parts["holdout"]
     ranked = sorted(fitted.importance, key=lambda c: fitted.importance[c], reverse=True)
@@ -89,7 +89,7 @@ def train_champion(
         snapshot_digest=manifest.digest,
         top_features=ranked,
         holdout_labels=y_holdout,
-        holdout_scores=fitted.model.predict_proba(x_holdout)[:, 1],
+        holdout_scores=fitted.model.scores(x_holdout),
     )
 
 

@@ -60,11 +60,17 @@ from mlloop.registry.tags import (
     WINDOW_TAG,
 )
 from mlloop.storage import Storage
+from mlloop.tasks import task_spec
 from mlloop.usecase import UseCase, load_use_case
 
 log = logging.getLogger("mlloop.monitoring")
 MONITORING_EXPERIMENT = "mlloop-monitoring"
 REPORTS_AREA = "reports/monitoring"
+# Why a regression use case's window has no label-free estimate and no label-shift reference.
+NOT_BINARY = (
+    "not applicable to a regression use case: the label-free estimate (CBPE) needs calibrated "
+    "probabilities, and label shift judges a 0/1 target's base rate"
+)
 # Tag of the one run per use case that carries every check's figures, stepped by the monitored day.
 
 
@@ -113,10 +119,10 @@ class MonitoredChampion:
     """A champion as the monitor sees it: its model, training snapshot and scores on its own holdout."""
 
     version: str
-    model: Any  # predict_proba(matrix) -> (n, 2)
+    model: Any  # scores(matrix) -> (n,): calibrated probabilities or predicted values (load_model)
     snapshot_digest: str
     top_features: list[str]  # most important first ([] when unknown: the top-k rule sees none)
-    holdout_labels: Any  # 0/1 labels of its holdout (training's split of its snapshot), in holdout order
+    holdout_labels: Any  # labels of its holdout (training's split of its snapshot; 0/1 or values), in order
     holdout_scores: Any  # its scores on those rows
     train_from: str | None = None  # set when its window was cut at a change (``mlloop.train_from``)
 
@@ -280,7 +286,7 @@ def load_champion(client: Any, registered: Any, storage: Storage) -> MonitoredCh
         snapshot_digest=digest,
         top_features=top,
         holdout_labels=holdout_labels,
-        holdout_scores=model.predict_proba(holdout_matrix)[:, 1],
+        holdout_scores=model.scores(holdout_matrix),
         train_from=run.data.tags.get(TRAIN_FROM_TAG) or None,
     )
 
@@ -334,21 +340,20 @@ def check_evidence(
     html_dir = Path(tempfile.mkdtemp(prefix="mlloop-monitor-")) if reports else None
     drift = _drift(reference, current, numeric, categorical, html_dir, "data_drift.html")
     spec, model = ref_manifest.spec(), champion.model
-    ref_scores = model.predict_proba(model_matrix(reference, spec, ref_manifest.feature_columns))[:, 1]
+    ref_scores = model.scores(model_matrix(reference, spec, ref_manifest.feature_columns))
     target, when = use_case.target_column, use_case.time_column
+    task = task_spec(use_case.task)
     scores_served = len(served) >= config.min_labelled_rows
     labelled = served[served[target].notna()]
-    served_labels = labelled[target].to_numpy(dtype=np.int8)
+    served_labels = task.labels(labelled[target], where=f"the served rows' {target}")
     labels_served = (
         scores_served
         and len(served_labels) >= config.min_labelled_rows
-        and int(served_labels.sum()) >= config.min_labelled_positives
+        and task.counted(served_labels) >= config.min_labelled_positives
     )
     # The window is re-scored only when a check falls back to it (served answers too few).
     cur_scores = (
-        None
-        if labels_served
-        else model.predict_proba(model_matrix(current, spec, ref_manifest.feature_columns))[:, 1]
+        None if labels_served else model.scores(model_matrix(current, spec, ref_manifest.feature_columns))
     )
     window_scores = served["score"].to_numpy(dtype=np.float64) if scores_served else cur_scores
     prediction = _drift(
@@ -363,6 +368,8 @@ def check_evidence(
     estimate, estimate_note = (
         _estimate(champion, window_scores, config, days[-1]) if reports else (None, "no estimate (replay)")
     )
+    if not task.calibrated:
+        estimate, estimate_note = None, NOT_BINARY
     thresholds = DriftThresholds(storage, use_case, champion, reference, config)
     drift_threshold = thresholds.get(len(current), numeric, categorical)
     top = [c for c in champion.top_features[: config.top_k_features] if c in columns]
@@ -379,9 +386,10 @@ def check_evidence(
         event_times = served[when]
     else:
         known = current[ref_manifest.label_known_column].astype(bool).to_numpy()
-        labels, scores = current.loc[known, target].to_numpy(dtype=np.int8), cur_scores[known]
+        labels = task.labels(current.loc[known, target], where=f"the window's {target}")
+        scores = cur_scores[known]
         event_times = current[when]
-    performance, band = _performance(labels, scores, champion, config)
+    performance, band = _performance(labels, scores, champion, config, use_case.task)
     log.info(
         "Prediction drift on %s, performance on %s (%d of the champion's answers logged, %d labelled)",
         source_words("served" if scores_served else "batch"),
@@ -390,7 +398,11 @@ def check_evidence(
         len(served_labels),
     )
     ages = (pd.Timestamp(cutoff) - pd.to_datetime(event_times, utc=True)).dt.total_seconds().to_numpy()
-    base_rate = _base_rate_reference(storage, use_case, reference, list(ref_manifest.days), cutoff, ages)
+    base_rate = (
+        _base_rate_reference(storage, use_case, reference, list(ref_manifest.days), cutoff, ages)
+        if task.counts_positives
+        else None  # label shift is a binary target's base rate: NOT_BINARY
+    )
     # Without reports (an offline replay) the quality checks, which only feed the record, are left out.
     quality = (
         _quality(reference, current, numeric, categorical, use_case, html_dir) if html_dir else (None, [])
@@ -412,7 +424,7 @@ def check_evidence(
         performance=performance,
         performance_band=band,
         labelled_rows=len(labels),
-        labelled_positives=int(labels.sum()),
+        labelled_positives=task.counted(labels),
         base_rate_reference=base_rate,
         monitored_days=[d.isoformat() for d in days],
         served_rows=len(served),
@@ -546,17 +558,29 @@ class DriftThresholds:
 
 
 def _performance(
-    labels: Any, scores: Any, champion: MonitoredChampion, config: MonitorConfig
+    labels: Any, scores: Any, champion: MonitoredChampion, config: MonitorConfig, task: str = "binary"
 ) -> tuple[float | None, Any]:
     """Return the monitored metric on the window's labelled rows and the champion's band at its counts.
 
-    (None, None) while the window lacks a class (the metric is undefined).
+    (None, None) while the window lacks a class (binary) or a second target value (regression): the
+    metric is undefined or says nothing. A regression band resamples the holdout at the window's rows.
     """
-    from mlloop.monitoring.performance import performance_value, reference_band
+    from mlloop.monitoring.performance import performance_value, reference_band, regression_band
 
-    positives = int(labels.sum())
-    if positives == 0 or positives == len(labels):
+    spec = task_spec(task)
+    if not spec.judgeable(labels):
         return None, None
+    if not spec.counts_positives:
+        band = regression_band(
+            config.performance_metric,
+            champion.holdout_labels,
+            champion.holdout_scores,
+            window_rows=len(labels),
+            resamples=config.bootstrap_resamples,
+            seed=config.seed,
+        )
+        return performance_value(config.performance_metric, labels, scores), band
+    positives = int(labels.sum())
     band = reference_band(
         config.performance_metric,
         champion.holdout_labels,

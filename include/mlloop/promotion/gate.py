@@ -11,6 +11,10 @@ beat 0.5, the lower end of its PR-AUC lift interval (PR-AUC over the PR-AUC rand
 rows) must beat 1, the precision target must lie above the base rate, and recall at that target must
 beat what random rankings of the same labels reach there. Each of those rules lets a no-skill model
 through with probability about (1 - confidence) / 2.
+
+A regression use case (``task: regression``) is judged by its errors instead (``promotion.regression``):
+its RMSE interval against predicting the training mean, paired squared error against the champion, RMSE
+per slice, and the same budgets; ``evaluate_gate`` dispatches on the task.
 """
 
 from __future__ import annotations
@@ -35,7 +39,15 @@ from mlloop.promotion.metrics import (
     paired_bootstrap,
     skill_intervals,
 )
+from mlloop.promotion.regression import (
+    not_applicable_rule,
+    regression_metrics,
+    regression_non_inferiority_rule,
+    regression_slices,
+    skill_rule,
+)
 from mlloop.promotion.report import GateDecision, RuleResult, SliceResult, SliceStatus
+from mlloop.tasks import task_spec
 
 
 @dataclass(frozen=True)
@@ -68,12 +80,21 @@ def evaluate_gate(
     *,
     target_column: str,
     config: GateConfig,
+    task: str = "binary",
+    training_mean: float | None = None,
 ) -> GateDecision:
     """Decide whether ``challenger`` may replace ``champion``: every rule must pass.
 
-    With no champion, the skill floors and budgets alone decide. Raises ValueError on unusable inputs
-    (see ``holdout_labels``) rather than deciding on them.
+    With no champion, the skill floors and budgets alone decide. ``task`` is the use case's; a regression
+    gate compares with predicting ``training_mean`` (the train part's mean target; None: the holdout's,
+    the best constant in hindsight, a stricter reference). Raises ValueError on unusable inputs (see
+    ``holdout_labels``) rather than deciding on them.
     """
+    if not task_spec(task).counts_positives:
+        return evaluate_regression_gate(
+            challenger, champion, holdout, target_column=target_column, config=config,
+            training_mean=training_mean,
+        )  # fmt: skip
     labels = holdout_labels(holdout, target_column, challenger, champion)
     roles = {"challenger": challenger, "champion": champion}
     metrics = {
@@ -90,19 +111,106 @@ def evaluate_gate(
     if champion is not None:
         slices = slice_results(challenger, champion, holdout, labels, config)
         rules += [non_inferiority_rule(challenger, champion, labels, config), *slice_rules(slices, config)]
+    return _decision(challenger, champion, config, rules, metrics, slices, metric=config.metric,
+        rows=labels.size, positives=int(labels.sum()),
+    )  # fmt: skip
+
+
+def evaluate_regression_gate(
+    challenger: ScoredModel,
+    champion: ScoredModel | None,
+    holdout: pd.DataFrame,
+    *,
+    target_column: str,
+    config: GateConfig,
+    training_mean: float | None = None,
+) -> GateDecision:
+    """Decide on a regression ``challenger``: skill over the training mean, budgets, then the champion's
+    comparisons (paired squared error, RMSE per slice); the binary operating point is recorded n/a."""
+    labels = holdout_values(holdout, target_column, challenger, champion)
+    reference = float(labels.mean()) if training_mean is None else training_mean
+    roles = {"challenger": challenger, "champion": champion}
+    metrics = {
+        role: regression_metrics(labels, model.scores, reference, config)
+        for role, model in roles.items()
+        if model is not None
+    }
+    rules = [
+        skill_rule(metrics["challenger"], config),
+        not_applicable_rule(),
+        *budget_rules(challenger, config),
+    ]
+    slices: list[SliceResult] = []
+    if champion is not None:
+        _check_slice_columns(holdout, config)
+        slices = regression_slices(challenger, champion, holdout, labels, config)
+        rules += [
+            regression_non_inferiority_rule(challenger, champion, labels, config),
+            *slice_rules(slices, config, metric="rmse"),
+        ]
+    return _decision(challenger, champion, config, rules, metrics, slices, metric="rmse",
+        rows=labels.size, positives=0,  # a numeric target has no positives
+    )  # fmt: skip
+
+
+def _decision(
+    challenger: ScoredModel,
+    champion: ScoredModel | None,
+    config: GateConfig,
+    rules: list[RuleResult],
+    metrics: dict[str, Any],
+    slices: list[SliceResult],
+    *,
+    metric: str,
+    rows: int,
+    positives: int,
+) -> GateDecision:
+    """Return the decision of ``rules`` (promote when all pass) with its evidence."""
     return GateDecision(
         promote=all(rule.passed for rule in rules),
         rules=rules,
         challenger=challenger.name,
         champion=champion.name if champion is not None else None,
         config_version=config.version,
-        metric=config.metric,
-        holdout_rows=len(labels),
-        holdout_positives=int(labels.sum()),
+        metric=metric,
+        holdout_rows=rows,
+        holdout_positives=positives,
         metrics=metrics,
         slices=slices,
         config=config.model_dump(mode="json"),
     )
+
+
+def holdout_values(
+    holdout: pd.DataFrame, target_column: str, challenger: ScoredModel, champion: ScoredModel | None
+) -> NDArray[np.float64]:
+    """Return a regression holdout's target values after checking the models scored exactly its rows.
+
+    Raises:
+        ValueError: when the target column is missing or not finite numbers, the holdout has a single
+            value, or a model's prediction count differs from the holdout's row count.
+    """
+    if target_column not in holdout.columns:
+        raise ValueError(f"holdout has no target column {target_column!r}; columns: {list(holdout.columns)}")
+    spec = task_spec("regression")
+    labels = spec.labels(holdout[target_column], where=f"target column {target_column!r}")
+    if not spec.judgeable(labels):
+        raise ValueError(
+            f"holdout has {labels.size} rows and a single target value: the gate needs spread to judge a "
+            "model; widen the holdout window"
+        )
+    _check_counts(labels.size, challenger, champion)
+    return labels
+
+
+def _check_counts(rows: int, challenger: ScoredModel, champion: ScoredModel | None) -> None:
+    """Raise ValueError when a model's score count differs from the holdout's ``rows``."""
+    for role, model in (("challenger", challenger), ("champion", champion)):
+        if model is not None and model.scores.size != rows:
+            raise ValueError(
+                f"{role} {model.name!r} has {model.scores.size} scores for {rows} holdout rows: "
+                "score exactly the holdout rows, in holdout order"
+            )
 
 
 def holdout_labels(
@@ -127,12 +235,7 @@ def holdout_labels(
             f"holdout has {labels.size} rows and {positives} positive: the gate needs both classes "
             "to judge a model; widen the holdout window"
         )
-    for role, model in (("challenger", challenger), ("champion", champion)):
-        if model is not None and model.scores.size != labels.size:
-            raise ValueError(
-                f"{role} {model.name!r} has {model.scores.size} scores for {labels.size} holdout rows: "
-                "score exactly the holdout rows, in holdout order"
-            )
+    _check_counts(labels.size, challenger, champion)
     return labels
 
 
@@ -295,12 +398,7 @@ def slice_results(
     Raises:
         ValueError: when a slice column is not a holdout column.
     """
-    missing = [column for column in config.slice_columns if column not in holdout.columns]
-    if missing:  # load_gate_config(use_case=...) refuses these up front; this guards other callers
-        raise ValueError(
-            f"slice columns {missing} are not holdout columns {list(holdout.columns)}: set "
-            f"{_setting_hint(config, 'slice_columns')} to holdout columns"
-        )
+    _check_slice_columns(holdout, config)
     results = []
     for column in config.slice_columns:
         values = holdout[column].astype(object)  # a categorical would drop its null group
@@ -309,8 +407,22 @@ def slice_results(
     return results
 
 
-def slice_rules(slices: list[SliceResult], config: GateConfig) -> list[RuleResult]:
-    """Return one rule per slice column: no judged slice of it may regress beyond ``slice_margin``."""
+def _check_slice_columns(holdout: pd.DataFrame, config: GateConfig) -> None:
+    """Raise ValueError when a slice column is not a holdout column."""
+    missing = [column for column in config.slice_columns if column not in holdout.columns]
+    if missing:  # load_gate_config(use_case=...) refuses these up front; this guards other callers
+        raise ValueError(
+            f"slice columns {missing} are not holdout columns {list(holdout.columns)}: set "
+            f"{_setting_hint(config, 'slice_columns')} to holdout columns"
+        )
+
+
+def slice_rules(slices: list[SliceResult], config: GateConfig, metric: str | None = None) -> list[RuleResult]:
+    """Return one rule per slice column: no judged slice of it may regress beyond ``slice_margin``.
+
+    ``metric`` names the slices' metric in the detail (default: the gate's ``metric``).
+    """
+    metric = metric or config.metric
     rules = []
     for column in config.slice_columns:
         values = [item for item in slices if item.column == column]
@@ -319,7 +431,7 @@ def slice_rules(slices: list[SliceResult], config: GateConfig) -> list[RuleResul
         skipped = [item for item in values if item.status in ("too_small", "undefined")]
         worst = min(judged, key=lambda item: float(item.delta or 0.0), default=None)  # judged have a delta
         parts = [
-            f"{column}={item.value}: {config.metric} {item.challenger:.4f} vs champion "
+            f"{column}={item.value}: {metric} {item.challenger:.4f} vs champion "
             f"{item.champion:.4f} ({item.delta:+.4f})"
             for item in regressed
         ]

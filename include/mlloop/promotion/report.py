@@ -113,8 +113,9 @@ class GateDecision:
         lines = [
             f"# Gate decision: {verdict} `{self.challenger}`",
             "",
-            f"Challenger `{self.challenger}` vs {against}, on {self.holdout_rows:,} holdout rows "
-            f"({self.holdout_positives:,} positive); gate config version {self.config_version}.",
+            f"Challenger `{self.challenger}` vs {against}, on {self.holdout_rows:,} holdout rows"
+            f"{f' ({self.holdout_positives:,} positive)' if self.holdout_positives else ''}; gate config "
+            f"version {self.config_version}.",
             "",
             f"Effective config: {self.config_source()}.",
             "",

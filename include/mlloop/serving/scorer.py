@@ -2,7 +2,8 @@
 
 A ``ServedModel`` is immutable: the model, the feature spec and columns it was trained on (from its
 snapshot manifest) and its decision threshold (the gate's threshold at the fixed precision, from its
-run). Requests are scored with the *same* feature code as training (``feature_arrays``, the core of
+run; none for a regression model, which serves its predicted value).
+Requests are scored with the *same* feature code as training (``feature_arrays``, the core of
 ``build_features``, called on numpy arrays): the service keeps each entity's recent events
 (``OnlineHistory``) and passes them as context, so history features of a request see exactly the
 events before it that the service has seen or was seeded with.
@@ -30,6 +31,7 @@ from mlloop.features.build import (
     model_matrix,
 )
 from mlloop.features.spec import FeatureSpec, feature_columns
+from mlloop.tasks import BINARY, TaskSpec, task_spec
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -56,16 +58,18 @@ class ServedModel:
     model: Any
     spec: FeatureSpec
     columns: tuple[str, ...]
-    threshold: float
+    threshold: float | None  # None: a regression model (no decision)
     model_type: str
     predict: Callable[[Mapping[str, np.ndarray]], np.ndarray]
+    task: TaskSpec = BINARY
 
 
 Features = Mapping[str, np.ndarray]
 
 
 def predictor(model: Any, spec: FeatureSpec, columns: Sequence[str]) -> Callable[[Features], np.ndarray]:
-    """Return ``features -> positive-class scores`` for a model loaded by ``load_model``.
+    """Return ``features -> served numbers`` (positive-class scores or predicted values) for a ``load_model``
+    model.
 
     ``features`` is what ``feature_arrays`` returns. The general path is the training one: the
     ``build_features`` frame, ``model_matrix``, then ``predict_proba``. For XGBoost, a fast path reads
@@ -74,14 +78,15 @@ def predictor(model: Any, spec: FeatureSpec, columns: Sequence[str]) -> Callable
     sees, the pandas conversion and OpenMP start-up cost far more than the trees. It is used only if it
     reproduces the general path on a probe covering every category.
     """
-    from mlloop.training.calibration import unwrap
+    from mlloop.training.calibration import as_served, unwrap
 
     columns = list(columns)
     raw, calibration = unwrap(model)
+    served = as_served(model)
 
     def general(features: Features) -> np.ndarray:
         frame = model_matrix(feature_frame(features, spec), spec, columns)
-        return np.asarray(model.predict_proba(frame))[:, 1]
+        return np.asarray(served.scores(frame))
 
     get_booster = getattr(raw, "get_booster", None)
     booster = get_booster().copy() if get_booster is not None else None
@@ -123,10 +128,13 @@ def _probe_features(spec: FeatureSpec, rows: int = 64) -> dict[str, np.ndarray]:
     return data
 
 
-def load_served_model(client: MlflowClient, name: str, alias: str, version: Any = None) -> ServedModel:
+def load_served_model(
+    client: MlflowClient, name: str, alias: str, version: Any = None, task: str = "binary"
+) -> ServedModel:
     """Load ``models:/<name>@<alias>`` with its feature spec (snapshot manifest) and threshold.
 
     ``version`` (a ModelVersion the caller just resolved from the alias) saves asking the registry again.
+    ``task`` is the use case's: a regression model has no threshold.
 
     Raises:
         NoChampionError: when no version carries the alias.
@@ -148,9 +156,10 @@ def load_served_model(client: MlflowClient, name: str, alias: str, version: Any 
     manifest = SnapshotManifest.model_validate(
         mlflow.artifacts.load_dict(f"runs:/{version.run_id}/snapshot/manifest.json")
     )
+    spec = task_spec(task)
     metrics = client.get_run(version.run_id).data.metrics
-    threshold = metrics.get(THRESHOLD_METRIC)
-    if threshold is None or not math.isfinite(threshold):
+    threshold = metrics.get(THRESHOLD_METRIC) if spec.calibrated else None
+    if spec.calibrated and (threshold is None or not math.isfinite(threshold)):
         log.warning(
             "%s v%s has no %s metric (no score reached the gate's precision); flagging at 0.5",
             name,
@@ -165,17 +174,19 @@ def load_served_model(client: MlflowClient, name: str, alias: str, version: Any 
         model=model,
         spec=manifest.spec(),
         columns=tuple(manifest.feature_columns),
-        threshold=float(threshold),
+        threshold=None if threshold is None else float(threshold),
         model_type=version.tags.get(MODEL_TYPE_KEY, "xgboost"),
         predict=predictor(model, manifest.spec(), manifest.feature_columns),
+        task=spec,
     )
     log.info(
-        "Loaded %s v%s (%s, %d features, threshold %.4f) in %.1fs",
+        "Loaded %s v%s (%s, %s, %d features, threshold %s) in %.1fs",
         name,
         served.version,
         served.model_type,
+        spec.name,
         len(served.columns),
-        served.threshold,
+        "none" if served.threshold is None else f"{served.threshold:.4f}",
         time.perf_counter() - started,
     )
     return served

@@ -184,7 +184,9 @@ class UseCaseService:
             return False
         if self.current is not None and str(aliased.version) == self.current.version:
             return False
-        served = load_served_model(client, self.model_name, self.settings.serving_alias, version=aliased)
+        served = load_served_model(
+            client, self.model_name, self.settings.serving_alias, version=aliased, task=self.use_case.task
+        )
         if self.history is None or not self.history.matches(served.spec):
             self.history = OnlineHistory.for_spec(served.spec)
             if self.history is not None and self.seed_history:
@@ -243,16 +245,19 @@ class UseCaseService:
             part = scores[offset : offset + len(pending.rows)]
             predictions = []
             for i, score in enumerate(part.tolist()):
-                flagged = score >= served.threshold
+                answer = served.task.served_row(score, served.threshold)
                 record = records[offset + i]
-                predictions.append({key: record[key], "score": score, "flagged": flagged})
+                predictions.append({key: record[key], **answer})
+                flagged = answer.get("flagged")
                 logged.append(self._log_row(record, score, flagged, served, pending.request_id, served_at))
             offset += len(pending.rows)
+            # A regression answer carries the predicted value and no threshold (there is no decision).
+            threshold = {"threshold": served.threshold} if served.task.calibrated else {}
             answers.append(
                 {
                     "model_name": served.name,
                     "model_version": served.version,
-                    "threshold": served.threshold,
+                    **threshold,
                     "predictions": predictions,
                 }
             )
@@ -264,10 +269,14 @@ class UseCaseService:
         return answers
 
     def _log_row(
-        self, record: dict[str, Any], score: float, flagged: bool, served: ServedModel, request_id: str,
-        served_at: dt.datetime,
+        self, record: dict[str, Any], score: float, flagged: bool | None, served: ServedModel,
+        request_id: str, served_at: dt.datetime,
     ) -> dict[str, Any]:  # fmt: skip
-        """Return the inference-log row of one answer: the input (PII tokenised) and what was answered."""
+        """Return the inference-log row of one answer: the input (PII tokenised) and what was answered.
+
+        ``score`` is the served number (a regression model's predicted value), so monitoring reads every
+        task's answers from one column; ``flagged`` is None where there is no decision.
+        """
         row = dict(record)
         for column in self.use_case.pii_columns:
             row[column] = None if self.pii_key is None else token(row.get(column), self.pii_key)

@@ -178,10 +178,40 @@ class CalibratedModel:
         positive = self.calibration.apply(np.asarray(self.model.predict_proba(matrix))[:, 1])
         return np.column_stack([1.0 - positive, positive])
 
+    def scores(self, matrix: Any) -> FloatArray:
+        """Return the number served per row: the calibrated P(positive)."""
+        return self.predict_proba(matrix)[:, 1]
+
+
+@dataclass
+class RegressionModel:
+    """A regression model (``task: regression``): it serves its predicted value, which is never calibrated.
+
+    ``calibration`` is the identity, so code reading a model's map (serving's fast path, sizing) treats
+    both task types alike.
+    """
+
+    model: Any  # predict(matrix) -> (n,): an XGBRegressor or a torch TabularModel fitted on MSE
+    calibration: Calibration = IDENTITY
+
+    def scores(self, matrix: Any) -> FloatArray:
+        """Return the predicted value per row of ``matrix``."""
+        return np.asarray(self.model.predict(matrix), dtype=np.float64)
+
+
+def served_model(model: Any, calibration: Calibration, calibrated: bool) -> CalibratedModel | RegressionModel:
+    """Return ``model`` wrapped for its task: calibrated probabilities, or the predicted value as is."""
+    return CalibratedModel(model, calibration) if calibrated else RegressionModel(model)
+
+
+def as_served(model: Any) -> CalibratedModel | RegressionModel:
+    """Return ``model`` with ``scores``: a wrapped model as it is, a bare classifier with the identity map."""
+    return model if isinstance(model, CalibratedModel | RegressionModel) else CalibratedModel(model)
+
 
 def unwrap(model: Any) -> tuple[Any, Calibration]:
     """Return (the underlying model, its calibration): the identity for a model that was never wrapped."""
-    if isinstance(model, CalibratedModel):
+    if isinstance(model, CalibratedModel | RegressionModel):
         return model.model, model.calibration
     return model, IDENTITY
 

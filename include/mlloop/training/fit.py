@@ -3,7 +3,9 @@
 ``load_training_data`` loads a snapshot, keeps the rows whose label was known when it was taken and
 splits them by time (train / validation / holdout: the gate, the monitor's reference band and the
 offline replay rebuild the same holdout). ``fit_model`` fits the run's model type on the train part,
-early-stopping on the validation part, and calibrates its scores there. The training CLI
+early-stopping on the validation part, and (binary use cases) calibrates its scores there. The use case's
+task (``mlloop.tasks``) chooses the objective: a regression model is fitted on squared error, never
+calibrated, and serves its predicted value. The training CLI
 (``training.train``) adds MLflow logging and registration around them; nothing here talks to MLflow.
 """
 
@@ -16,13 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlloop.features.build import model_matrix
+from mlloop.tasks import BINARY, TaskSpec, task_spec
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
     from mlloop.storage import Storage
-    from mlloop.training.calibration import CalibratedModel
+    from mlloop.training.calibration import CalibratedModel, RegressionModel
     from mlloop.training.snapshot import SnapshotManifest, Split
     from mlloop.training.torch_model import TabularModel, TabularParams
 
@@ -85,12 +88,22 @@ def train_xgboost(
     y_val: np.ndarray,
     config: TrainConfig,
     on: str,
+    task: TaskSpec = BINARY,
 ) -> Any:
-    """Fit a hist XGBoost classifier with early stopping on the validation part; imbalance by weighting."""
+    """Fit hist XGBoost with early stopping on the validation part: a classifier (imbalance by weighting)
+    or, for a regression task, a regressor on squared error."""
     import xgboost as xgb
 
-    positives = max(int(y_train.sum()), 1)
-    model = xgb.XGBClassifier(
+    if task.counts_positives:
+        positives = max(int(y_train.sum()), 1)
+        estimator, extra = (
+            xgb.XGBClassifier,
+            {"scale_pos_weight": ((len(y_train) - positives) / positives) ** 0.5},
+        )
+    else:
+        estimator, extra = xgb.XGBRegressor, {}
+    model = estimator(
+        objective=task.xgboost_objective,
         n_estimators=config.max_rounds,
         learning_rate=config.learning_rate,
         max_depth=config.max_depth,
@@ -101,16 +114,17 @@ def train_xgboost(
         device=on,
         enable_categorical=True,
         max_cat_to_onehot=1,
-        scale_pos_weight=((len(y_train) - positives) / positives) ** 0.5,
-        eval_metric="aucpr",
+        eval_metric=task.xgboost_eval_metric,
         early_stopping_rounds=50,
         random_state=config.seed,
         n_jobs=2,
+        **extra,
     )
     model.fit(x_train, y_train, eval_set=[(x_val, y_val)], verbose=False)
     log.info(
-        "XGBoost stopped at %d rounds (best validation aucpr %.4f)",
+        "XGBoost stopped at %d rounds (best validation %s %.4f)",
         model.best_iteration + 1,
+        task.xgboost_eval_metric,
         model.best_score,
     )
     return model
@@ -123,11 +137,12 @@ def train_torch(
     y_val: np.ndarray,
     config: TrainConfig,
     on: str,
+    task: TaskSpec = BINARY,
 ) -> TabularModel:
-    """Fit the torch tabular network on ``on`` with early stopping on validation PR-AUC (pos_weight)."""
+    """Fit the torch tabular network on ``on``, early-stopping on validation PR-AUC or RMSE (by task)."""
     from mlloop.training.torch_model import fit_tabular
 
-    return fit_tabular(x_train, y_train, x_val, y_val, config.tabular_params(), device=on)
+    return fit_tabular(x_train, y_train, x_val, y_val, config.tabular_params(), device=on, task=task.name)
 
 
 def permutation_importance(
@@ -137,8 +152,11 @@ def permutation_importance(
     *,
     max_rows: int = IMPORTANCE_MAX_ROWS,
     seed: int = 0,
+    task: TaskSpec = BINARY,
 ) -> dict[str, float]:
-    """Return each column's drop in PR-AUC when its values are shuffled (on at most ``max_rows`` rows).
+    """Return each column's loss of skill when its values are shuffled (on at most ``max_rows`` rows).
+
+    ``model`` serves ``scores(matrix)``. Skill is PR-AUC (binary) or minus the RMSE (regression).
 
     Model-agnostic and cheap: one scoring of the rows per column. A drop near zero (or below) means the
     model does not rely on the column, or that other columns carry the same information.
@@ -151,12 +169,18 @@ def permutation_importance(
     if len(matrix) > max_rows:
         rows = np.sort(rng.choice(len(matrix), size=max_rows, replace=False))
         matrix, labels = matrix.iloc[rows], labels[rows]
-    baseline = pr_auc(labels, model.predict_proba(matrix)[:, 1])
+
+    def skill(scores: np.ndarray) -> float:
+        if task.counts_positives:
+            return pr_auc(labels, scores)
+        return -float(np.sqrt(np.mean((scores - labels) ** 2)))
+
+    baseline = skill(model.scores(matrix))
     drops = {}
     for column in matrix.columns:
         shuffled = matrix.copy()
         shuffled[column] = matrix[column].array.take(rng.permutation(len(matrix)))
-        drops[str(column)] = baseline - pr_auc(labels, model.predict_proba(shuffled)[:, 1])
+        drops[str(column)] = baseline - skill(model.scores(shuffled))
     return drops
 
 
@@ -164,7 +188,7 @@ def permutation_importance(
 class FittedModel:
     """A trained model of either type and what the shared flow logs about it besides its scores."""
 
-    model: CalibratedModel  # predict_proba(matrix) -> (n, 2) calibrated probabilities
+    model: CalibratedModel | RegressionModel  # scores(matrix): calibrated probabilities or predicted values
     params: dict[str, Any]  # where early stopping stopped, logged next to the run's params
     importance: dict[str, float]
     importance_kind: str  # what the importance measures, for the plot's title
@@ -173,49 +197,66 @@ class FittedModel:
 def fit_model(data: TrainingData, config: TrainConfig, on: str) -> FittedModel:
     """Fit the model type of ``config`` on the train part, early-stopping on the validation part.
 
-    The model's scores are then calibrated on the same validation part (``fit_calibration``). Early
+    A binary model's scores are then calibrated on the same validation part (``fit_calibration``). Early
     stopping picks one number there (the round or epoch); measured on generated windows, calibrating on
     the whole validation part left the holdout at least as well calibrated as stopping on one half and
-    calibrating on the other (which halves the calibration's rows), so the part is not split.
+    calibrating on the other (which halves the calibration's rows), so the part is not split. A regression
+    model serves its predicted value uncalibrated (``calibration: skipped`` in its params).
     """
-    from mlloop.training.calibration import CalibratedModel, fit_calibration
+    from mlloop.training.calibration import IDENTITY, fit_calibration, served_model
 
+    task = data.task
     x_val, y_val = data.parts["validation"]
     if config.model == "xgboost":
-        model: Any = train_xgboost(*data.parts["train"], x_val, y_val, config, on)
+        model: Any = train_xgboost(*data.parts["train"], x_val, y_val, config, on, task)
         gain = model.get_booster().get_score(importance_type="gain")
         params: dict[str, Any] = {"best_rounds": model.best_iteration + 1}
+    else:
+        model = train_torch(*data.parts["train"], x_val, y_val, config, on, task)
+        params = {"best_epoch": model.training["best_epoch"]}
+    if task.calibrated:
+        calibration = fit_calibration(y_val, model.predict_proba(x_val)[:, 1])
+        params |= {"calibration_slope": calibration.slope, "calibration_intercept": calibration.intercept}
+    else:
+        calibration = IDENTITY
+        params |= {"calibration": f"skipped: a {task.name} model serves its predicted value"}
+    wrapped = served_model(model, calibration, task.calibrated)
+    if config.model == "xgboost":
         importance, kind = {k: float(v) for k, v in gain.items()}, "gain"
     else:
-        model = train_torch(*data.parts["train"], x_val, y_val, config, on)
-        params = {"best_epoch": model.training["best_epoch"]}
-        importance = permutation_importance(model, x_val, y_val, seed=config.seed)
-        kind = "validation PR-AUC drop when shuffled"
-    calibration = fit_calibration(y_val, model.predict_proba(x_val)[:, 1])
-    params |= {"calibration_slope": calibration.slope, "calibration_intercept": calibration.intercept}
-    return FittedModel(CalibratedModel(model, calibration), params, importance, kind)
+        importance = permutation_importance(wrapped, x_val, y_val, seed=config.seed, task=task)
+        kind = f"validation {'PR-AUC drop' if task.counts_positives else 'RMSE increase'} when shuffled"
+    return FittedModel(wrapped, params, importance, kind)
 
 
 @dataclass(frozen=True)
 class TrainingData:
-    """A snapshot split by time, with each part as (model matrix, labels)."""
+    """A snapshot split by time, with each part as (model matrix, labels), and its use case's task."""
 
     manifest: SnapshotManifest
     split: Split
     parts: dict[str, tuple[pd.DataFrame, np.ndarray]]
+    task: TaskSpec = BINARY
 
 
-def load_training_data(storage: Storage, config: TrainConfig) -> TrainingData:
+def load_training_data(storage: Storage, config: TrainConfig, task: str | None = None) -> TrainingData:
     """Load the snapshot, keep rows with a known label, split by time; the gate re-uses the same holdout.
 
-    Raises:
-        ValueError: when a part has a single class (the window is too short or labels have not arrived).
-    """
-    import numpy as np
+    ``task`` is the use case's (``binary`` or ``regression``); None reads it from the declaration of the
+    use case the snapshot names.
 
+    Raises:
+        ValueError: when a part cannot judge a model: a single class (binary) or a single value
+            (regression), because the window is too short or labels have not arrived.
+    """
     from mlloop.training.snapshot import load_snapshot, time_split
 
     frame, manifest = load_snapshot(storage, config.snapshot)
+    if task is None:
+        from mlloop.usecase import load_use_case
+
+        task = load_use_case(manifest.use_case).task
+    spec = task_spec(task)
     labelled = frame[frame[manifest.label_known_column].astype(bool)]
     log.info("Snapshot %s: %d rows, %d with a known label", manifest.digest[:12], len(frame), len(labelled))
     split = time_split(
@@ -224,14 +265,15 @@ def load_training_data(storage: Storage, config: TrainConfig) -> TrainingData:
         validation_fraction=config.validation_fraction,
         holdout_fraction=config.holdout_fraction,
     )
-    spec, columns = manifest.spec(), manifest.feature_columns
+    features, columns = manifest.spec(), manifest.feature_columns
     parts = {}
     for name, part in (("train", split.train), ("validation", split.validation), ("holdout", split.holdout)):
-        y = part[manifest.target_column].to_numpy(dtype=np.int8)
-        if y.sum() == 0 or y.sum() == len(y):
+        where = f"the {name} part of snapshot {manifest.digest[:12]}"
+        y = spec.labels(part[manifest.target_column], where=f"{where}'s target")
+        if not spec.judgeable(y):
             raise ValueError(
-                f"the {name} part of snapshot {manifest.digest[:12]} has only one class "
+                f"{where} has only one {'class' if spec.counts_positives else 'target value'} "
                 f"({len(y)} rows); widen the training window or wait for more labels"
             )
-        parts[name] = (model_matrix(part, spec, columns), y)
-    return TrainingData(manifest, split, parts)
+        parts[name] = (model_matrix(part, features, columns), y)
+    return TrainingData(manifest, split, parts, spec)

@@ -3,8 +3,9 @@
 Training logs through here, and the gate, serving and monitoring load and score through here, so every
 reader sees a model the same way. Two model types: ``xgboost`` (the XGBoost flavour, UBJ) and ``torch`` (a
 state dict plus a preprocessing JSON through MLflow "models from code", ``torch_pyfunc.py``); nothing is
-pickled. Either carries its calibration in the MLmodel metadata (``CALIBRATION_KEY``), and ``load_model``
-returns it wrapped as a ``CalibratedModel``, so every score is a probability.
+pickled. Either carries its task (``TASK_KEY``) and calibration (``CALIBRATION_KEY``) in the MLmodel
+metadata, and ``load_model`` returns it wrapped for its task: a ``CalibratedModel`` (binary: every score is
+a probability) or a ``RegressionModel`` (the predicted value). Readers score with ``model.scores(matrix)``.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
 
     from mlloop.promotion import ScoredModel
-    from mlloop.training.calibration import CalibratedModel
+    from mlloop.training.calibration import CalibratedModel, RegressionModel
 
 TORCH_PYFUNC_PATH = Path(__file__).with_name("torch_pyfunc.py")
 MODEL_TYPE_KEY = MODEL_TYPE_TAG  # in the MLmodel metadata of a torch model, and a run/version tag
 PACKAGES = ("mlloop", "xgboost", "pandas", "numpy", "scikit-learn", "mlflow", "great_expectations", "torch")
+TASK_KEY = (
+    "mlloop.task"  # in the MLmodel metadata: binary (the default of a model logged without it) or regression
+)
 IMPORTANCE_ARTIFACT = "importance.json"  # {"kind": ..., "importance": {feature: value}}, most important first
 
 
@@ -39,7 +43,11 @@ def _pinned(*names: str) -> list[str]:
 
 
 def log_model(
-    model_type: str, model: CalibratedModel, example: pd.DataFrame, signature: ModelSignature
+    model_type: str,
+    model: CalibratedModel | RegressionModel,
+    example: pd.DataFrame,
+    signature: ModelSignature,
+    task: str = "binary",
 ) -> ModelInfo:
     """Log ``model`` to the active MLflow run as ``model`` in a safe format, with signature and example.
 
@@ -51,7 +59,7 @@ def log_model(
 
     from mlloop.training.calibration import CALIBRATION_KEY
 
-    calibration = {CALIBRATION_KEY: model.calibration.to_dict()}
+    calibration = {CALIBRATION_KEY: model.calibration.to_dict(), TASK_KEY: task}
     if model_type == "xgboost":
         # The XGBoost flavour needs pandas categoricals, which a JSON request cannot carry, so MLflow's
         # serving check of the example can only fail and log a traceback; mlloop scores through
@@ -101,16 +109,17 @@ def serving_frame(matrix: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def load_model(model_uri: str) -> CalibratedModel:
+def load_model(model_uri: str) -> CalibratedModel | RegressionModel:
     """Load a logged or registered model of either type (on the CPU) for ``score_model``.
 
     XGBoost models load through their flavour (an ``XGBClassifier``); torch models load from their
     state dict and preprocessing JSON with ``weights_only=True``, without running the logged code.
-    Either is wrapped with the calibration in its metadata (the identity for a model logged without
-    one). The tracking URI must already be set (``registry.runner.use_configured_mlflow``).
+    A binary model is wrapped with the calibration in its metadata (the identity for a model logged
+    without one), a regression model (metadata ``TASK_KEY``) as a ``RegressionModel``. The tracking URI
+    must already be set (``registry.runner.use_configured_mlflow``).
 
     Returns:
-        a ``CalibratedModel``: ``predict_proba(matrix)`` gives calibrated probabilities, shape (n, 2).
+        a model whose ``scores(matrix)`` gives calibrated probabilities or predicted values.
 
     Raises:
         ValueError: when the model is of neither type (naming the flavours it has).
@@ -118,21 +127,23 @@ def load_model(model_uri: str) -> CalibratedModel:
     import mlflow
     from mlflow.models import Model
 
-    from mlloop.training.calibration import CALIBRATION_KEY, CalibratedModel, Calibration
+    from mlloop.tasks import task_spec
+    from mlloop.training.calibration import CALIBRATION_KEY, Calibration, served_model
 
     with tempfile.TemporaryDirectory(prefix="mlloop-model-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
         logged = Model.load(str(local))
         metadata = logged.metadata or {}
         calibration = Calibration.from_dict(metadata.get(CALIBRATION_KEY))
+        calibrated = task_spec(metadata.get(TASK_KEY, "binary")).calibrated
         if "xgboost" in logged.flavors:
-            return CalibratedModel(mlflow.xgboost.load_model(str(local)), calibration)
+            return served_model(mlflow.xgboost.load_model(str(local)), calibration, calibrated)
         if metadata.get(MODEL_TYPE_KEY) == "torch":
             from mlloop.training.torch_model import load_files
 
             artifacts = logged.flavors["python_function"]["artifacts"]
             network = load_files({name: local / entry["path"] for name, entry in artifacts.items()})
-            return CalibratedModel(network, calibration)
+            return served_model(network, calibration, calibrated)
     raise ValueError(
         f"model {model_uri} has flavours {sorted(logged.flavors)} and metadata {logged.metadata}; "
         f"load_model reads XGBoost models and torch models logged by mlloop.training.train "
@@ -177,6 +188,6 @@ def score_model(name: str, model: Any, matrix: pd.DataFrame) -> ScoredModel:
     from mlloop.promotion import ScoredModel
 
     started = time.perf_counter()
-    scores = model.predict_proba(matrix)[:, 1]
+    scores = model.scores(matrix)
     latency = (time.perf_counter() - started) * 1e6 / max(len(matrix), 1)
     return ScoredModel(name, scores, batch_latency_ms_per_1k_rows=latency, size_mb=model_size_mb(model))

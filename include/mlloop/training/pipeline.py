@@ -31,6 +31,7 @@ from mlloop.registry.tags import (
     TRIGGER_WINDOW_TAG,
 )
 from mlloop.storage import Storage
+from mlloop.tasks import task_spec
 from mlloop.training.windows import snapshot_days
 from mlloop.usecase import load_use_case
 
@@ -119,8 +120,18 @@ def assemble_snapshot(
 
 
 def labels_shortfall(labels: Any, use_case: Any) -> str | None:
-    """Return why a window's known labels are too few to train on (``use_case.training``), or None."""
+    """Return why a window's known labels are too few to train on (``use_case.training``), or None.
+
+    A regression use case needs ``training.min_rows`` only: ``min_positives`` has no meaning there.
+    """
     policy = use_case.training
+    if not task_spec(use_case.task).counts_positives:
+        if labels.known >= policy.min_rows:
+            return None
+        return (
+            f"holds {labels.known} labelled rows; training needs {policy.min_rows} (training.min_rows of use "
+            f"case {use_case.name}). Wait for more labels, or widen window_days."
+        )
     positives = round(labels.known * (labels.target_mean or 0.0))
     if labels.known >= policy.min_rows and positives >= policy.min_positives:
         return None
@@ -286,9 +297,12 @@ def _gate_decision(
     from mlloop.training.fit import TrainConfig, load_training_data
 
     settings = get_settings()
-    config = load_gate_config(overrides, use_case=load_use_case(use_case))  # before any scoring
+    declaration = load_use_case(use_case)
+    config = load_gate_config(overrides, use_case=declaration)  # before any scoring
     name, version = result["model_name"], str(result["version"])
-    data = load_training_data(Storage.from_settings(settings), TrainConfig(snapshot=result["snapshot"]))
+    data = load_training_data(
+        Storage.from_settings(settings), TrainConfig(snapshot=result["snapshot"]), task=declaration.task
+    )
     matrix, _ = data.parts["holdout"]
     challenger = _scored(f"{name}/{version}", f"models:/{name}/{version}", matrix)
     current = champion_version(client, name)
@@ -296,7 +310,13 @@ def _gate_decision(
     if current is not None and current.version != version:
         champion = _scored(f"{name}/{current.version}", f"models:/{name}/{current.version}", matrix)
     decision = evaluate_gate(
-        challenger, champion, data.split.holdout, target_column=data.manifest.target_column, config=config
+        challenger,
+        champion,
+        data.split.holdout,
+        target_column=data.manifest.target_column,
+        config=config,
+        task=declaration.task,
+        training_mean=float(data.parts["train"][1].mean()),
     )
     return decision, current
 

@@ -2,7 +2,9 @@
 
 Training puts the whole data on the device once as tensors and steps through large slices of it, so a
 GPU is never starved by a host-side data loader. Class imbalance is handled by ``pos_weight`` in the
-loss; early stopping keeps the epoch of best validation PR-AUC. On the CPU a seed gives identical
+loss; early stopping keeps the epoch of best validation PR-AUC. A regression network (``task="regression"``)
+fits the standardised target on mean squared error, keeps the epoch of lowest validation RMSE, and predicts
+the value in the target's units. On the CPU a seed gives identical
 weights and scores run after run.
 
 The saved model is two files and nothing executable: the state dict (``torch.save(state_dict)``,
@@ -270,6 +272,8 @@ class TabularModel:
 
     ``logit_offset`` undoes the ``pos_weight`` of training (which multiplies the odds by it), so
     ``predict_proba`` returns positive-class probabilities at the data's base rate, not inflated ones.
+    A regression network's output is the standardised target: ``predict`` maps it back with
+    ``target_mean`` and ``target_scale``.
     """
 
     net: TabularNet
@@ -278,6 +282,18 @@ class TabularModel:
     logit_offset: float
     device: str = "cpu"
     training: dict[str, Any] = field(default_factory=dict)
+    task: str = "binary"
+    target_mean: float = 0.0
+    target_scale: float = 1.0
+
+    def predict(self, matrix: pd.DataFrame) -> np.ndarray:
+        """Return the predicted value per row of ``matrix`` (a regression network), in the target's units."""
+        outputs = predict_logits(self.net, to_device(self.preprocessing, matrix, None, self.device))
+        return outputs * self.target_scale + self.target_mean
+
+    def scores(self, matrix: pd.DataFrame) -> np.ndarray:
+        """Return the number this network serves per row: P(positive), or the predicted value (regression)."""
+        return self.predict(matrix) if self.task == "regression" else self.predict_proba(matrix)[:, 1]
 
     def predict_proba(self, matrix: pd.DataFrame) -> np.ndarray:
         """Return an (n, 2) array of [P(negative), P(positive)] per row of ``matrix``."""
@@ -302,6 +318,9 @@ class TabularModel:
             "preprocessing": asdict(self.preprocessing),
             "architecture": asdict(self.architecture),
             "logit_offset": self.logit_offset,
+            "task": self.task,
+            "target_mean": self.target_mean,
+            "target_scale": self.target_scale,
             "training": self.training,
             "torch_version": torch.__version__,
         }
@@ -344,6 +363,9 @@ class TabularModel:
             logit_offset=float(described["logit_offset"]),
             device=device,
             training=described.get("training", {}),
+            task=described.get("task", "binary"),
+            target_mean=float(described.get("target_mean", 0.0)),
+            target_scale=float(described.get("target_scale", 1.0)),
         )
 
 
@@ -354,12 +376,18 @@ def fit_tabular(
     y_val: np.ndarray,
     params: TabularParams,
     device: str = "cpu",
+    task: str = "binary",
 ) -> TabularModel:
-    """Train the network on ``device``, keeping the weights of the epoch with the best validation PR-AUC.
+    """Train the network on ``device``, keeping the weights of the epoch with the best validation score.
+
+    Binary: BCE with ``pos_weight``, best validation PR-AUC. Regression: MSE on the standardised target,
+    lowest validation RMSE.
 
     Raises:
-        ValueError: when the training or the validation labels lack a class.
+        ValueError: when the training or the validation labels lack a class (binary).
     """
+    if task == "regression":
+        return _fit_regression(x_train, y_train, x_val, y_val, params, device)
     for part, labels in (("training", y_train), ("validation", y_val)):
         if not 0 < int(np.sum(labels)) < len(labels):
             raise ValueError(
@@ -367,6 +395,68 @@ def fit_tabular(
                 "model needs both classes in each. Widen the training window or wait for more labels."
             )
     positives = int(np.sum(y_train))
+    pos_weight = (len(y_train) - positives) / positives
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
+    net, preprocessing, architecture, stopped = _fit_network(
+        x_train, y_train, x_val, params, device, loss_fn, lambda out: pr_auc(y_val, out), "PR-AUC"
+    )
+    best = stopped.pop("best_score")
+    return TabularModel(
+        net=net,
+        preprocessing=preprocessing,
+        architecture=architecture,
+        logit_offset=float(np.log(pos_weight)),
+        device=device,
+        training={**stopped, "best_validation_pr_auc": best, "pos_weight": pos_weight},
+    )
+
+
+def _fit_regression(
+    x_train: pd.DataFrame,
+    y_train: np.ndarray,
+    x_val: pd.DataFrame,
+    y_val: np.ndarray,
+    params: TabularParams,
+    device: str,
+) -> TabularModel:
+    """Fit the network on MSE of the standardised target, keeping the epoch of lowest validation RMSE."""
+    mean, scale = float(np.mean(y_train)), float(np.std(y_train)) or 1.0
+    standardised = (np.asarray(y_train, dtype=np.float64) - mean) / scale
+
+    def negative_rmse(outputs: np.ndarray) -> float:
+        return -float(np.sqrt(np.mean((outputs * scale + mean - y_val) ** 2)))
+
+    net, preprocessing, architecture, stopped = _fit_network(
+        x_train, standardised, x_val, params, device, nn.MSELoss(), negative_rmse, "-RMSE"
+    )
+    best = stopped.pop("best_score")
+    return TabularModel(
+        net=net,
+        preprocessing=preprocessing,
+        architecture=architecture,
+        logit_offset=0.0,
+        device=device,
+        training={**stopped, "best_validation_rmse": -best},
+        task="regression",
+        target_mean=mean,
+        target_scale=scale,
+    )
+
+
+def _fit_network(
+    x_train: pd.DataFrame,
+    y_train: np.ndarray,
+    x_val: pd.DataFrame,
+    params: TabularParams,
+    device: str,
+    loss_fn: nn.Module,
+    validation_score: Any,
+    score_name: str,
+) -> tuple[TabularNet, Preprocessing, Architecture, dict[str, Any]]:
+    """Train epochs until ``validation_score`` (of the validation outputs; higher is better) stops rising.
+
+    Returns the network at its best epoch, its preprocessing and architecture, and where it stopped.
+    """
     torch.manual_seed(params.seed)  # weight init and dropout
     generator = torch.Generator(device=device).manual_seed(params.seed)  # batch order
     preprocessing = Preprocessing.fit(x_train, missing_indicators=params.missing_indicators)
@@ -374,8 +464,6 @@ def fit_tabular(
     train_data = to_device(preprocessing, x_train, y_train, device)
     val_data = to_device(preprocessing, x_val, None, device)
     net = TabularNet(architecture).to(device)
-    pos_weight = (len(y_train) - positives) / positives
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
     optimizer = torch.optim.AdamW(net.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
 
     best_score, best_epoch, best_state = -np.inf, 0, {}
@@ -386,12 +474,13 @@ def fit_tabular(
             net, train_data, optimizer, loss_fn, batch_size=params.batch_size, generator=generator
         )
         seconds = time.perf_counter() - started
-        score = pr_auc(y_val, predict_logits(net, val_data))
+        score = validation_score(predict_logits(net, val_data))
         log.info(
-            "epoch %d/%d: train loss %.4f, validation PR-AUC %.4f (%.0f rows/s on %s)",
+            "epoch %d/%d: train loss %.4f, validation %s %.4f (%.0f rows/s on %s)",
             epoch,
             params.max_epochs,
             loss,
+            score_name,
             score,
             len(train_data) / max(seconds, 1e-9),
             device,
@@ -403,25 +492,14 @@ def fit_tabular(
             break
     net.load_state_dict(best_state)
     log.info(
-        "Torch stopped after %d epochs (best validation PR-AUC %.4f at epoch %d)",
+        "Torch stopped after %d epochs (best validation %s %.4f at epoch %d)",
         epoch,
+        score_name,
         best_score,
         best_epoch,
     )
-    return TabularModel(
-        net=net,
-        preprocessing=preprocessing,
-        architecture=architecture,
-        logit_offset=float(np.log(pos_weight)),
-        device=device,
-        training={
-            "best_epoch": best_epoch,
-            "epochs_run": epoch,
-            "best_validation_pr_auc": float(best_score),
-            "pos_weight": pos_weight,
-            "params": asdict(params),
-        },
-    )
+    stopped = {"best_epoch": best_epoch, "epochs_run": epoch, "best_score": float(best_score)}
+    return net, preprocessing, architecture, stopped | {"params": asdict(params)}
 
 
 def load_files(files: Mapping[str, str | Path], device: str = "cpu") -> TabularModel:

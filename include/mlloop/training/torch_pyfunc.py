@@ -22,17 +22,18 @@ class TorchTabularPyfunc(PythonModel):
 
     def load_context(self, context: PythonModelContext) -> None:
         """Load the network, its preprocessing (artifacts, CPU) and its calibration (model config)."""
-        from mlloop.training.calibration import CALIBRATION_KEY, CalibratedModel, Calibration
+        from mlloop.training.calibration import CALIBRATION_KEY, Calibration, served_model
         from mlloop.training.torch_model import load_files
 
         calibration = Calibration.from_dict((context.model_config or {}).get(CALIBRATION_KEY))
-        self.model = CalibratedModel(load_files(context.artifacts), calibration)
+        network = load_files(context.artifacts)
+        self.model = served_model(network, calibration, network.task == "binary")
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> np.ndarray:
-        """Return the calibrated P(positive) for each row of ``model_input``."""
-        return self.model.predict_proba(model_input)[:, 1]
+        """Return the calibrated P(positive) (binary) or the predicted value per row of ``model_input``."""
+        return self.model.scores(model_input)
 
 
 mlflow.models.set_model(TorchTabularPyfunc())

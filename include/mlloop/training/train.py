@@ -13,8 +13,11 @@ server and storage come from MLLOOP_* settings (env), never from arguments.
 Two model types share that flow and differ only in fitting, importance and how the model is logged:
 ``xgboost`` (logged as UBJ by the XGBoost flavour) and ``torch`` (a tabular MLP, logged as a state
 dict plus a preprocessing JSON through MLflow "models from code", see ``torch_pyfunc.py``).
-Both are calibrated on the validation part (``calibration.py``: Platt scaling on the logit, logged with
-the model), so every score the flow logs, gates and serves is a probability. Logging, loading and scoring a
+For a binary use case both are calibrated on the validation part (``calibration.py``: Platt scaling on the
+logit, logged with the model), so every score the flow logs, gates and serves is a probability. For a
+regression use case (``task: regression``) they fit squared error and serve the predicted value; the run
+logs the holdout RMSE and MAE with bootstrap intervals and the no-skill RMSE (predicting the training mean)
+instead of the ranking metrics and calibration. Logging, loading and scoring a
 model live in ``model_io`` (the gate, serving and monitoring use them too), the model's input matrix in
 ``features.build.model_matrix``.
 """
@@ -28,7 +31,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +47,9 @@ from mlloop.registry.tags import (
 )
 from mlloop.training.fit import (
     MODEL_TYPES,
+    FittedModel,
     TrainConfig,
+    TrainingData,
     device,
     fit_model,
     load_training_data,
@@ -60,8 +65,90 @@ from mlloop.training.model_io import (
 if TYPE_CHECKING:
     import numpy as np
 
+    from mlloop.promotion import GateConfig
+
 
 log = logging.getLogger("mlloop.training")
+
+
+@dataclass(frozen=True)
+class HoldoutEvaluation:
+    """What a run logs of its holdout: headline metrics, extra figures (calibration), plots, a summary."""
+
+    metrics: dict[str, float]  # logged as holdout_<name>, returned in the result
+    extra: dict[str, float]  # logged beside them (the binary calibration's Brier score and ECE)
+    figures: dict[str, Any]
+    summary: str
+
+
+def evaluate_holdout(
+    data: TrainingData, fitted: FittedModel, scores: np.ndarray, config: GateConfig
+) -> HoldoutEvaluation:
+    """Return the holdout's evaluation for the use case's task (the gate's operating point, or intervals)."""
+    from mlloop.promotion.gate import operating_metrics
+    from mlloop.promotion.regression import regression_metrics
+    from mlloop.training.calibration import calibration_metrics
+
+    x_holdout, y_holdout = data.parts["holdout"]
+    importance = _importance_plot(fitted.importance, fitted.importance_kind)
+    if not data.task.calibrated:
+        training_mean = float(data.parts["train"][1].mean())
+        values = regression_metrics(y_holdout, scores, training_mean, config)
+        summary = (
+            f"holdout RMSE {values.rmse:.4g} [{values.rmse_lower:.4g}, {values.rmse_upper:.4g}], MAE "
+            f"{values.mae:.4g} (predicting the training mean: RMSE {values.no_skill_rmse:.4g})"
+        )
+        figures = _regression_plots(y_holdout, scores) | importance
+        metrics = {k: v for k, v in values.to_dict().items() if v is not None}
+        return HoldoutEvaluation(metrics, {}, figures, summary)
+    metrics_at = operating_metrics(y_holdout, scores, config)
+    raw_scores = fitted.model.model.predict_proba(x_holdout)[:, 1]
+    extra = {f"holdout_{k}": v for k, v in calibration_metrics(y_holdout, scores).items()} | {
+        f"holdout_{k}_raw": v for k, v in calibration_metrics(y_holdout, raw_scores).items()
+    }
+    figures = _plots(y_holdout, scores, raw_scores, metrics_at.threshold_at_precision) | importance
+    summary = f"holdout PR-AUC {metrics_at.pr_auc:.4f}, ROC-AUC {metrics_at.roc_auc:.4f}"
+    metrics = {k: v for k, v in asdict(metrics_at).items() if v is not None}
+    return HoldoutEvaluation(metrics, extra, figures, summary)
+
+
+def _pyplot() -> Any:
+    """Return matplotlib's pyplot on the Agg backend (no display in a worker or a pod)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _importance_plot(importance: dict[str, float], importance_kind: str) -> dict[str, Any]:
+    """Return the feature-importance figure (the 20 most important features)."""
+    plt = _pyplot()
+    top = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:20]
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.barh([k for k, _ in reversed(top)], [v for _, v in reversed(top)])
+    ax.set_title(f"Feature importance ({importance_kind})")
+    fig.tight_layout()
+    return {"feature_importance.png": fig}
+
+
+def _regression_plots(labels: np.ndarray, predictions: np.ndarray) -> dict[str, Any]:
+    """Return a regression model's figures: predicted against actual, and the residuals' histogram."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(labels, predictions, s=4, alpha=0.3)
+    low, high = float(min(labels.min(), predictions.min())), float(max(labels.max(), predictions.max()))
+    ax.plot([low, high], [low, high], linestyle="--", label="ideal")
+    ax.set_xlabel("actual")
+    ax.set_ylabel("predicted")
+    ax.set_title("Holdout: predicted vs actual")
+    ax.legend()
+    fig2, ax2 = plt.subplots(figsize=(5, 4))
+    ax2.hist(predictions - labels, bins=50)
+    ax2.set_xlabel("predicted - actual")
+    ax2.set_title("Holdout residuals")
+    return {"predicted_vs_actual.png": fig, "residuals.png": fig2}
 
 
 def _plots(
@@ -69,18 +156,13 @@ def _plots(
     scores: np.ndarray,
     raw_scores: np.ndarray,
     threshold: float | None,
-    importance: dict[str, float],
-    importance_kind: str,
 ) -> dict[str, Any]:
-    """Return the evaluation figures: PR curve, calibration (before and after), importance, confusion."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Return a binary model's figures: PR curve, calibration (before and after), confusion."""
     import numpy as np
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay
 
+    plt = _pyplot()
     figures = {}
     fig, ax = plt.subplots(figsize=(5, 4))
     PrecisionRecallDisplay.from_predictions(labels, scores, ax=ax)
@@ -98,12 +180,6 @@ def _plots(
     ax.set_title("Calibration (holdout, quantile bins)")
     ax.legend()
     figures["calibration.png"] = fig
-    top = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:20]
-    fig, ax = plt.subplots(figsize=(6, 5))
-    ax.barh([k for k, _ in reversed(top)], [v for _, v in reversed(top)])
-    ax.set_title(f"Feature importance ({importance_kind})")
-    fig.tight_layout()
-    figures["feature_importance.png"] = fig
     fig, ax = plt.subplots(figsize=(4, 4))
     cut = threshold if threshold is not None else 0.5
     ConfusionMatrixDisplay.from_predictions(labels, (scores >= cut).astype(np.int8), ax=ax, colorbar=False)
@@ -140,11 +216,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     from mlflow.models import infer_signature
 
     from mlloop.promotion import load_gate_config
-    from mlloop.promotion.gate import operating_metrics
     from mlloop.registry import register_version
     from mlloop.registry.runner import registered_model_name, use_configured_mlflow
     from mlloop.storage import Storage
-    from mlloop.training.calibration import calibration_metrics
     from mlloop.usecase import load_use_case
 
     if config.model not in MODEL_TYPES:
@@ -159,15 +233,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     on = device()
     log.info("Training %s on %s: %s", config.model, on, split.sizes())
     fitted = fit_model(data, config, on)
-    x_holdout, y_holdout = parts["holdout"]
+    x_holdout = parts["holdout"][0]
     scored = score_model(f"{model_name}/challenger", fitted.model, x_holdout)
     scores = scored.scores
     latency_ms_per_1k, size_mb = scored.batch_latency_ms_per_1k_rows, scored.size_mb
-    metrics = operating_metrics(y_holdout, scores, load_gate_config(use_case=use_case))
-    raw_scores = fitted.model.model.predict_proba(x_holdout)[:, 1]
-    calibration_figures = {f"holdout_{k}": v for k, v in calibration_metrics(y_holdout, scores).items()} | {
-        f"holdout_{k}_raw": v for k, v in calibration_metrics(y_holdout, raw_scores).items()
-    }
+    evaluation = evaluate_holdout(data, fitted, scores, load_gate_config(use_case=use_case))
 
     use_configured_mlflow()
     mlflow.set_experiment(use_case.name)
@@ -190,9 +260,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
             }
         )
         mlflow.log_metrics(
-            {f"holdout_{k}": v for k, v in asdict(metrics).items() if v is not None}
+            {f"holdout_{k}": v for k, v in evaluation.metrics.items()}
             | {"holdout_latency_ms_per_1k_rows": latency_ms_per_1k}
-            | calibration_figures
+            | evaluation.extra
         )
         mlflow.log_dict(package_versions(), "environment/packages.json")
         mlflow.log_dict(manifest.model_dump(mode="json"), "snapshot/manifest.json")
@@ -203,22 +273,18 @@ def train(config: TrainConfig) -> dict[str, Any]:
             digest=manifest.digest[:36],
         )
         mlflow.log_input(dataset, context="training")
-        figures = _plots(
-            y_holdout,
-            scores,
-            raw_scores,
-            metrics.threshold_at_precision,
-            fitted.importance,
-            fitted.importance_kind,
-        )
-        for file_name, figure in figures.items():
+        for file_name, figure in evaluation.figures.items():
             mlflow.log_figure(figure, f"plots/{file_name}")
         # Monitoring reads the champion's most important features from here (top-k drift rule).
         ranked = dict(sorted(fitted.importance.items(), key=lambda kv: kv[1], reverse=True))
         mlflow.log_dict({"kind": fitted.importance_kind, "importance": ranked}, IMPORTANCE_ARTIFACT)
         example = x_holdout.head(5)
         model_info = log_model(
-            config.model, fitted.model, example, infer_signature(serving_frame(example), scores[:5])
+            config.model,
+            fitted.model,
+            example,
+            infer_signature(serving_frame(example), scores[:5]),
+            task=data.task.name,
         )
         description = f"{config.model} on snapshot {manifest.digest[:12]} ({config.backend}, {on})"
         version = register_version(
@@ -233,20 +299,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "snapshot": manifest.digest,
         "model": config.model,
         "device": on,
-        "metrics": {k: v for k, v in asdict(metrics).items() if v is not None},
-        "calibration": calibration_figures,
+        "task": data.task.name,
+        "metrics": evaluation.metrics,
+        "calibration": evaluation.extra,
         "latency_ms_per_1k_rows": latency_ms_per_1k,
         "model_size_mb": size_mb,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    log.info(
-        "Trained %s v%s: holdout PR-AUC %.4f, ROC-AUC %.4f (%.0fs)",
-        model_name,
-        version.version,
-        metrics.pr_auc,
-        metrics.roc_auc,
-        result["seconds"],
-    )
+    log.info("Trained %s v%s: %s (%.0fs)", model_name, version.version, evaluation.summary, result["seconds"])
     return result
 
 
