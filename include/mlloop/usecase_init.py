@@ -391,8 +391,9 @@ def _binary_target(target: pd.Series) -> pd.Series:
     if not values <= {0.0, 1.0}:
         shown = sorted(map(str, known.unique()[:5].tolist()))
         raise DraftError(
-            f"--target {target.name!r} is not binary (values such as {shown}): only 0/1 classification is "
-            "supported; regression is not supported yet. For a yes/no outcome, write it as 0/1."
+            f"--target {target.name!r} is not binary (values such as {shown}): `init` drafts 0/1 "
+            "classification only. For a yes/no outcome, write it as 0/1; for a number, draft with a 0/1 "
+            "stand-in, then set task: regression and the target by hand (docs/design.md, 'Task types')."
         )
     if values != {0.0, 1.0}:
         raise DraftError(

@@ -232,7 +232,7 @@ def test_a_non_binary_target_is_refused_saying_regression_is_not_supported(
     result = invoke("use-cases", "init", NAME, "--sample", str(path), *args)
     assert result.exit_code == 1
     assert "--target 'delay_minutes' is not binary" in result.output
-    assert "regression is not supported yet" in result.output
+    assert "drafts 0/1 classification only" in result.output and "task: regression" in result.output
     assert not list(usecases.iterdir())
 
 
