@@ -201,6 +201,99 @@ def calibration_figures(rows: int, clean_days: int) -> dict[str, Any]:
     }
 
 
+SEASON_CHAMPION = (dt.date(2013, 6, 3), dt.date(2013, 6, 30))  # flight_delay's demo window
+SEASON_WINDOWS = ("2013-07-03", "2013-07-07", "2013-12-03", "2013-12-07")
+OWN_LAST_DAYS = 3  # the champion's own last days, judged against the days before them
+
+
+def season_figures() -> dict[str, Any]:
+    """Replay flight_delay's monitor offline: the June champion checked in July and December.
+
+    The monitor's own functions (``mlloop.monitoring.replay``): the 2013 days are exported into an inbox,
+    landed and validated, the champion trained on 2013-06-03..06-30 as the demo trains it, and each window
+    end checked as ``monitor_flight_delay`` checks it (widened back to ``drift_min_rows``). The champion's
+    last days are also judged against the days before them (``calibrate_column_bounds`` on its snapshot).
+    """
+    import os
+
+    from mlloop.config import get_settings
+    from mlloop.data.flights import export_days
+    from mlloop.features.spec import feature_columns as spec_columns
+    from mlloop.ingestion.batches import open_inbox
+    from mlloop.monitoring.decision import load_monitor_config
+    from mlloop.monitoring.drift import calibrate_column_bounds, judge_window
+    from mlloop.monitoring.replay import check_days, land_days, train_champion
+    from mlloop.storage import Storage
+    from mlloop.training.snapshot import load_snapshot
+
+    root = tempfile.mkdtemp(prefix="mlloop-bench-seasons-")
+    os.environ["MLLOOP_DATA_ROOT"] = root
+    get_settings.cache_clear()
+    use_case = load_use_case("flight_delay")
+    config = load_monitor_config(use_case=use_case)
+    first, last = SEASON_CHAMPION
+    champion_days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    ends = [dt.date.fromisoformat(d) for d in SEASON_WINDOWS]
+    before = [e - dt.timedelta(days=i) for e in ends for i in range(config.drift_max_days, -1, -1)]
+    days = sorted(set(champion_days) | {d for d in before if d > last})
+    export_days(open_inbox(use_case), "", days)
+    storage = Storage(root)
+    landed = land_days(storage, use_case, [(d, "none") for d in days])
+    trained = [d.isoformat() for d in champion_days if d.isoformat() in landed]
+    champion = train_champion(storage, use_case, trained, last + dt.timedelta(days=1))
+    noon = [dt.datetime.combine(e + dt.timedelta(days=1), dt.time(12), tzinfo=dt.UTC) for e in ends]
+    checks = check_days(storage, use_case, champion, [(e, "none") for e in ends], noon)
+    windows = []
+    for check in checks:
+        evidence = check.evidence
+        judged = evidence["column_bounds"]
+        windows.append(
+            {
+                "end": check.day,
+                "days": evidence["monitored_days"],
+                "fired": check.fired_rules,
+                "drifted": evidence["drifted_columns"],
+                "top_drifted": [
+                    c for c, (s, b, m) in evidence["top_column_bounds"].items() if s > b and s >= m
+                ],
+                "columns": {c: [round(s, 3), round(b, 3)] for c, (s, b, _) in judged.items()},
+                "prediction_drift": [
+                    evidence["prediction_drift_score"],
+                    evidence["prediction_drift_threshold"],
+                ],
+                "reason": check.reason,
+            }
+        )
+        print(
+            f"{check.day} (from {evidence['monitored_days'][0]}): fired {check.fired_rules}; "
+            f"{check.reason[:600]}"
+        )
+    reference, _ = load_snapshot(storage, champion.snapshot_digest)
+    columns = [c for c in spec_columns(use_case.features) if c not in use_case.drift_exclude]
+    categorical = [c for c in columns if c in use_case.features.categorical]
+    numeric = [c for c in columns if c not in categorical]
+    day = reference[use_case.time_column].dt.date
+    own_last = day > last - dt.timedelta(days=OWN_LAST_DAYS)
+    earlier, recent = reference[~own_last].reset_index(drop=True), reference[own_last].reset_index(drop=True)
+    bounds = calibrate_column_bounds(
+        earlier, len(recent), numeric=numeric, categorical=categorical, time_column=use_case.time_column
+    )
+    result = drift_verdicts(earlier, recent, numeric=numeric, categorical=categorical)
+    verdict = judge_window(
+        bounds, result, config.drift_false_alarm_rate, top=[], reference=earlier, current=recent
+    )
+    own = {j.column: [round(j.score, 3), round(j.bound, 3)] for j in verdict.columns}
+    print(
+        f"champion's last {OWN_LAST_DAYS} days against its {len(earlier):,} earlier rows: "
+        f"{verdict.drifted or 'quiet'}; {own}"
+    )
+    return {
+        "champion_days": [first.isoformat(), last.isoformat()],
+        "windows": windows,
+        "own_last_days": {"rows": len(recent), "drifted": verdict.drifted, "columns": own},
+    }
+
+
 def main() -> None:
     """Time the peer and check_drift per drift scenario, compare verdicts, measure peak memory."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -216,11 +309,17 @@ def main() -> None:
         "--clean-days", type=int, default=10, help="clean days checked per calibration anchor"
     )
     parser.add_argument("--only-calibration", action="store_true", help="run the calibration figures only")
+    parser.add_argument(
+        "--seasons", action="store_true", help="only flight_delay's June champion in July and December"
+    )
     parser.add_argument("--memory-probe", nargs=2, metavar=("REFERENCE", "CURRENT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.memory_probe:
         memory_probe(*args.memory_probe, args.sample_rows)
+        return
+    if args.seasons:
+        print(json.dumps({"bench": "drift", "seasons": season_figures()}))
         return
     if args.only_calibration:
         calibration = calibration_figures(args.calibration_rows, args.clean_days)
