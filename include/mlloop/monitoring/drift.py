@@ -75,6 +75,17 @@ threshold is Student's one-sided prediction bound of one more (on the log scale)
 while the reference holds few days. Measured on the demo's four-day champion (2026-12-01): clean days
 scored 0.0219 and 0.0136 against a time-split threshold of 0.0175 (a false alarm); the four blocks
 scored 0.009-0.017, for a bound of about 0.023; the covariate day scored 0.0475.
+
+Each column against its own spread (``calibrate_column_bounds``, ``judge_window``): a share of drifted
+columns saturates when the reference itself moves from day to day (weather: in a month of it, most
+columns differ between any few days and the rest, so the share's threshold ends at the top of its range
+and no season change can pass it). Instead each column's distance is judged against the distances of the
+reference's disjoint window-sized blocks, each held out of the rest: the one-sided prediction bound of
+one more block, with the family's false-alarm rate split evenly over its columns (Bonferroni), and a
+column must also reach Evidently's own threshold. The bound is taken on the square-root scale: a column
+whose level moves from day to day has block distances of about |normal| shape, for which the log scale
+(right for one column's sampling noise, as the score above) gives a bound far too wide to ever fire. The
+measured rates of both scales are in docs/closed-loop.md.
 """
 
 from __future__ import annotations
@@ -683,7 +694,7 @@ def calibrate_drift(
         blocks = [columns[0].score for columns in (tests.verdicts(b, r) for b, r in _blocks(order, size))]
         if all(v is not None and math.isfinite(v) for v in blocks):  # else the ranked splits decide alone
             nulls["blocks"] = tuple(float(v) for v in blocks)
-            thresholds["blocks"] = _prediction_bound(nulls["blocks"], false_alarm)
+            thresholds["blocks"] = prediction_bound(nulls["blocks"], false_alarm)
     calibration = DriftCalibration(
         statistic=statistic,
         threshold=max(thresholds.values()) if higher else min(thresholds.values()),
@@ -743,7 +754,7 @@ class ColumnBounds:
 
     def bound(self, column: str, false_alarm: float) -> float:
         """Return the (1 - false_alarm) prediction bound of ``column``'s distance (square-root scale)."""
-        return _prediction_bound(self.nulls[column], false_alarm, scale=BOUND_SCALE)
+        return prediction_bound(self.nulls[column], false_alarm, scale=BOUND_SCALE)
 
     def judge(self, scores: Mapping[str, float], false_alarm: float) -> list[ColumnJudgement]:
         """Judge each column of ``scores`` at ``false_alarm / len(scores)`` (the family rate, Bonferroni)."""
@@ -1062,7 +1073,7 @@ def _blocks(order: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, np.ndarr
         yield order[start : start + size], np.concatenate([order[:start], order[start + size :]])
 
 
-def _prediction_bound(nulls: Sequence[float], false_alarm: float, scale: BoundScale = "log") -> float:
+def prediction_bound(nulls: Sequence[float], false_alarm: float, scale: BoundScale = "log") -> float:
     """Return the one-sided (1 - false_alarm) prediction bound of one more value exchangeable with ``nulls``.
 
     On the chosen scale (the log, or the square root, of the distance) a new window's value lies below
