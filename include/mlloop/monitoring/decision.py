@@ -311,8 +311,7 @@ def decide(evidence: MonitorEvidence, config: MonitorConfig) -> MonitorDecision:
         share, top_threshold = evidence.top_drift_share, evidence.top_drift_threshold
         judged = share is not None and top_threshold is not None
         detail = (
-            f"the champion's top {config.top_k_features} features: "
-            + _own_bounds_detail("of them", top_own, config.drift_false_alarm_rate)
+            _own_bounds_detail("of the champion's top features", top_own, config.drift_false_alarm_rate)
             if top_own
             else f"drifted among the champion's top {config.top_k_features} features "
             f"({', '.join(top) or 'unknown'}): {', '.join(hit) or 'none'}"

@@ -790,8 +790,8 @@ class ColumnBounds:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ColumnBounds:
         """Return bounds stored by ``to_dict``."""
-        fields = {k: v for k, v in data.items() if k != "blocks"}
-        return cls(**fields | {"nulls": {c: tuple(v) for c, v in data["nulls"].items()}})
+        stored = {k: v for k, v in data.items() if k != "blocks"}
+        return cls(**stored | {"nulls": {c: tuple(v) for c, v in data["nulls"].items()}})
 
 
 def calibrate_column_bounds(
