@@ -779,8 +779,9 @@ class ColumnBounds:
             f"disjoint time-ordered blocks of {self.rows_block:,} rows (of {self.rows_reference:,}), each "
             "held out of the rest: Student's one-sided prediction bound of one more block on the "
             f"square-root scale (t with {self.blocks - 1} df) at {false_alarm:g}/{columns} per column "
-            "(Bonferroni: a window without change puts some column beyond its bound with probability at "
-            f"most {false_alarm:g}); a column also needs Evidently's own threshold of its method"
+            "(Bonferroni: a window without change puts some column beyond its bound with probability about "
+            f"{false_alarm:g} or less, exact for normal square roots); a column also needs Evidently's own "
+            "threshold of its method"
         )
 
     def to_dict(self) -> dict[str, Any]:
