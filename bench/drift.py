@@ -25,6 +25,11 @@ then counts the clean days after the reference that fire (``--clean-days`` per a
 kind of split alone) and, per drift scenario, whether a day of it fires. The windows are judged with
 ``drift_verdicts`` (the verdicts ``check_drift`` returns, without its report). Also times one
 calibration at 3x the rows (the 60k-rows-a-day volume).
+
+``--seasons`` runs only flight_delay on real data (``season_figures``): its June champion checked in July
+and December with each column judged against its own block-to-block spread, and the same bounds on every
+week of 2013. ``--bound-scales`` runs only the false-alarm rates of that bound on simulated nulls
+(``bound_scale_rates``). Both print one JSON line too.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import datetime as dt
 import json
 import logging
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -55,6 +61,7 @@ from mlloop.monitoring.drift import (
     check_drift,
     drift_verdicts,
     evidently_drift,
+    prediction_bound,
 )
 from mlloop.usecase import load_use_case
 
@@ -201,6 +208,200 @@ def calibration_figures(rows: int, clean_days: int) -> dict[str, Any]:
     }
 
 
+SEASON_CHAMPION = (dt.date(2013, 6, 3), dt.date(2013, 6, 30))  # flight_delay's demo window
+SEASON_WINDOWS = ("2013-07-03", "2013-07-07", "2013-12-03", "2013-12-07")
+OWN_LAST_DAYS = 3  # the champion's own last days, judged against the days before them
+LABELS_KNOWN = dt.timedelta(days=2)  # checked two days after the window: every flight's outcome is known
+
+
+def season_figures() -> dict[str, Any]:
+    """Replay flight_delay's monitor offline: the June champion checked in July and December.
+
+    The monitor's own functions (``mlloop.monitoring.replay``): the 2013 days are exported into an inbox,
+    landed and validated, the champion trained on 2013-06-03..06-30 as the demo trains it, and each window
+    end checked as ``monitor_flight_delay`` checks it (widened back to ``drift_min_rows``). The champion's
+    last days are also judged against the days before them (``calibrate_column_bounds`` on its snapshot).
+    """
+    import os
+
+    from mlloop.config import get_settings
+
+    root = tempfile.mkdtemp(prefix="mlloop-bench-seasons-")
+    os.environ["MLLOOP_DATA_ROOT"] = root
+    get_settings.cache_clear()
+    try:
+        return _season_figures(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _season_figures(root: str) -> dict[str, Any]:
+    """Land, train and check flight_delay's seasons in the data root ``root`` (``season_figures``)."""
+    from mlloop.data.flights import export_days
+    from mlloop.features.spec import feature_columns as spec_columns
+    from mlloop.ingestion.batches import open_inbox
+    from mlloop.monitoring.decision import load_monitor_config
+    from mlloop.monitoring.drift import calibrate_column_bounds, judge_window
+    from mlloop.monitoring.replay import check_days, land_days, train_champion
+    from mlloop.storage import Storage
+    from mlloop.training.snapshot import load_snapshot
+
+    use_case = load_use_case("flight_delay")
+    config = load_monitor_config(use_case=use_case)
+    first, last = SEASON_CHAMPION
+    champion_days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    ends = [dt.date.fromisoformat(d) for d in SEASON_WINDOWS]
+    before = [e - dt.timedelta(days=i) for e in ends for i in range(config.drift_max_days, -1, -1)]
+    days = sorted(set(champion_days) | {d for d in before if d > last})
+    export_days(open_inbox(use_case), "", days)
+    storage = Storage(root)
+    landed = land_days(storage, use_case, [(d, "none") for d in days])
+    trained = [d.isoformat() for d in champion_days if d.isoformat() in landed]
+    champion = train_champion(storage, use_case, trained, last + dt.timedelta(days=1))
+    noon = [dt.datetime.combine(e + LABELS_KNOWN, dt.time(12), tzinfo=dt.UTC) for e in ends]
+    checks = check_days(storage, use_case, champion, [(e, "none") for e in ends], noon)
+    windows = []
+    for check in checks:
+        evidence = check.evidence
+        judged = evidence["column_bounds"]
+        windows.append(
+            {
+                "end": check.day,
+                "days": evidence["monitored_days"],
+                "fired": check.fired_rules,
+                "drifted": evidence["drifted_columns"],
+                "top_drifted": [
+                    c for c, (s, b, m) in evidence["top_column_bounds"].items() if s > b and s >= m
+                ],
+                "columns": {c: [round(s, 3), round(b, 3)] for c, (s, b, _) in judged.items()},
+                "prediction_drift": [
+                    evidence["prediction_drift_score"],
+                    evidence["prediction_drift_threshold"],
+                ],
+                "reason": check.reason,
+            }
+        )
+        print(
+            f"{check.day} (from {evidence['monitored_days'][0]}): fired {check.fired_rules}; "
+            f"{check.reason[:600]}"
+        )
+    reference, _ = load_snapshot(storage, champion.snapshot_digest)
+    columns = [c for c in spec_columns(use_case.features) if c not in use_case.drift_exclude]
+    categorical = [c for c in columns if c in use_case.features.categorical]
+    numeric = [c for c in columns if c not in categorical]
+    day = reference[use_case.time_column].dt.date
+    own_last = day > last - dt.timedelta(days=OWN_LAST_DAYS)
+    earlier, recent = reference[~own_last].reset_index(drop=True), reference[own_last].reset_index(drop=True)
+    bounds = calibrate_column_bounds(
+        earlier, len(recent), numeric=numeric, categorical=categorical, time_column=use_case.time_column
+    )
+    result = drift_verdicts(earlier, recent, numeric=numeric, categorical=categorical)
+    verdict = judge_window(
+        bounds, result, config.drift_false_alarm_rate, top=[], reference=earlier, current=recent
+    )
+    own = {j.column: [round(j.score, 3), round(j.bound, 3)] for j in verdict.columns}
+    print(
+        f"champion's last {OWN_LAST_DAYS} days against its {len(earlier):,} earlier rows: "
+        f"{verdict.drifted or 'quiet'}; {own}"
+    )
+    return {
+        "champion_days": [first.isoformat(), last.isoformat()],
+        "windows": windows,
+        "own_last_days": {"rows": len(recent), "drifted": verdict.drifted, "columns": own},
+        "year": year_sweep(use_case, numeric, categorical, config),
+    }
+
+
+def year_sweep(use_case: Any, numeric: list[str], categorical: list[str], config: Any) -> dict[str, Any]:
+    """Judge, every week of 2013, the days right after a 28-day reference against its columns' own spread.
+
+    The use case's features of the public table (``build_use_case_features``), the monitor's distances
+    (``drift_verdicts``) and bounds (``calibrate_column_bounds``, ``judge_window``); each window is the
+    three days after the reference, widened forward to ``drift_min_rows``. Nothing is trained.
+    """
+    from mlloop.data.flights import DELIVERY_COLUMNS, flights_table
+    from mlloop.monitoring.drift import calibrate_column_bounds, judge_window
+
+    table = flights_table()
+    features = build_use_case_features(table[[*DELIVERY_COLUMNS, use_case.target_column]], use_case)
+    day = table["day"].to_numpy()
+    fired = []
+    start = dt.date(2013, 1, 1)
+    weeks = 0
+    while start + dt.timedelta(days=38) <= dt.date(2013, 12, 30):
+        window_start = start + dt.timedelta(days=28)
+        reference = features[(day >= start) & (day < window_start)].reset_index(drop=True)
+        end = window_start + dt.timedelta(days=2)
+        while ((day >= window_start) & (day <= end)).sum() < config.drift_min_rows:
+            end += dt.timedelta(days=1)
+        window = features[(day >= window_start) & (day <= end)].reset_index(drop=True)
+        bounds = calibrate_column_bounds(
+            reference, len(window), numeric=numeric, categorical=categorical, time_column=use_case.time_column
+        )
+        result = drift_verdicts(reference, window, numeric=numeric, categorical=categorical)
+        verdict = judge_window(
+            bounds, result, config.drift_false_alarm_rate, top=[], reference=reference, current=window
+        )
+        weeks += 1
+        if verdict.drifted:
+            fired.append({"window": [window_start.isoformat(), end.isoformat()], "drifted": verdict.drifted})
+        start += dt.timedelta(days=7)
+    print(f"2013, weekly: {len(fired)} of {weeks} windows right after a 28-day reference fired: {fired}")
+    return {"windows": weeks, "fired": fired}
+
+
+def bound_scale_rates(draws: int = 200_000, seed: int = 0) -> dict[str, Any]:
+    """Measure how often one more null value passes the column bound, per scale, shape and block count.
+
+    Student's one-sided prediction bound (``prediction_bound``) at 0.05/12 (Bonferroni over 12 columns,
+    flight_delay's count), fed k values and judged on one more from the same distribution, ``draws`` times:
+    the rate over the nominal one (1 = honest, < 1 conservative). Shapes: |normal| (a column whose level
+    moves from day to day), |1 + normal| (a level plus noise) and the normed Wasserstein distance between
+    2,000 and 6,000 draws of a log-normal (a heavy-tailed column's sampling noise alone, at the monitor's
+    smallest window), for which the rate with Evidently's 0.1 also required is given too.
+    """
+    import math
+
+    import numpy as np
+    from scipy.stats import t
+
+    rng = np.random.default_rng(seed)
+    rate = 0.05 / 12
+    quantiles = np.linspace(0.0005, 0.9995, 1000)
+    noise = []
+    for _ in range(3000):
+        small, large = rng.lognormal(0, 1, 2000), rng.lognormal(0, 1, 6000)
+        noise.append(
+            np.mean(np.abs(np.quantile(small, quantiles) - np.quantile(large, quantiles))) / large.std()
+        )
+    pool = np.asarray(noise)
+    shapes = {
+        "abs_normal": lambda size: np.abs(rng.standard_normal(size)),
+        "abs_level_plus_noise": lambda size: np.abs(1 + rng.standard_normal(size)),
+        "wasserstein_noise_lognormal": lambda size: rng.choice(pool, size),
+    }
+    scales = {"log": (np.log, np.exp), "sqrt": (np.sqrt, np.square)}
+    figures: dict[str, Any] = {}
+    for shape, draw in shapes.items():
+        for k in (3, 4, 6, 9, 15, 30):
+            nulls, new = draw((draws, k)), draw(draws)
+            for scale, (forward, back) in scales.items():
+                values = forward(nulls)
+                factor = t.ppf(1 - rate, k - 1) * math.sqrt(1 + 1 / k)
+                bound = back(values.mean(axis=1) + factor * values.std(axis=1, ddof=1))
+                # The same bound as the monitor's, vectorised over the draws:
+                assert math.isclose(bound[0], prediction_bound(nulls[0], rate, scale), rel_tol=1e-9)
+                figures.setdefault(shape, {}).setdefault(scale, {})[k] = round(
+                    float(np.mean(new > bound) / rate), 2
+                )
+                if shape == "wasserstein_noise_lognormal":  # a distance, so Evidently's 0.1 applies too
+                    figures[shape].setdefault(f"{scale}_and_evidently_0.1", {})[k] = round(
+                        float(np.mean((new > bound) & (new >= 0.1)) / rate), 2
+                    )
+        print(f"bound scales, {shape}: rate / nominal by k blocks {figures[shape]}")
+    return {"nominal_rate": rate, "draws": draws, "rate_over_nominal": figures}
+
+
 def main() -> None:
     """Time the peer and check_drift per drift scenario, compare verdicts, measure peak memory."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -216,11 +417,23 @@ def main() -> None:
         "--clean-days", type=int, default=10, help="clean days checked per calibration anchor"
     )
     parser.add_argument("--only-calibration", action="store_true", help="run the calibration figures only")
+    parser.add_argument(
+        "--seasons", action="store_true", help="only flight_delay's June champion in July and December"
+    )
+    parser.add_argument(
+        "--bound-scales", action="store_true", help="only the column bound's false-alarm rate per scale"
+    )
     parser.add_argument("--memory-probe", nargs=2, metavar=("REFERENCE", "CURRENT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.memory_probe:
         memory_probe(*args.memory_probe, args.sample_rows)
+        return
+    if args.bound_scales:
+        print(json.dumps({"bench": "drift", "bound_scales": bound_scale_rates()}))
+        return
+    if args.seasons:
+        print(json.dumps({"bench": "drift", "seasons": season_figures()}))
         return
     if args.only_calibration:
         calibration = calibration_figures(args.calibration_rows, args.clean_days)

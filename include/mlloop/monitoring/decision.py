@@ -224,6 +224,12 @@ class MonitorEvidence:
     top_drift_threshold: float | None = None
     prediction_drift_threshold: float | None = None
     drift_calibration: list[str] = field(default_factory=list)  # how each threshold was derived
+    # Each judged column's (distance, own bound, Evidently's threshold) when the columns are judged against
+    # their own block-to-block spread (``monitoring.drift.ColumnBounds``): a column counts as drifted beyond
+    # its bound and at Evidently's threshold, and the share rules fire on any such column (threshold 0).
+    # Empty: the ranked splits' share threshold judges Evidently's verdicts.
+    column_bounds: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    top_column_bounds: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     # Label-free estimate of the monitored metric from the champion's calibrated scores on every window
     # row (``monitoring.estimate``), with its band; "" where the champion has no calibration.
     estimated_performance: float | None = None
@@ -303,29 +309,43 @@ def decide(evidence: MonitorEvidence, config: MonitorConfig) -> MonitorDecision:
     """Apply the rules of ``config`` to ``evidence``; every rule is reported, fired or not."""
     rate = f"calibrated on the champion's data for a false-alarm rate of {config.drift_false_alarm_rate:g}"
     threshold = evidence.drift_threshold
+    own = evidence.column_bounds
+    share_detail = (
+        _own_bounds_detail("feature columns", own, config.drift_false_alarm_rate)
+        if own
+        else f"{evidence.drift_share:.2f} of the feature columns drifted ("
+        + (f"threshold {threshold:.3f} {rate}" if threshold is not None else "no calibrated threshold")
+        + f"): {', '.join(evidence.drifted_columns) or 'none'}"
+    )
     rules = [
         RuleOutcome(
             "drift_share",
             threshold is not None and evidence.drift_share > threshold,
-            f"{evidence.drift_share:.2f} of the feature columns drifted ("
-            + (f"threshold {threshold:.3f} {rate}" if threshold is not None else "no calibrated threshold")
-            + f"): {', '.join(evidence.drifted_columns) or 'none'}",
-            figures={"drift_share": evidence.drift_share, "threshold": threshold},
+            share_detail,
+            figures={"drift_share": evidence.drift_share, "threshold": threshold}
+            | ({"columns": {c: list(v) for c, v in own.items()}} if own else {}),
         )
     ]
     if config.top_k_features:
         top = evidence.top_features[: config.top_k_features]
-        hit = [c for c in top if c in evidence.drifted_columns]
+        top_own = evidence.top_column_bounds
+        hit = [c for c in top if c in (_beyond(top_own) if top_own else evidence.drifted_columns)]
         share, top_threshold = evidence.top_drift_share, evidence.top_drift_threshold
         judged = share is not None and top_threshold is not None
+        detail = (
+            _own_bounds_detail("of the champion's top features", top_own, config.drift_false_alarm_rate)
+            if top_own
+            else f"drifted among the champion's top {config.top_k_features} features "
+            f"({', '.join(top) or 'unknown'}): {', '.join(hit) or 'none'}"
+            + (f" (share {share:.2f}, threshold {top_threshold:.3f})" if judged else " (not calibrated)")
+        )
         rules.append(
             RuleOutcome(
                 "top_feature_drift",
                 judged and share > top_threshold,  # type: ignore[operator]
-                f"drifted among the champion's top {config.top_k_features} features "
-                f"({', '.join(top) or 'unknown'}): {', '.join(hit) or 'none'}"
-                + (f" (share {share:.2f}, threshold {top_threshold:.3f})" if judged else " (not calibrated)"),
-                figures={"top_drift_share": share, "threshold": top_threshold},
+                detail,
+                figures={"top_drift_share": share, "threshold": top_threshold}
+                | ({"columns": {c: list(v) for c, v in top_own.items()}} if top_own else {}),
             )
         )
     if config.prediction_drift:
@@ -374,6 +394,35 @@ def decide(evidence: MonitorEvidence, config: MonitorConfig) -> MonitorDecision:
             # the old relationship and, judged on a holdout of those days, beat the champion there.
             train_from = evidence.champion_train_from
     return MonitorDecision(rules, config.version, train_from)
+
+
+def _beyond(judged: Mapping[str, tuple[float, float, float]]) -> list[str]:
+    """Return the columns whose distance is beyond their own bound and at Evidently's threshold."""
+    return [c for c, (score, bound, margin) in judged.items() if score > bound and score >= margin]
+
+
+def _own_bounds_detail(
+    what: str, judged: Mapping[str, tuple[float, float, float]], false_alarm: float
+) -> str:
+    """Return how many columns went beyond their own bound, with their figures and the nearest quiet one."""
+    beyond = _beyond(judged)
+    figures = ", ".join(f"{c} {judged[c][0]:.3g} > {judged[c][1]:.3g}" for c in beyond)
+    quiet = {
+        c: score / max(bound, margin, 1e-12)
+        for c, (score, bound, margin) in judged.items()
+        if c not in beyond
+    }
+    nearest = max(quiet, key=quiet.__getitem__, default=None)
+    return (
+        f"{len(beyond)} of {len(judged)} {what} beyond their own block-to-block bound and Evidently's "
+        f"threshold (each at {false_alarm:g}/{len(judged)}, Bonferroni){': ' + figures if figures else ''}"
+        + (
+            f"; nearest quiet: {nearest} {judged[nearest][0]:.3g} (bound {judged[nearest][1]:.3g}, "
+            f"Evidently {judged[nearest][2]:.3g})"
+            if nearest
+            else ""
+        )
+    )
 
 
 def _catch_up_rule(evidence: MonitorEvidence) -> RuleOutcome:

@@ -75,6 +75,17 @@ threshold is Student's one-sided prediction bound of one more (on the log scale)
 while the reference holds few days. Measured on the demo's four-day champion (2026-12-01): clean days
 scored 0.0219 and 0.0136 against a time-split threshold of 0.0175 (a false alarm); the four blocks
 scored 0.009-0.017, for a bound of about 0.023; the covariate day scored 0.0475.
+
+Each column against its own spread (``calibrate_column_bounds``, ``judge_window``): a share of drifted
+columns saturates when the reference itself moves from day to day (weather: in a month of it, most
+columns differ between any few days and the rest, so the share's threshold ends at the top of its range
+and no season change can pass it). Instead each column's distance is judged against the distances of the
+reference's disjoint window-sized blocks, each held out of the rest: the one-sided prediction bound of
+one more block, with the family's false-alarm rate split evenly over its columns (Bonferroni), and a
+column must also reach Evidently's own threshold. The bound is taken on the square-root scale: a column
+whose level moves from day to day has block distances of about |normal| shape, for which the log scale
+(right for one column's sampling noise, as the score above) gives a bound far too wide to ever fire. The
+measured rates of both scales are in docs/closed-loop.md.
 """
 
 from __future__ import annotations
@@ -109,11 +120,15 @@ MIN_SAMPLE_ROWS = 1_000
 EVIDENTLY_SMALL_REFERENCE = 1_000  # Evidently picks p-value tests at or below this many reference rows
 Kind = Literal["numeric", "categorical"]
 SplitsBy = Literal["both", "time", "random"]
+BoundScale = Literal["log", "sqrt"]
 DRIFT_SHARE = "drift_share"  # calibrate_drift's statistic: the share of drifted columns
 DEFAULT_SPLITS = 30
 DEFAULT_FALSE_ALARM = 0.05
 # Disjoint blocks a column score's prediction bound needs: with fewer, Student's t has under 2 df.
 MIN_BLOCKS = 3
+# A feature column's block distances mostly follow its level moving from day to day (about |normal|), so its
+# bound is taken on the square-root scale; a score's stays log-normal (sampling noise of one column).
+BOUND_SCALE: BoundScale = "sqrt"
 # Which way each of Evidently's default stat tests points: a distance drifts when high, a p-value when low.
 _HIGHER_IS_DRIFT = {"wasserstein": True, "jensenshannon": True, "ks": False, "chisquare": False, "z": False}
 
@@ -642,17 +657,7 @@ def calibrate_drift(
     """
     started = time.perf_counter()
     numeric, categorical = _check_columns(numeric, categorical)
-    _check_frame(reference, "reference", numeric, categorical)
     rank = _calibration_rank(splits, false_alarm)
-    if isinstance(window_rows, bool) or not isinstance(window_rows, int) or window_rows < 1:
-        raise ValueError(
-            f"calibrate_drift: window_rows={window_rows!r}; pass the monitored window's row count."
-        )
-    if len(reference) < 2:
-        raise ValueError(
-            f"calibrate_drift: the reference has {len(reference)} row; splitting it needs at least 2. "
-            "Calibrate on the champion's training data."
-        )
     if statistic != DRIFT_SHARE and statistic not in (*numeric, *categorical):
         raise ValueError(
             f"calibrate_drift: statistic {statistic!r} is neither {DRIFT_SHARE!r} nor a declared column "
@@ -660,20 +665,11 @@ def calibrate_drift(
         )
     if splits_by not in ("both", "time", "random"):
         raise ValueError(f"calibrate_drift: splits_by={splits_by!r}; pass 'both', 'time' or 'random'.")
-    if time_column is not None and time_column not in reference.columns:
-        raise ValueError(
-            f"calibrate_drift: time_column {time_column!r} is not a column of the reference "
-            f"({list(reference.columns)}); pass the snapshot's time column or None for row order."
-        )
+    order = _reference_order(reference, window_rows, numeric, categorical, time_column, "calibrate_drift")
 
     methods = {c: _default_test_name(reference[c], _kind(c, numeric)) for c in [*numeric, *categorical]}
     higher = True if statistic == DRIFT_SHARE else _higher_is_drift(methods[statistic], statistic)
     checked = reference[[*numeric, *categorical]]
-    order = (
-        np.argsort(reference[time_column].to_numpy(), kind="stable")
-        if time_column is not None
-        else np.arange(len(reference))
-    )
     size = min(window_rows, len(reference) // 2)
     tests = _SplitTests(
         checked, numeric, methods, [*numeric, *categorical] if statistic == DRIFT_SHARE else [statistic]
@@ -698,7 +694,7 @@ def calibrate_drift(
         blocks = [columns[0].score for columns in (tests.verdicts(b, r) for b, r in _blocks(order, size))]
         if all(v is not None and math.isfinite(v) for v in blocks):  # else the ranked splits decide alone
             nulls["blocks"] = tuple(float(v) for v in blocks)
-            thresholds["blocks"] = _prediction_bound(nulls["blocks"], false_alarm)
+            thresholds["blocks"] = prediction_bound(nulls["blocks"], false_alarm)
     calibration = DriftCalibration(
         statistic=statistic,
         threshold=max(thresholds.values()) if higher else min(thresholds.values()),
@@ -716,6 +712,241 @@ def calibrate_drift(
     )
     log.info("Drift calibration in %.1fs: %s", calibration.seconds, calibration.describe())
     return calibration
+
+
+# --- each column against its own block-to-block spread ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColumnJudgement:
+    """One column of a window judged against its own spread: beyond its bound and Evidently's threshold."""
+
+    column: str
+    score: float  # the window's distance to the reference (Evidently's default method)
+    bound: float  # the prediction bound of one more block's distance, at the column's share of the rate
+    margin: float  # Evidently's default threshold of the method: a distance must also reach it
+    beyond: bool  # score > bound and score >= margin
+
+
+@dataclass(frozen=True)
+class ColumnBounds:
+    """Each column's distance on the reference's disjoint window-sized blocks, each held out of the rest.
+
+    A window's distance of one column is judged against that column's own block values: the one-sided
+    prediction bound of one more block (``bound``), with the family's false-alarm rate split evenly over the
+    columns judged together (Bonferroni). ``fallback`` says why these bounds cannot judge (too few blocks,
+    a p-value test); the ranked-split share threshold (``calibrate_drift``) judges instead.
+    """
+
+    nulls: dict[str, tuple[float, ...]]  # per column: its distance for each block held out of the rest
+    methods: dict[str, str]  # Evidently's default stat test per column
+    margins: dict[str, float]  # Evidently's default threshold per column
+    rows_reference: int
+    rows_window: int
+    rows_block: int  # the window's rows, at most half the reference
+    seconds: float
+    fallback: str = ""
+
+    @property
+    def blocks(self) -> int:
+        """Return how many disjoint blocks the reference holds."""
+        return self.rows_reference // self.rows_block
+
+    def bound(self, column: str, false_alarm: float) -> float:
+        """Return the (1 - false_alarm) prediction bound of ``column``'s distance (square-root scale)."""
+        return prediction_bound(self.nulls[column], false_alarm, scale=BOUND_SCALE)
+
+    def judge(self, scores: Mapping[str, float], false_alarm: float) -> list[ColumnJudgement]:
+        """Judge each column of ``scores`` at ``false_alarm / len(scores)`` (the family rate, Bonferroni)."""
+        if self.fallback:
+            raise ValueError(
+                f"ColumnBounds.judge: these bounds cannot judge ({self.fallback}); judge the window with "
+                "the ranked-split share threshold (calibrate_drift) instead."
+            )
+        rate = false_alarm / max(len(scores), 1)
+        judged = []
+        for column, score in scores.items():
+            bound, margin = self.bound(column, rate), self.margins[column]
+            judged.append(ColumnJudgement(column, score, bound, margin, score > bound and score >= margin))
+        return judged
+
+    def describe(self, false_alarm: float, columns: int) -> str:
+        """Return one line for the monitor's record: how the bounds were derived and their rate."""
+        if self.fallback:
+            return f"own-spread column bounds not used: {self.fallback}"
+        return (
+            f"each column's distance judged against its own spread over the reference's {self.blocks} "
+            f"disjoint time-ordered blocks of {self.rows_block:,} rows (of {self.rows_reference:,}), each "
+            "held out of the rest: Student's one-sided prediction bound of one more block on the "
+            f"square-root scale (t with {self.blocks - 1} df) at {false_alarm:g}/{columns} per column "
+            "(Bonferroni: a window without change puts some column beyond its bound with probability about "
+            f"{false_alarm:g} or less, exact for normal square roots); a column also needs Evidently's own "
+            "threshold of its method"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the bounds as plain JSON-ready types."""
+        return asdict(self) | {"blocks": self.blocks}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ColumnBounds:
+        """Return bounds stored by ``to_dict``."""
+        stored = {k: v for k, v in data.items() if k != "blocks"}
+        return cls(**stored | {"nulls": {c: tuple(v) for c, v in data["nulls"].items()}})
+
+
+def calibrate_column_bounds(
+    reference: pd.DataFrame,
+    window_rows: int,
+    *,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    time_column: str | None = None,
+) -> ColumnBounds:
+    """Return each column's distance on the reference's disjoint window-sized blocks, each against the rest.
+
+    The reference is cut in time order into its disjoint blocks of the window's rows (at most half the
+    reference), and each block is checked against the rest with the monitor's per-column distances
+    (``_SplitTests``: Evidently's normed Wasserstein or Jensen-Shannon, as ``drift_verdicts`` computes
+    them). A column whose level moves from day to day has large block distances of its own, so a window
+    is judged against the spread that column has by itself, not against a fixed 0.1 or a share of columns.
+    With fewer than ``MIN_BLOCKS`` blocks, or a column whose test is a p-value (1,000 reference values or
+    fewer), ``fallback`` says why and the bounds do not judge.
+
+    Raises:
+        ValueError: naming a bad window size, column or time column and the fix.
+    """
+    started = time.perf_counter()
+    numeric, categorical = _check_columns(numeric, categorical)
+    order = _reference_order(
+        reference, window_rows, numeric, categorical, time_column, "calibrate_column_bounds"
+    )
+    columns = [*numeric, *categorical]
+    methods = {c: _default_test_name(reference[c], _kind(c, numeric)) for c in columns}
+    size = min(window_rows, len(reference) // 2)
+    nulls: dict[str, list[float]] = {c: [] for c in columns}
+    margins: dict[str, float] = {}
+    p_values = sorted(c for c in columns if not _higher_is_drift(methods[c], c))
+    fallback = ""
+    if p_values:
+        fallback = (
+            f"columns {p_values} run p-value tests (1,000 reference values or fewer), which a distance "
+            "bound cannot judge"
+        )
+    elif len(reference) // size < MIN_BLOCKS:
+        fallback = (
+            f"the reference holds {len(reference) // size} disjoint blocks of {size:,} rows, the bound "
+            f"needs {MIN_BLOCKS}"
+        )
+    else:
+        tests = _SplitTests(reference[columns], numeric, methods, columns)
+        for block, rest in _blocks(order, size):
+            for verdict in tests.verdicts(block, rest):
+                nulls[verdict.column].append(verdict.score)
+                margins[verdict.column] = verdict.threshold
+        broken = sorted(c for c, values in nulls.items() if not all(math.isfinite(v) for v in values))
+        if broken:
+            fallback = f"columns {broken} have no finite distance on some block"
+    bounds = ColumnBounds(
+        nulls={c: tuple(float(v) for v in values) for c, values in nulls.items()} if not fallback else {},
+        methods=methods,
+        margins=margins if not fallback else {},
+        rows_reference=len(reference),
+        rows_window=window_rows,
+        rows_block=size,
+        seconds=round(time.perf_counter() - started, 3),
+        fallback=fallback,
+    )
+    log.info(
+        "Column bounds in %.1fs: %s", bounds.seconds, bounds.fallback or f"{bounds.blocks} blocks per column"
+    )
+    return bounds
+
+
+@dataclass(frozen=True)
+class OwnSpreadVerdict:
+    """A window's columns judged against their own spread: all as one family, the top features as another."""
+
+    columns: list[ColumnJudgement]
+    top: list[ColumnJudgement]
+
+    @property
+    def drifted(self) -> list[str]:
+        """Return the columns beyond their own bound and Evidently's threshold, in check order."""
+        return [j.column for j in self.columns if j.beyond]
+
+    @property
+    def top_drifted(self) -> list[str]:
+        """Return the top features beyond their own bound (judged as their own family) and the threshold."""
+        return [j.column for j in self.top if j.beyond]
+
+    @staticmethod
+    def figures(judged: Sequence[ColumnJudgement]) -> dict[str, tuple[float, float, float]]:
+        """Return each judged column's (distance, bound, Evidently's threshold), for the record."""
+        return {j.column: (j.score, j.bound, j.margin) for j in judged}
+
+
+def judge_window(
+    bounds: ColumnBounds,
+    result: DriftResult,
+    false_alarm: float,
+    *,
+    top: Sequence[str],
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+) -> OwnSpreadVerdict:
+    """Judge a drift check's columns, and apart from them its ``top`` ones, each family at ``false_alarm``.
+
+    A score computed on quantile sketches (``check_drift``) whose error bound straddles its column's bound
+    is recomputed on the full columns first, so every verdict is the full-data verdict.
+    """
+    checked = {c.column: c for c in result.columns}
+
+    def family(columns: Sequence[str]) -> list[ColumnJudgement]:
+        rate = false_alarm / max(len(columns), 1)
+        scores = {}
+        for column in columns:
+            verdict = checked[column]
+            scores[column] = verdict.score
+            if (
+                verdict.error_bound > 0
+                and abs(verdict.score - bounds.bound(column, rate)) <= verdict.error_bound
+            ):
+                scores[column], _ = _exact_score(reference[column], current[column], verdict)
+        return bounds.judge(scores, false_alarm)
+
+    return OwnSpreadVerdict(family(list(checked)), family(list(top)) if top else [])
+
+
+def _reference_order(
+    reference: pd.DataFrame,
+    window_rows: int,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    time_column: str | None,
+    caller: str,
+) -> np.ndarray:
+    """Check a calibration's reference and window size; return the reference's row positions in time order.
+
+    Raises:
+        ValueError: naming a bad window size, a reference too small to split or an unknown time column.
+    """
+    _check_frame(reference, "reference", numeric, categorical)
+    if isinstance(window_rows, bool) or not isinstance(window_rows, int) or window_rows < 1:
+        raise ValueError(f"{caller}: window_rows={window_rows!r}; pass the monitored window's row count.")
+    if len(reference) < 2:
+        raise ValueError(
+            f"{caller}: the reference has {len(reference)} row; splitting it needs at least 2. "
+            "Calibrate on the champion's training data."
+        )
+    if time_column is None:
+        return np.arange(len(reference))
+    if time_column not in reference.columns:
+        raise ValueError(
+            f"{caller}: time_column {time_column!r} is not a column of the reference "
+            f"({list(reference.columns)}); pass the snapshot's time column or None for row order."
+        )
+    return np.argsort(reference[time_column].to_numpy(), kind="stable")
 
 
 def _calibration_rank(splits: int, false_alarm: float) -> int:
@@ -843,20 +1074,20 @@ def _blocks(order: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, np.ndarr
         yield order[start : start + size], np.concatenate([order[:start], order[start + size :]])
 
 
-def _prediction_bound(nulls: Sequence[float], false_alarm: float) -> float:
+def prediction_bound(nulls: Sequence[float], false_alarm: float, scale: BoundScale = "log") -> float:
     """Return the one-sided (1 - false_alarm) prediction bound of one more value exchangeable with ``nulls``.
 
-    A distance is taken as log-normal: a new window's log lies below
+    On the chosen scale (the log, or the square root, of the distance) a new window's value lies below
     mean + t(1 - false_alarm, k - 1) * sd * sqrt(1 + 1/k) with probability 1 - false_alarm, for k values
-    (Student's prediction interval, exact for normal logs).
+    (Student's prediction interval, exact for normal values on that scale); the bound is mapped back.
     """
     from scipy.stats import t
 
-    logs = np.log(np.clip(np.asarray(nulls, dtype=np.float64), 1e-12, None))
-    k = len(logs)
-    return float(
-        math.exp(logs.mean() + t.ppf(1 - false_alarm, k - 1) * logs.std(ddof=1) * math.sqrt(1 + 1 / k))
-    )
+    values = np.clip(np.asarray(nulls, dtype=np.float64), 1e-12, None)
+    scaled = np.log(values) if scale == "log" else np.sqrt(values)
+    k = len(scaled)
+    edge = scaled.mean() + t.ppf(1 - false_alarm, k - 1) * scaled.std(ddof=1) * math.sqrt(1 + 1 / k)
+    return float(math.exp(edge) if scale == "log" else max(edge, 0.0) ** 2)
 
 
 def _splits(

@@ -24,7 +24,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -371,13 +371,21 @@ def check_evidence(
     if not task.calibrated:
         estimate, estimate_note = None, NOT_BINARY
     thresholds = DriftThresholds(storage, use_case, champion, reference, config)
-    drift_threshold = thresholds.get(len(current), numeric, categorical)
     top = [c for c in champion.top_features[: config.top_k_features] if c in columns]
-    top_threshold = (
-        thresholds.get(len(current), [c for c in top if c in numeric], [c for c in top if c in categorical])
-        if top
-        else None
-    )
+    own = thresholds.own_spread(drift, current, numeric, categorical, top)
+    if own is not None:  # each column against its own block-to-block spread: any column beyond it fires
+        drifted, top_drifted = own.drifted, own.top_drifted
+        drift_threshold, top_threshold = 0.0, (0.0 if top else None)
+    else:
+        drifted, top_drifted = drift.drifted_names, [c for c in top if c in drift.drifted_names]
+        drift_threshold = thresholds.get(len(current), numeric, categorical)
+        top_threshold = (
+            thresholds.get(
+                len(current), [c for c in top if c in numeric], [c for c in top if c in categorical]
+            )
+            if top
+            else None
+        )
     scores_frame = pd.DataFrame({"score": ref_scores, when: reference[when].to_numpy()})
     score_threshold = thresholds.get(len(window_scores), ["score"], [], frame=scores_frame, statistic="score")
     cutoff = labels_cutoff(now)
@@ -408,16 +416,18 @@ def check_evidence(
         _quality(reference, current, numeric, categorical, use_case, html_dir) if html_dir else (None, [])
     )
     evidence = MonitorEvidence(
-        drift_share=drift.drift_share,
-        drifted_columns=drift.drifted_names,
+        drift_share=len(drifted) / len(columns),
+        drifted_columns=drifted,
         top_features=list(champion.top_features),
         prediction_drift=thresholds.fires("score", prediction.columns[0].score),
         prediction_drift_score=prediction.columns[0].score,
         drift_threshold=drift_threshold,
-        top_drift_share=sum(c in drift.drifted_names for c in top) / len(top) if top else None,
+        top_drift_share=len(top_drifted) / len(top) if top else None,
         top_drift_threshold=top_threshold,
         prediction_drift_threshold=score_threshold,
         drift_calibration=thresholds.notes,
+        column_bounds=own.figures(own.columns) if own else {},
+        top_column_bounds=own.figures(own.top) if own else {},
         estimated_performance=estimate.estimate if estimate else None,
         estimated_band=(estimate.lower, estimate.upper) if estimate else None,
         estimate_note=estimate_note,
@@ -478,6 +488,7 @@ def _estimate(champion: MonitoredChampion, scores: Any, config: Any, day: date) 
 # Part of a stored calibration's key: change it when calibrate_drift's method changes, so a champion's
 # thresholds are derived again rather than read back from the old method.
 CALIBRATION_METHOD = "ranked-splits+block-bound"
+COLUMN_BOUNDS_METHOD = "column-blocks-sqrt"
 
 
 class DriftThresholds:
@@ -523,11 +534,8 @@ class DriftThresholds:
             "splits": config.drift_calibration_splits,
             "splits_by": config.drift_calibration_splits_by,
         }
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
-        key = f"{REPORTS_AREA}/{self.use_case.dataset}/calibration/{digest}.json"
-        if self.storage.exists(key):
-            stored = self.storage.read_json(key)
-        else:
+
+        def calibrate() -> dict[str, Any]:
             calibration = calibrate_drift(
                 self.reference if frame is None else frame,
                 window_rows,
@@ -539,17 +547,67 @@ class DriftThresholds:
                 splits_by=config.drift_calibration_splits_by,
                 time_column=time_column,
             )
-            stored = {
+            return {
                 "threshold": calibration.threshold,
                 "higher_is_drift": calibration.higher_is_drift,
                 "note": calibration.describe(),
                 "settings": settings,
                 "calibration": calibration.to_dict(),
             }
-            self.storage.write_json(key, stored)
+
+        stored = self._stored(settings, calibrate)
         self._higher[statistic], self._values[statistic] = stored["higher_is_drift"], stored["threshold"]
         self.notes.append(stored["note"])
         return float(stored["threshold"])
+
+    def own_spread(
+        self, drift: Any, current: Any, numeric: Sequence[str], categorical: Sequence[str], top: Sequence[str]
+    ) -> Any:
+        """Return the window's columns judged against their own block-to-block spread (``OwnSpreadVerdict``).
+
+        None when the reference holds too few blocks (or a column runs a p-value test): the ranked splits'
+        share thresholds (``get``) judge instead, and the notes say why.
+        """
+        from mlloop.monitoring.drift import ColumnBounds, calibrate_column_bounds, judge_window
+
+        settings = {
+            "method": COLUMN_BOUNDS_METHOD,
+            "champion": self.champion.version,
+            "snapshot": self.champion.snapshot_digest,
+            "rows": len(current),
+            "numeric": list(numeric),
+            "categorical": list(categorical),
+        }
+
+        def calibrate() -> dict[str, Any]:
+            bounds = calibrate_column_bounds(
+                self.reference,
+                len(current),
+                numeric=numeric,
+                categorical=categorical,
+                time_column=self.use_case.time_column,
+            )
+            return {"settings": settings, "bounds": bounds.to_dict()}
+
+        bounds = ColumnBounds.from_dict(self._stored(settings, calibrate)["bounds"])
+        rate = self.config.drift_false_alarm_rate
+        if bounds.fallback:
+            self.notes.append(
+                f"{bounds.describe(rate, len(bounds.methods))}; the ranked splits judge the share"
+            )
+            return None
+        self.notes.append(bounds.describe(rate, len(bounds.methods)))
+        return judge_window(bounds, drift, rate, top=top, reference=self.reference, current=current)
+
+    def _stored(self, settings: dict[str, Any], calibrate: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Return what is stored under ``settings``' digest; compute and store it the first time."""
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
+        key = f"{REPORTS_AREA}/{self.use_case.dataset}/calibration/{digest}.json"
+        if self.storage.exists(key):
+            return dict(self.storage.read_json(key))
+        stored = calibrate()
+        self.storage.write_json(key, stored)
+        return stored
 
     def fires(self, statistic: str, value: float) -> bool:
         """Return whether ``value`` is beyond the calibrated threshold of ``statistic`` (``get`` first)."""
