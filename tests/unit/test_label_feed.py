@@ -205,3 +205,12 @@ def test_labels_inside_the_delivery_are_taken_out_and_known_after_the_maturity(t
     both.assign(**{TARGET: both[TARGET].where(both.index != 5, 3)}).to_parquet(delivery, index=False)
     with pytest.raises(BatchRejectedError, match=r"expect_column_values_to_be_in_set\(is_fraud\)"):
         ingest_day(storage, use_case, DAY, b"k" * 32)
+
+
+def test_a_look_reads_only_the_folders_of_the_last_max_delay_days(feed) -> None:
+    use_case, storage, inbox, truth, _ = feed
+    short = use_case.model_copy(update={"labels": use_case.labels.model_copy(update={"max_delay_days": 5})})
+    delivered = DAY + timedelta(days=1)
+    _deliver(inbox, delivered, _known_at(truth, delivered))
+    assert land_labels(storage, short, delivered + timedelta(days=6)).rows == 0  # its folder is 6 days old
+    assert land_labels(storage, short, delivered + timedelta(days=5)).rows == ROWS

@@ -82,6 +82,8 @@ def label_inbox(use_case: UseCase) -> Storage:
 def land_labels(storage: Storage, use_case: UseCase, through: date) -> LabelFeedResult:
     """Land every label file delivered on or before ``through`` that no earlier look has landed.
 
+    Only the folders of the ``labels.max_delay_days`` days up to ``through`` are looked at.
+
     A generator source, and a files source whose labels come inside the delivered file
     (``labels.mode: in_delivery``), deliver their labels with each day (``publish_validated``): nothing to do.
     """
@@ -90,12 +92,15 @@ def land_labels(storage: Storage, use_case: UseCase, through: date) -> LabelFeed
         return result
     inbox = label_inbox(use_case)
     suffix = use_case.source.suffix
+    # A folder is named by its delivery day, so older folders were looked at when they were new: each look
+    # reads only the last max_delay_days of them, which bounds its cost however long the feed runs.
+    oldest = through - timedelta(days=use_case.labels.max_delay_days)
     for key in sorted(inbox.list("")):
         match = _DAY_FOLDER.search(f"/{key}")
         if not key.endswith(suffix) or match is None:
             continue
         day = date.fromisoformat(match.group(1))
-        if day > through:
+        if day > through or day < oldest:
             continue
         data = inbox.read_bytes(key)
         file_id = batch_id_of(data)
