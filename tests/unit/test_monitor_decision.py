@@ -382,26 +382,6 @@ def test_catch_up_stops_once_the_window_is_full_again() -> None:
     assert not decision.fire and decision.train_from is None
 
 
-def test_a_drift_retrain_of_a_champion_cut_at_a_change_does_not_reach_before_it() -> None:
-    # Five days into a change the usual window (ending label_maturity_days back) lies before it; a drift
-    # retrain trained there learned the old relationship and won the gate on a holdout of those days.
-    full = dict(
-        champion_days=["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"],
-        champion_train_from="2026-11-20",
-        full_window_days=4,
-    )
-    drifted = decide(evidence(prediction_drift=True, monitored_days=["2026-11-25"], **full), CONFIG)
-    assert fired(drifted) == ["prediction_drift"] and drifted.train_from == "2026-11-20"
-    # A decay of that champion is a new change, even when the last record only carried the floor.
-    decayed = decide(
-        evidence(performance=0.60, monitored_days=["2026-11-26"], change_seen_from="2026-11-20", **full),
-        CONFIG,
-    )
-    assert decayed.train_from == "2026-11-26"
-    # A champion trained on the usual window has no floor.
-    assert decide(evidence(prediction_drift=True, monitored_days=["2026-11-25"]), CONFIG).train_from is None
-
-
 def test_a_rejected_decay_retrain_keeps_the_change_day_for_the_next_one() -> None:
     def record(hours: int, action: str, version: str, train_from: str | None) -> TriggerRecord:
         return TriggerRecord(NOW - timedelta(hours=hours), action, "r", version, train_from)

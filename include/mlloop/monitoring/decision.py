@@ -384,15 +384,7 @@ def decide(evidence: MonitorEvidence, config: MonitorConfig) -> MonitorDecision:
             train_from = evidence.champion_train_from
         elif performance.fired and evidence.monitored_days:
             # The same champion decayed before (its retrain rejected or suppressed): the change began then.
-            # A record that only carried the champion's own floor (below) saw no new change.
-            seen = evidence.change_seen_from
-            new_change = seen if seen and seen != evidence.champion_train_from else None
-            train_from = new_change or evidence.monitored_days[0]
-        elif evidence.champion_train_from and any(rule.fired for rule in rules):
-            # Any other retrain of a champion cut at a change keeps the change as its floor: the usual
-            # window ends label_maturity_days back and would reach into the days before the change, train
-            # the old relationship and, judged on a holdout of those days, beat the champion there.
-            train_from = evidence.champion_train_from
+            train_from = evidence.change_seen_from or evidence.monitored_days[0]
     return MonitorDecision(rules, config.version, train_from)
 
 
