@@ -160,3 +160,18 @@ def test_simulate_takes_a_generated_use_case_and_says_why_not_another() -> None:
     assert "reads its days from files (inbox/flight_delay)" in files and "ingest_flight_delay" in files
     unknown = simulation_problem("churn")
     assert "'churn' is not enabled" in unknown and "card_fraud, flight_delay" in unknown
+
+
+def test_a_simulation_moves_back_past_days_landed_before() -> None:
+    from mlloop.ops.simulate import free_end_back
+
+    today = dt.date(2026, 12, 1)
+    demo = {(today - dt.timedelta(days=k)).isoformat() for k in range(14, 27)}  # what make demo lands
+    # 30 days and a 4-day warm-up ending 21 back would reach into the demo's days 21..26 back.
+    end_back = free_end_back(30, 4, demo, today)
+    assert end_back == 27
+    span = {(today - dt.timedelta(days=end_back + k)).isoformat() for k in range(34)}
+    assert not span & demo
+    assert free_end_back(30, 4, set(), today) == 21
+    # A second simulation moves back past the first one too.
+    assert free_end_back(30, 4, demo | span, today) == 27 + 34

@@ -197,6 +197,12 @@ def land_batch(
     if labels is not None and not storage.exists(labels_key):
         storage.write_bytes(labels_key, labels)
         log.info("Landed the batch's delayed labels at %s", storage.uri(labels_key))
+    elif labels is not None and storage.read_bytes(labels_key) != labels:
+        log.warning(
+            "The day's rows were landed before with other labels (another scenario with the same rows?): "
+            "keeping the labels landed first, %s. A day lands once; use other days (or make clean).",
+            storage.uri(labels_key),
+        )
     size = sum(len(data) for data in files)
     return LandedBatch(use_case.dataset, day.isoformat(), batch_id, uris, size, scenario, newly_landed)
 

@@ -71,6 +71,26 @@ def simulation_days(
     return [((first + dt.timedelta(days=i - 1)).isoformat(), plan[i]) for i in range(1, days + 1)]
 
 
+def free_end_back(
+    days: int, warm_up: int, landed: set[str], today: dt.date | None = None, *, end_back: int = 21
+) -> int:
+    """Return the smallest ``end_back`` (at least the given one) whose warm-up and days are not ``landed``.
+
+    A day already landed keeps its first delivery: the generator's rows of a day do not depend on the
+    scenario for every drift (``concept`` keeps the inputs), so landing it again adds nothing and its
+    labels stay the first world's. The demo lands days 14 to 26 back; a simulation over them would judge
+    its concept days with the demo's labels.
+    """
+    today = today or clock.today()
+    while True:
+        last = today - dt.timedelta(days=end_back)
+        span = [(last - dt.timedelta(days=k)).isoformat() for k in range(days + warm_up)]
+        taken = [d for d in span if d in landed]
+        if not taken:
+            return end_back
+        end_back = (today - dt.date.fromisoformat(min(taken))).days + 1
+
+
 def settings_window_days() -> int:
     """Return the train DAG's default window length in days (its Param default)."""
     return load_use_case(get_settings().use_case).training.window_days
@@ -220,7 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--days", type=int, default=5, help="simulated days (each: serve, land, monitor)")
     parser.add_argument(
-        "--end-back", type=int, default=21, help="the last simulated day is this many days before today"
+        "--end-back",
+        type=int,
+        default=None,
+        help="the last simulated day is this many days before today (default: 21, or further back so that "
+        "no simulated or warm-up day was landed before, e.g. by make demo)",
     )
     parser.add_argument(
         "--drift",
@@ -250,7 +274,20 @@ def main(argv: list[str] | None = None) -> int:
     get_settings.cache_clear()
     if problem := simulation_problem(get_settings().use_case):
         parser.error(problem)
-    days = simulation_days(args.days, args.end_back, args.drift)
+    use_case = load_use_case(get_settings().use_case)
+    landed = set(Storage.from_settings(get_settings()).iter_partitions("raw", use_case.dataset))
+    end_back = free_end_back(args.days, settings_window_days(), landed, end_back=args.end_back or 21)
+    if args.end_back is not None and end_back != args.end_back:
+        parser.error(
+            f"--end-back {args.end_back}: some of those days (or the {settings_window_days()} warm-up days "
+            f"before them) were landed before, and a day lands once; use --end-back {end_back} or leave it "
+            "out, or start from an empty data root (make clean)"
+        )
+    if end_back != 21:
+        log.info(
+            "Days up to 21 days back were landed before (make demo): the simulation ends %d back", end_back
+        )
+    days = simulation_days(args.days, end_back, args.drift)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     rows = run_simulation(days, stamp, args.rows)
     drifts = ", ".join(args.drift) or "none"
