@@ -46,6 +46,28 @@ REPORT_AREA = "reports/validation/labels"
 _DAY_FOLDER = re.compile(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})/")
 
 
+class EventTimes:
+    """The key and time of a use case's validated events, read per day once per look at the feed."""
+
+    def __init__(self, storage: Storage, use_case: UseCase) -> None:
+        self.storage, self.use_case = storage, use_case
+        self._days: dict[date, pd.DataFrame | None] = {}
+
+    def before(self, day: date) -> pd.DataFrame | None:
+        """Return the events of ``day`` and the ``labels.max_delay_days`` before it; None when none."""
+        import pandas as pd
+
+        columns = [self.use_case.key_column, self.use_case.time_column]
+        days = [day - timedelta(days=k) for k in range(self.use_case.labels.max_delay_days + 1)]
+        for d in days:
+            if d not in self._days:
+                self._days[d] = self.storage.read_days(
+                    "validated", self.use_case.dataset, [d], columns=columns
+                )
+        frames = [self._days[d] for d in days if self._days[d] is not None]
+        return pd.concat(frames, ignore_index=True) if frames else None
+
+
 class LabelsRejectedError(RuntimeError):
     """Raised by the ingest DAG's label step when a label delivery was quarantined (the rest landed)."""
 
@@ -95,6 +117,7 @@ def land_labels(storage: Storage, use_case: UseCase, through: date) -> LabelFeed
     # A folder is named by its delivery day, so older folders were looked at when they were new: each look
     # reads only the last max_delay_days of them, which bounds its cost however long the feed runs.
     oldest = through - timedelta(days=use_case.labels.max_delay_days)
+    events = EventTimes(storage, use_case)  # the files of one look share their events' reads
     for key in sorted(inbox.list("")):
         match = _DAY_FOLDER.search(f"/{key}")
         if not key.endswith(suffix) or match is None:
@@ -112,7 +135,7 @@ def land_labels(storage: Storage, use_case: UseCase, through: date) -> LabelFeed
         raw_key = f"{partition_key(RAW_AREA, use_case.dataset, day)}/{file_id}{suffix}"
         if not storage.exists(raw_key):
             storage.write_bytes(raw_key, data)
-        frame, failures, report_uri = check_label_delivery(storage, use_case, data, day, file_id)
+        frame, failures, report_uri = check_label_delivery(storage, use_case, data, day, file_id, events)
         if failures:
             reason = {
                 "suite": "labels contract",
@@ -143,7 +166,12 @@ def land_labels(storage: Storage, use_case: UseCase, through: date) -> LabelFeed
 
 
 def check_label_delivery(
-    storage: Storage, use_case: UseCase, data: bytes, day: date, file_id: str
+    storage: Storage,
+    use_case: UseCase,
+    data: bytes,
+    day: date,
+    file_id: str,
+    events: EventTimes | None = None,
 ) -> tuple[pd.DataFrame, list[dict[str, Any]], str | None]:
     """Return (key, target, label_time rows; contract failures; the GX result URI when a suite ran).
 
@@ -164,7 +192,7 @@ def check_label_delivery(
         details = f"columns {missing} are missing (the file has {list(frame.columns)}); a label delivery "
         details += f"needs {key}, {target} and {known} (labels.known_at_column)"
         return frame, [_failure("expect_label_columns", None, details)], None
-    failures = _row_failures(storage, frame, use_case, day)
+    failures = _row_failures(events or EventTimes(storage, use_case), frame, use_case, day)
     report_uri = None
     suite = use_case.suites.get("labels")
     if suite:
@@ -187,7 +215,7 @@ def check_label_delivery(
 
 
 def _row_failures(
-    storage: Storage, frame: pd.DataFrame, use_case: UseCase, day: date
+    events: EventTimes, frame: pd.DataFrame, use_case: UseCase, day: date
 ) -> list[dict[str, Any]]:
     """Return the built-in label checks' failures: missing values, target values, known-at bounds."""
     import pandas as pd
@@ -217,21 +245,20 @@ def _row_failures(
                 "label delivered on a day cannot become known later; deliver it in its own day's folder",
             )
         )
-    return failures + _before_event_failures(storage, frame.assign(**{known: times}), use_case, day)
+    return failures + _before_event_failures(events, frame.assign(**{known: times}), use_case, day)
 
 
 def _before_event_failures(
-    storage: Storage, frame: pd.DataFrame, use_case: UseCase, day: date
+    events: EventTimes, frame: pd.DataFrame, use_case: UseCase, day: date
 ) -> list[dict[str, Any]]:
     """Return a failure when labels are known before their events (events of ``max_delay_days`` looked up)."""
     key, known, when = use_case.key_column, use_case.labels.known_at_column, use_case.time_column
-    days = [day - timedelta(days=k) for k in range(use_case.labels.max_delay_days + 1)]
-    events = storage.read_days("validated", use_case.dataset, days, columns=[key, when])
-    if events is None:
+    looked_up = events.before(day)
+    if looked_up is None:
         return []
     import pandas as pd
 
-    joined = frame[[key, known]].merge(events, on=key, how="inner")
+    joined = frame[[key, known]].merge(looked_up, on=key, how="inner")
     early = joined[joined[known] < pd.to_datetime(joined[when], utc=True)]
     if early.empty:
         return []
