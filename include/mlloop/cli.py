@@ -160,10 +160,12 @@ cli.add_command(
         "flights",
         module="mlloop.data.flights",
         alias="python -m mlloop.data.flights",
-        summary="Write real 2013 New York flights (flight_delay's data) as daily deliveries and labels.",
+        summary="Write real 2013 New York flights (both flights use cases' data) as deliveries and labels.",
         examples=(
             "  mlloop flights --start 2013-06-03 --days 10 --out /tmp/inbox\n"
-            "  mlloop flights --start 2013-06-03 --days 10 --as 2026-11-20 --out data/inbox/flight_delay"
+            "  mlloop flights --start 2013-06-03 --days 10 --as 2026-11-20 --out data/inbox/flight_delay\n"
+            "  mlloop flights --start 2013-06-03 --days 10 --target arr_delay --dataset flight_arrivals \\\n"
+            "      --out data/inbox/arrival_delay"
         ),
     )
 )

@@ -24,6 +24,8 @@ How the profile becomes expectations (the constants below; every one is a starti
 - **rows**: a day's delivery holds between the sample's smallest day / ``ROW_COUNT_FACTOR`` and its
   largest day * ``ROW_COUNT_FACTOR`` rows (an empty, truncated or runaway delivery, not a quiet day).
 - **key**: must be unique and never null in the sample (else init stops and says so).
+- **task**: a 0/1 target drafts ``task: binary`` (its window sized by positives), any other number
+  ``task: regression`` (sized by labelled rows, a ``-regressor`` model name, no operating point).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from pydantic import ValidationError
 from mlloop.features.build import build_features
 from mlloop.features.spec import UNKNOWN_CATEGORY, FeatureSpec
 from mlloop.ingestion.batches import read_delivery
+from mlloop.tasks import Task, task_spec
 from mlloop.usecase import ColumnKind, SourceSpec, TrainingPolicy, UseCase, usecases_dir
 from mlloop.validation.suite import expectations_dir
 from mlloop.versioned_config import safe_load_yaml
@@ -105,7 +108,12 @@ class ColumnProfile:
 
 @dataclass(frozen=True)
 class SampleProfile:
-    """A profiled sample: its delivery columns (target left out), rows and positives per UTC day."""
+    """A profiled sample: its delivery columns (target left out), rows and counted labels per UTC day.
+
+    ``task`` is what the target showed: ``binary`` (0/1) or ``regression`` (any other number). What is
+    counted per day is what the training floors count (``TaskSpec.counted``): positives for a binary target,
+    labelled rows for a numeric one.
+    """
 
     source: Path
     format: str
@@ -115,6 +123,7 @@ class SampleProfile:
     columns: tuple[ColumnProfile, ...]
     rows_per_day: dict[str, int]
     positives_per_day: dict[str, int]
+    task: Task = "binary"
 
     @property
     def rows(self) -> int:
@@ -123,8 +132,13 @@ class SampleProfile:
 
     @property
     def positives(self) -> int:
-        """Return the sample's positive labels."""
+        """Return the sample's counted labels: positives (binary) or labelled rows (regression)."""
         return sum(self.positives_per_day.values())
+
+    @property
+    def counted_word(self) -> str:
+        """Return what ``positives`` counts, in words."""
+        return task_spec(self.task).counted_word
 
     def column(self, name: str) -> ColumnProfile:
         """Return the profile of column ``name``."""
@@ -151,7 +165,8 @@ class Draft:
         return [
             f"Profiled {profile.source}: {profile.rows} rows over {len(days)} day(s) {days[0]}..{days[-1]}; "
             f"{len(profile.columns)} columns ({', '.join(f'{n} {k}' for k, n in kinds.items())}); "
-            f"{profile.target}: {profile.positives} positives ({profile.positives / profile.rows:.1%}).",
+            f"{profile.target} ({profile.task}): {profile.positives} {profile.counted_word} "
+            f"({profile.positives / profile.rows:.1%}).",
             f"Features (version {spec.version}): numeric {spec.numeric}, calendar {spec.calendar}, "
             f"categorical {categorical}.",
             f"Training: window_days={training.window_days} min_rows={training.min_rows} "
@@ -294,11 +309,11 @@ def is_categorical(distinct: int, present: int) -> bool:
 def profile_sample(
     frame: pd.DataFrame, source: Path, fmt: str, key: str, time: str, target: str
 ) -> SampleProfile:
-    """Profile a sample whose ``target`` column holds the 0/1 labels; check key, time and target.
+    """Profile a sample whose ``target`` column holds the labels (0/1, or numbers); check key, time, target.
 
     Raises:
         DraftError: for a missing column, a key that is null or repeated, a time that is not a
-            timezone-aware timestamp, or a target that is not binary (naming the fix).
+            timezone-aware timestamp, or a target that is neither 0/1 nor numeric (naming the fix).
     """
     missing = [
         f"{option} {name!r}"
@@ -318,7 +333,7 @@ def profile_sample(
     kinds = {str(column): column_kind(delivery[column]) for column in delivery.columns}
     _check_key(delivery[key], kinds[key])
     times = _event_times(delivery[time], kinds[time], fmt)
-    labels = _binary_target(frame[target])
+    task, counted = target_task(frame[target])
     days = utc_days(times)
     profile = SampleProfile(
         source=source,
@@ -328,14 +343,17 @@ def profile_sample(
         target=target,
         columns=tuple(profile_column(delivery[c], kinds[str(c)], days) for c in delivery.columns),
         rows_per_day={d: int(n) for d, n in days.value_counts().sort_index().items()},
-        positives_per_day={d: int(n) for d, n in labels.eq(1).groupby(days).sum().sort_index().items()},
+        positives_per_day={d: int(n) for d, n in counted.groupby(days).sum().sort_index().items()},
+        task=task,
     )
     log.info(
-        "Profiled %d columns over %d rows and %d day(s); %d positives",
+        "Profiled %d columns over %d rows and %d day(s); a %s target, %d %s",
         len(profile.columns),
         profile.rows,
         len(profile.rows_per_day),
+        task,
         profile.positives,
+        profile.counted_word,
     )
     return profile
 
@@ -383,18 +401,37 @@ def _event_times(times: pd.Series, kind: ColumnKind, fmt: str) -> pd.Series:
     return times
 
 
-def _binary_target(target: pd.Series) -> pd.Series:
-    """Return the known labels as 0/1; refuse a target that is not binary or holds a single class."""
+def target_task(target: pd.Series) -> tuple[Task, pd.Series]:
+    """Return the task a target's known values call for and what the floors count per row.
+
+    0/1 (or true/false) is ``binary``, counting positives; any other number is ``regression``, counting
+    labelled rows.
+
+    Raises:
+        DraftError: for a text target, a binary one with a single class, or a constant number.
+    """
     known = target.dropna()
     numeric = pd.api.types.is_numeric_dtype(known.dtype) or pd.api.types.is_bool_dtype(known.dtype)
-    values = set(known.astype(float).unique().tolist()) if numeric else {"text"}
-    if not values <= {0.0, 1.0}:
+    if not numeric:
         shown = sorted(map(str, known.unique()[:5].tolist()))
         raise DraftError(
-            f"--target {target.name!r} is not binary (values such as {shown}): `init` drafts 0/1 "
-            "classification only. For a yes/no outcome, write it as 0/1; for a number, draft with a 0/1 "
-            "stand-in, then set task: regression and the target by hand (docs/design.md, 'Task types')."
+            f"--target {target.name!r} is text (values such as {shown}); a target is 0/1 (task: binary) or "
+            "a number (task: regression). Write a yes/no outcome as 0/1 in the sample."
         )
+    values = set(known.astype(float).unique().tolist())
+    if values <= {0.0, 1.0}:
+        return "binary", _binary_target(target, values).eq(1)
+    if len(values) < 2:
+        raise DraftError(
+            f"--target {target.name!r} is {next(iter(values), float('nan')):g} in every known row of the "
+            "sample; a model needs a target that varies. Take a sample where it does."
+        )
+    return "regression", target.notna()
+
+
+def _binary_target(target: pd.Series, values: set[float]) -> pd.Series:
+    """Return the known 0/1 labels as floats; refuse a sample that holds a single class."""
+    known = target.dropna()
     if values != {0.0, 1.0}:
         raise DraftError(
             f"--target {target.name!r} holds only {int(next(iter(values), 0))}s in the sample (of "
@@ -417,7 +454,9 @@ def draft_features(profile: SampleProfile) -> FeatureSpec:
 
 
 def draft_policy(profile: SampleProfile) -> TrainingPolicy:
-    """Return a training window sized to hold ``WINDOW_POSITIVES`` positives at the sample's daily rates.
+    """Return a training window sized to hold ``WINDOW_POSITIVES`` counted labels at the sample's rates.
+
+    Counted: positives (binary) or labelled rows (regression), as the training floors count them.
 
     Never shorter than the platform's default window, nor longer than ``MAX_WINDOW_DAYS``.
     """
@@ -689,7 +728,9 @@ def declaration_text(name: str, dataset: str, profile: SampleProfile, spec: Feat
     days = list(profile.rows_per_day)
     rate = profile.positives / profile.rows
     per_day = profile.rows / len(days)
-    model_name = f"{name.replace('_', '-')}-classifier"
+    regression = profile.task == "regression"
+    model_name = f"{name.replace('_', '-')}-{'regressor' if regression else 'classifier'}"
+    counted = profile.counted_word
     window_positives = profile.positives / len(days) * policy.window_days
     roles = {profile.key: "key", profile.time: "event time"}
     entries = [f"  {_yaml(c.name)}: {c.kind}" for c in profile.columns]
@@ -698,7 +739,18 @@ def declaration_text(name: str, dataset: str, profile: SampleProfile, spec: Feat
         f"{entry:<{width}}# {roles[c.name] + '; ' if c.name in roles else ''}{_column_note(c)}"
         for entry, c in zip(entries, profile.columns, strict=True)
     ]
-    description = f"REVIEW: what {name} predicts: will {profile.target} be 1 for a row of {dataset}?"
+    description = (
+        f"REVIEW: what {name} predicts: how much will {profile.target} be for a row of {dataset}?"
+        if regression
+        else f"REVIEW: what {name} predicts: will {profile.target} be 1 for a row of {dataset}?"
+    )
+    target_note = (
+        f"# A number (task: regression), delivered apart from the rows as a label feed (key, target, "
+        f"label_time); {rate:.1%} of the sample's rows have one."
+        if regression
+        else "# 0/1, delivered apart from the rows as a label feed (key, target, label_time); "
+        f"{rate:.1%} of the sample's rows are 1."
+    )
     lines = [
         f"# Use-case declaration drafted by `mlloop use-cases init` from {profile.source.name}:",
         f"# {profile.rows} rows, {len(days)} day(s) {days[0]}..{days[-1]}.",
@@ -710,8 +762,8 @@ def declaration_text(name: str, dataset: str, profile: SampleProfile, spec: Feat
         f"dataset: {dataset}",
         f"key_column: {_yaml(profile.key)}",
         f"time_column: {_yaml(profile.time)}",
-        "# 0/1, delivered apart from the rows as a label feed (key, target, label_time); "
-        f"{rate:.1%} of the sample's rows are 1.",
+        *(["task: regression"] if regression else []),
+        target_note,
         f"target_column: {_yaml(profile.target)}",
         "# REVIEW: columns holding personal data; they are tokenised at ingestion and may not be features.",
         "pii_columns: []",
@@ -726,15 +778,15 @@ def declaration_text(name: str, dataset: str, profile: SampleProfile, spec: Feat
         "# this many days before its run.",
         "label_maturity_days: 1",
         f"# Sized from the sample (~{per_day:,.0f} rows and ~{profile.positives / len(days):,.1f} "
-        f"positives a day): a window of {policy.window_days} day(s)",
-        f"# holds ~{window_positives:,.0f} positives (aimed at: {WINDOW_POSITIVES}), "
+        f"{counted} a day): a window of {policy.window_days} day(s)",
+        f"# holds ~{window_positives:,.0f} {counted} (aimed at: {WINDOW_POSITIVES}), "
         f"~{window_positives / 5:,.0f} in its holdout (the last fifth); it trains once it holds "
         f"{WINDOW_SHARE_TO_TRAIN:.0%} of that.",
         "# REVIEW: a longer window if your outcome comes in episodes of several days.",
         "training:",
         f"  window_days: {policy.window_days}",
         f"  min_rows: {policy.min_rows}",
-        f"  min_positives: {policy.min_positives}",
+        *([] if regression else [f"  min_positives: {policy.min_positives}"]),
         "drift_exclude: []",
         "# REVIEW: remove every column known only after the event time (it would leak the outcome) and",
         "# any identifier-like number. Categorical vocabularies are the sample's values; any other value",
@@ -758,9 +810,18 @@ def declaration_text(name: str, dataset: str, profile: SampleProfile, spec: Feat
             else []
         ),
         "# Gate and monitoring policy: overrides of include/mlloop/promotion/gate_defaults.yaml and",
-        "# include/mlloop/monitoring/monitor_defaults.yaml (same keys). REVIEW gate.fixed_precision",
-        "# (default 0.20), the precision the served threshold is chosen at: set it well above the base rate",
-        f"# ({rate:.1%}).",
+        "# include/mlloop/monitoring/monitor_defaults.yaml (same keys).",
+        *(
+            [
+                "# A regression is judged by RMSE against predicting the training mean, and decay on RMSE",
+                "# (docs/design.md, 'Task types').",
+            ]
+            if regression
+            else [
+                "# REVIEW gate.fixed_precision (default 0.20), the precision the served threshold is chosen",
+                f"# at: set it well above the base rate ({rate:.1%}).",
+            ]
+        ),
         "gate: {}",
         "monitor: {}",
     ]

@@ -1,8 +1,9 @@
 """End to end: the embedded stack starts, the demo runs through the real scheduler twice, down stops all.
 
 The demo ingests six card_fraud days (two quarantined), the validated_<use case> Asset starts
-train_<use case>, and the first model becomes champion; then flight_delay, on real public data, runs its
-own loop beside it. The second demo changes nothing (same objects, no new version).
+train_<use case>, and the first model becomes champion; then flight_delay and arrival_delay (a regression),
+on real public data, run their own loops beside it. The second demo changes nothing (same objects, no new
+version).
 
 This is what `make demo` / `make down` do, on free ports and a throwaway state folder so it never
 touches a developer's running stack. The stack's clock is pinned to ``TODAY`` (MLLOOP_CLOCK_SHIFT_DAYS), so
@@ -241,7 +242,9 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
     # Beside it on the same stack, flight_delay on real public data ran through its own DAGs: its deliveries
     # exported into its inbox, a four-week window validated, trained, gated and promoted, three later days
     # served at /predict/flight_delay and checked by monitor_flight_delay.
-    real = first.stdout.split("=== mlloop demo: flight_delay", 1)[1]
+    real, minutes = first.stdout.split("=== mlloop demo: flight_delay", 1)[1].split(
+        "=== mlloop demo: arrival_delay"
+    )
     assert "ingest_flight_delay: 28 of 28 days validated" in real, real[-3000:]
     assert "promoted v1" in real and "Champion: flight-delay-classifier v1" in real, real[-3000:]
     # Whatever the real data says: quiet, or a retrain the gate judges (every version gets a verdict). The
@@ -253,6 +256,19 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
     real_versions = client.search_model_versions("name='flight-delay-classifier'")
     assert all(v.tags.get("mlloop.gate.verdict") in {"passed", "failed"} for v in real_versions)
 
+    # arrival_delay, the regression on the same flights: the delay in minutes is its label feed (arrived
+    # flights only), its model beat predicting the training mean on RMSE, and the service answers minutes.
+    assert "regression, target arr_delay" in minutes, minutes[-3000:]
+    assert "ingest_arrival_delay: 28 of 28 days validated" in minutes, minutes[-3000:]
+    assert "promoted v1" in minutes and "Champion: arrival-delay-regressor v1" in minutes, minutes[-3000:]
+    assert re.search(r"monitor_arrival_delay over \S+: (quiet|trigger|suppressed)", minutes), minutes[-3000:]
+    served_minutes = re.findall(
+        r"^\d{4}-\d{2}-\d{2}  served +(\d+) \(v1: \1\).*RMSE [0-9.]+ min", minutes, re.M
+    )
+    assert len(served_minutes) == 3 and all(int(n) > 500 for n in served_minutes), minutes[-3000:]
+    minute_versions = client.search_model_versions("name='arrival-delay-regressor'")
+    assert all(v.tags.get("mlloop.gate.verdict") in {"passed", "failed"} for v in minute_versions)
+
     second = run("mlloop.ops.demo")
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
     assert _demo_objects(state, "raw") == raw_before
@@ -262,9 +278,13 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
         "cooldown after the first trigger"
     )
     assert sorted(v.version for v in client.search_model_versions("name='fraud-detector'")) == ["1", "2"]
-    assert "not trained: a champion exists" in second.stdout.split("=== mlloop demo: flight_delay", 1)[1]
-    again = client.search_model_versions("name='flight-delay-classifier'")
-    assert sorted(v.version for v in again) == sorted(v.version for v in real_versions)  # nothing new
+    for name, model, versions in (
+        ("flight_delay", "flight-delay-classifier", real_versions),
+        ("arrival_delay", "arrival-delay-regressor", minute_versions),
+    ):
+        assert "not trained: a champion exists" in second.stdout.split(f"=== mlloop demo: {name}", 1)[1]
+        again = client.search_model_versions(f"name='{model}'")
+        assert sorted(v.version for v in again) == sorted(v.version for v in versions)  # nothing new
 
     window_end = (
         days[-1][0]

@@ -1,4 +1,4 @@
-"""The flight_delay use case's real public data: its export, its contract, and the inbox it is read from."""
+"""The flights use cases' real public data: its export, its contract, and the inbox it is read from."""
 
 from __future__ import annotations
 
@@ -30,6 +30,24 @@ def test_a_day_is_delivered_as_declared_with_labels_known_after_departure() -> N
     assert (labels["label_time"] > delivery["event_time"]).all()
     # Real data keeps its gaps: NOAA's missing pressure readings and the aircraft the schedule leaves open.
     assert delivery["pressure"].isna().any() and delivery["tailnum"].isna().any()
+
+
+def test_arrival_delay_labels_are_the_minutes_of_the_flights_that_arrived() -> None:
+    arrival_delay = load_use_case("arrival_delay")
+    assert arrival_delay.task == "regression" and arrival_delay.schema_ == USE_CASE.schema_
+    delivery, minutes = day_frames(DAY, target="arr_delay")
+    _, delayed = day_frames(DAY)
+    assert delivery.equals(day_frames(DAY)[0])  # the same deliveries, another label feed
+    assert list(minutes.columns) == ["flight_id", "arr_delay", "label_time"]
+    # A cancelled or diverted flight never arrives: its minutes are never delivered (it stays unlabelled).
+    never_arrived = set(delayed["flight_id"]) - set(minutes["flight_id"])
+    assert 0 < len(never_arrived) < 0.1 * len(delivery) and minutes["arr_delay"].notna().all()
+    assert (minutes["arr_delay"] < 0).any() and (minutes["arr_delay"] > 15).any()
+    late = delayed.set_index("flight_id")["delayed"]
+    assert (late[list(never_arrived)] == 1).all()
+    assert ((minutes["arr_delay"] > 15) == late[minutes["flight_id"]].eq(1).to_numpy()).all()
+    with pytest.raises(FlightsDataError, match=r"no target 'dep_delay'.*delayed or arr_delay"):
+        day_frames(DAY, target="dep_delay")
 
 
 def test_redating_moves_every_timestamp_and_id_by_the_same_days() -> None:

@@ -223,16 +223,49 @@ def test_init_writes_to_out_and_names_the_folders_to_point_at(sample: pd.DataFra
     }
 
 
-def test_a_non_binary_target_is_refused_saying_regression_is_not_supported(
+def test_a_numeric_target_drafts_a_regression_that_check_accepts(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    usecases, _ = folders
+    table = flights_table()
+    rows = table[(table["day"] >= DAYS[0]) & (table["day"] <= DAYS[1])]
+    # The real arrival delay in minutes: negative for early arrivals, missing for cancelled flights.
+    sample = rows[[*DELIVERY_COLUMNS, "arr_delay"]].reset_index(drop=True)
+    assert sample["arr_delay"].isna().any() and (sample["arr_delay"] < 0).any()
+    path = write_sample(sample, tmp_path / "june.parquet")
+    args = ["--key", "flight_id", "--time", "event_time", "--target", "arr_delay"]
+    result = invoke("use-cases", "init", NAME, "--sample", str(path), *args)
+    assert result.exit_code == 0, result.output
+    known = int(sample["arr_delay"].notna().sum())
+    assert f"arr_delay (regression): {known} rows ({known / len(sample):.1%})" in result.output
+
+    use_case = load_use_case(NAME)
+    assert use_case.task == "regression" and use_case.model_name == "ny-departures-regressor"
+    assert list(use_case.schema_) == list(DELIVERY_COLUMNS)
+    # ~870 arrivals a day: the default window (4 days) already holds far more than the 500 rows aimed at.
+    assert use_case.training.window_days == 4
+    assert 0 < use_case.training.min_rows < sample["arr_delay"].notna().sum() / 3 * 4
+    text = (usecases / f"{NAME}.yaml").read_text()
+    assert "task: regression" in text and "fixed_precision" not in text
+
+    result = invoke("use-cases", "check", NAME, "--sample", str(path))
+    assert result.exit_code == 0, result.output
+    assert f"PASSED   suite {NAME}_raw on 3 part(s)" in result.output
+    assert "ny-departures-regressor" in result.output
+
+
+def test_a_text_target_is_refused_naming_both_task_types(
     sample: pd.DataFrame, folders: tuple[Path, Path], tmp_path: Path
 ) -> None:
     usecases, _ = folders
-    path = write_sample(sample.assign(delay_minutes=sample.index % 90), tmp_path / "june.parquet")
-    args = ["--key", "flight_id", "--time", "event_time", "--target", "delay_minutes"]
+    path = write_sample(
+        sample.assign(outcome=sample["delayed"].map({0: "on time", 1: "late"})), tmp_path / "j.parquet"
+    )
+    args = ["--key", "flight_id", "--time", "event_time", "--target", "outcome"]
     result = invoke("use-cases", "init", NAME, "--sample", str(path), *args)
     assert result.exit_code == 1
-    assert "--target 'delay_minutes' is not binary" in result.output
-    assert "drafts 0/1 classification only" in result.output and "task: regression" in result.output
+    assert "--target 'outcome' is text" in result.output
+    assert "task: binary" in result.output and "task: regression" in result.output
     assert not list(usecases.iterdir())
 
 

@@ -1,7 +1,8 @@
-"""The demo's main job: two use cases side by side on one stack, all through the scheduler.
+"""The demo's main job: three use cases side by side on one stack, all through the scheduler.
 
 Run by ``make demo`` after ``make up``. First the generated use case ``MLLOOP_USE_CASE`` (card_fraud), then,
-when it is enabled, flight_delay on real public data (``mlloop.ops.real_data_demo``). Each card_fraud day is a
+each when it is enabled, the two on real public data (``mlloop.ops.real_data_demo``): flight_delay (will a
+flight be late, binary) and arrival_delay (by how many minutes, regression). Each card_fraud day is a
 manual run of its ``ingest_<use case>`` DAG with its Params (day, scenario); two days carry data-quality
 faults so the quarantine path shows too. A week of clean history lands first (it trains nothing: Param
 start_training off), then the demo's days; the day that completes the training window lands last, and
@@ -283,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     failed += [run_id for run_id, state, _ in retrains if state != "success"]
     failed += [c["day"] for c in checks if c["state"] != "success"]
     failed += [r.day for r in later if r.state != r.expected]
-    if real_data_demo.USE_CASE in enabled_use_cases():  # the second use case, on real public data
-        summary, real_failed = real_data_demo.run(api, stamp)
+    enabled = enabled_use_cases()
+    for real in (name for name in real_data_demo.USE_CASES if name in enabled):  # on real public data
+        summary, real_failed = real_data_demo.run(api, stamp, real)
         print(summary)
         failed += real_failed
     if failed:

