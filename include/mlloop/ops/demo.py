@@ -1,20 +1,19 @@
 """The demo's main job: three use cases side by side on one stack, all through the scheduler.
 
 Run by ``make demo`` after ``make up``. First the generated use case ``MLLOOP_USE_CASE`` (card_fraud), then,
-each when it is enabled, the two on real public data (``mlloop.ops.real_data_demo``): flight_delay (will a
-flight be late, binary) and arrival_delay (by how many minutes, regression). Each card_fraud day is a
-manual run of its ``ingest_<use case>`` DAG with its Params (day, scenario); two days carry data-quality
-faults so the quarantine path shows too. A week of clean history lands first (it trains nothing: Param
-start_training off), then the demo's days; the day that completes the training window lands last, and
-its ``validated_<use case>`` Asset event starts ``train_<use case>``, which trains, gates and promotes
-the first champion. Then three later days are ingested and each is checked by ``monitor_<use case>``: the
-two normal ones stay quiet, the covariate-drift one requests a retrain (``retrain_requested_<use case>``
-Asset), which ``train_<use case>`` runs through the same gate. Before each later day lands, its traffic
-goes through the scoring service (the champion answers it, the inference log keeps every answer); joined
-with the delayed labels, that gives the served model's PR-AUC per day, printed and saved as a table and
-plot under ``reports/simulation/`` and in MLflow.
-The summary prints what happened, the champion's metrics, the monitoring decisions, the retrain's
-outcome and the served traffic, with the MLflow links.
+each when it is enabled, the two on real public data (``mlloop.ops.real_data_demo``), side by side:
+flight_delay (will a flight be late, binary) and arrival_delay (by how many minutes, regression). Each
+card_fraud day is a manual run of its ``ingest_<use case>`` DAG with its Params (day, scenario); two days
+carry data-quality faults so the quarantine path shows too. A week of clean history lands first (it trains
+nothing: Param start_training off), then the demo's days; the day that completes the training window lands
+last, and its ``validated_<use case>`` Asset event starts ``train_<use case>``, which trains, gates and
+promotes the first champion. Then three later days are ingested and each is checked by ``monitor_<use case>``:
+the two normal ones stay quiet, the covariate-drift one requests a retrain (``retrain_requested_<use case>``
+Asset), which ``train_<use case>`` runs through the same gate. Before each later day lands, its traffic goes
+through the scoring service (the champion answers it, the inference log keeps every answer); joined with the
+delayed labels, that gives the served model's PR-AUC per day, printed and saved as a table and plot under
+``reports/simulation/`` and in MLflow. The summary prints what happened, the champion's metrics, the
+monitoring decisions, the retrain's outcome and the served traffic, with the MLflow links.
 
 The days lie 14 to 19 days back (the use case's label maturity), so most of their delayed labels are
 known when the model trains. "Back" counts from the platform's today (``mlloop.clock``), which
@@ -30,6 +29,7 @@ import logging
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -285,10 +285,23 @@ def main(argv: list[str] | None = None) -> int:
     failed += [c["day"] for c in checks if c["state"] != "success"]
     failed += [r.day for r in later if r.state != r.expected]
     enabled = enabled_use_cases()
-    for real in (name for name in real_data_demo.USE_CASES if name in enabled):  # on real public data
-        summary, real_failed = real_data_demo.run(api, stamp, real)
-        print(summary)
-        failed += real_failed
+    real = [name for name in real_data_demo.USE_CASES if name in enabled]  # on real public data
+    # Their loops share nothing but the stack, so they run at once (each with its own API client):
+    # the scheduler interleaves their runs, and the demo waits for the slower one, not for both in turn.
+    with ThreadPoolExecutor(max_workers=max(1, len(real)), thread_name_prefix="demo") as pool:
+        loops = [
+            pool.submit(
+                real_data_demo.run,
+                AirflowAPI(services.AIRFLOW_URL, services.AIRFLOW_USER, password),
+                stamp,
+                name,
+            )
+            for name in real
+        ]
+        for loop in loops:
+            summary, real_failed = loop.result()
+            print(summary)
+            failed += real_failed
     if failed:
         print(f"UNEXPECTED: runs failed: {failed}", file=sys.stderr)
     return 1 if unexpected or failed else 0
