@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -10,9 +12,18 @@ from typing import Any
 
 from mlloop.ops.polling import poll_until
 
+ATTEMPTS = 3  # tries of a request that timed out or lost its connection
+TIMEOUT_S = 60  # per try: the API server answers slowly while a 2-core machine runs many tasks
+
+log = logging.getLogger(__name__)
+
 
 class AirflowAPIError(RuntimeError):
-    """Raised when the Airflow API answers with an error status."""
+    """Raised when the Airflow API answers with an error status (``status``), or not at all (None)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class AirflowAPI:
@@ -24,18 +35,37 @@ class AirflowAPI:
         self._token: str | None = None
 
     def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
+        """Send one request; a timeout or dropped connection is retried (a loaded API server recovers).
+
+        Every call here is safe to repeat: reads, setting a DAG's pause flag, answering a review, and
+        triggering a run by its id (``trigger`` reads a repeat's 409 as the run it created).
+
+        Raises:
+            AirflowAPIError: on an HTTP error status, or when the server did not answer after the retries.
+        """
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method)  # noqa: S310
-        req.add_header("Content-Type", "application/json")
-        if auth:
-            req.add_header("Authorization", f"Bearer {self.token()}")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback URL
-                payload = resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:500]
-            raise AirflowAPIError(f"{method} {path} -> HTTP {exc.code}: {detail}") from exc
-        return json.loads(payload) if payload else None
+        for attempt in range(1, ATTEMPTS + 1):
+            req = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method)  # noqa: S310
+            req.add_header("Content-Type", "application/json")
+            if auth:
+                req.add_header("Authorization", f"Bearer {self.token()}")
+            try:
+                with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:  # noqa: S310 - loopback URL
+                    payload = resp.read().decode()
+            except urllib.error.HTTPError as exc:
+                detail = exc.read().decode(errors="replace")[:500]
+                raise AirflowAPIError(f"{method} {path} -> HTTP {exc.code}: {detail}", exc.code) from exc
+            except (TimeoutError, ConnectionError, urllib.error.URLError) as exc:
+                if attempt == ATTEMPTS:
+                    raise AirflowAPIError(
+                        f"{method} {path}: no answer from {self.base_url} after {ATTEMPTS} tries ({exc}); is "
+                        "the Airflow API server up and not overloaded (`make status`)?"
+                    ) from exc
+                log.warning("%s %s: %s; retrying (%d of %d)", method, path, exc, attempt + 1, ATTEMPTS)
+                time.sleep(2 * attempt)
+                continue
+            return json.loads(payload) if payload else None
+        raise AssertionError("unreachable")
 
     def token(self) -> str:
         """Return a JWT for the configured user (logging in once)."""
@@ -70,12 +100,24 @@ class AirflowAPI:
         self._request("PATCH", f"/api/v2/dags/{dag_id}?update_mask=is_paused", {"is_paused": paused})
 
     def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> dict[str, Any]:
-        """Trigger a manual run with ``conf`` (its Params) and no logical date."""
-        return self._request(
-            "POST",
-            f"/api/v2/dags/{dag_id}/dagRuns",
-            {"dag_run_id": run_id, "logical_date": None, "conf": conf},
-        )
+        """Trigger a manual run with ``conf`` (its Params) and no logical date; return the run.
+
+        A run that already exists under ``run_id`` with the same conf (a retried request whose first try
+        was created) is returned as it is.
+        """
+        try:
+            return self._request(
+                "POST",
+                f"/api/v2/dags/{dag_id}/dagRuns",
+                {"dag_run_id": run_id, "logical_date": None, "conf": conf},
+            )
+        except AirflowAPIError as exc:
+            if exc.status != 409:
+                raise
+            existing = self.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+            if existing.get("conf") != conf:
+                raise
+            return existing
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         """Return a DAG run's state (queued, running, success, failed)."""
