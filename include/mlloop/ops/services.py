@@ -132,6 +132,9 @@ def stack_env() -> dict[str, str]:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(AIRFLOW_HOME / "passwords.json"),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{AIRFLOW_URL}/execution/",
+            # A task's calls to the API server (XCom, state) wait up to this long: the default 5 s timed out
+            # a task's XCom push while a 2-core machine ran several ingest runs and the demo at once.
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
             "AIRFLOW__API__BASE_URL": AIRFLOW_URL,
             "AIRFLOW__API__HOST": HOST,
             "AIRFLOW__API__PORT": str(AIRFLOW_PORT),
