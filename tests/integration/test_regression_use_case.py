@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -22,13 +20,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from test_third_use_case import _between, _dtype, _expectation, _of_type, _run, _text, _xcom
+from usecase_helpers import (
+    deliver,
+    deployed,
+    dtype,
+    of_type,
+    run_dag,
+    serve_one,
+    suite,
+    text,
+    write_suites,
+    xcom,
+)
 
-from mlloop.labels import feed_files
 from mlloop.orchestration.names import dag_names
 from mlloop.registry import CHAMPION
 from mlloop.storage import Storage
-from mlloop.validation.suite import EXPECTATIONS_DIR
 
 NAME = "parcel_eta"
 DATASET = "parcel_deliveries"
@@ -74,47 +81,24 @@ def _declaration(inbox: Path) -> dict:
     }
 
 
-def _suite(name: str, columns: list[str], types: list[dict], depots: list[str]) -> dict:
-    """Return a GX 1.x suite: ordered columns, row count, types, not null, ranges, the depot's set."""
-    return {
-        "name": name,
-        "id": None,
-        "expectations": [
-            _expectation("expect_table_columns_to_match_ordered_list", column_list=columns),
-            _expectation("expect_table_row_count_to_be_between", min_value=1, max_value=1_000_000),
-            *types,
-            *(_expectation("expect_column_values_to_not_be_null", column=c) for c in columns),
-            _between("distance_km", 0, 500),
-            _between("stops", 0, 100),
-            _between("weight_kg", 0, 100),
-            _expectation("expect_column_values_to_be_in_set", column="depot", value_set=depots),
-            _expectation("expect_column_values_to_be_unique", column="parcel_id"),
-        ],
-        "meta": {},
-        "notes": None,
-    }
-
-
 def _write_suites(folder: Path) -> None:
     """Write parcel_eta's raw and feature suites beside the bundled ones."""
-    for source in EXPECTATIONS_DIR.glob("*.json"):
-        shutil.copy(source, folder / source.name)
-    floats = [_dtype(c, "float64") for c in NUMERIC]
-    raw = _suite(
+    floats = [dtype(c, "float64") for c in NUMERIC]
+    ranges = {"distance_km": (0, 500), "stops": (0, 100), "weight_kg": (0, 100)}
+    raw = suite(
         "parcel_deliveries_raw",
         ["parcel_id", "event_time", "depot", *NUMERIC],
-        [_text("parcel_id"), _of_type("event_time", "Timestamp"), _text("depot"), *floats],
-        DEPOTS,
-    )
-    features = _suite(
+        [text("parcel_id"), of_type("event_time", "Timestamp"), text("depot"), *floats],
+        ranges, ("depot", DEPOTS), "parcel_id",
+    )  # fmt: skip
+    features = suite(
         "parcel_deliveries_features",
         ["parcel_id", "event_time", *NUMERIC, "depot"],
-        [_text("parcel_id"), _of_type("event_time", "Timestamp"), *floats,
-         _of_type("depot", "CategoricalDtypeType")],
-        [*DEPOTS, "__unknown__"],
+        [text("parcel_id"), of_type("event_time", "Timestamp"), *floats,
+         of_type("depot", "CategoricalDtypeType")],
+        ranges, ("depot", [*DEPOTS, "__unknown__"]), "parcel_id",
     )  # fmt: skip
-    for suite in (raw, features):
-        (folder / f"{suite['name']}.json").write_text(json.dumps(suite, indent=2))
+    write_suites(folder, raw, features)
 
 
 def _deliver(inbox: Path, day: date, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
@@ -149,10 +133,7 @@ def _deliver(inbox: Path, day: date, seed: int) -> tuple[pd.DataFrame, np.ndarra
             "label_time": parcels["event_time"] + pd.to_timedelta(delay, unit="s"),
         }
     )
-    delivery = inbox / DATASET / f"date={day.isoformat()}" / "part-0.parquet"
-    for path, frame in [(delivery, parcels), *((inbox / k, f) for k, f in feed_files(labels, DATASET, day))]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(path, index=False)
+    deliver(inbox, DATASET, day, parcels, labels)
     return parcels, labels["minutes"].to_numpy()
 
 
@@ -169,7 +150,6 @@ class Deployment:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory, mlflow_server: str, airflow_db) -> Deployment:
     """Declare parcel_eta alone in a use-case folder, deliver its days, point MLLOOP_* at them."""
-    from mlloop.config import get_settings
 
     root = tmp_path_factory.mktemp("regression-use-case")
     usecases, expectations, inbox = root / "usecases", root / "expectations", root / "inbox"
@@ -181,40 +161,8 @@ def deployment(tmp_path_factory, mlflow_server: str, airflow_db) -> Deployment:
         _deliver(inbox, day, seed=11)
     monitored, minutes = _deliver(inbox, MONITORED_DAY, seed=11)
 
-    with pytest.MonkeyPatch.context() as env:
-        for variable in ("MLLOOP_MODEL_NAME", "MLLOOP_USE_CASES", "MLLOOP_USE_CASE"):
-            env.delenv(variable, raising=False)
-        env.setenv("MLLOOP_USECASES_DIR", str(usecases))
-        env.setenv("MLLOOP_EXPECTATIONS_DIR", str(expectations))
-        env.setenv("MLLOOP_DATA_ROOT", str(root / "data"))
-        env.setenv("MLLOOP_MLFLOW_TRACKING_URI", mlflow_server)
-        env.setenv("MLLOOP_PII_KEY", PII_KEY)
-        get_settings.cache_clear()
+    with deployed(root, mlflow_server, PII_KEY):
         yield Deployment(root / "data", mlflow_server, monitored, minutes)
-    get_settings.cache_clear()
-
-
-def _predict(row: dict) -> dict:
-    """Start the scoring service in-process for parcel_eta, wait until it serves, answer ``row``."""
-    from fastapi.testclient import TestClient
-
-    from mlloop.config import get_settings
-    from mlloop.serving.app import create_app
-
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLLOOP_USE_CASE", NAME)
-        env.setenv("MLLOOP_SERVING_POLL_SECONDS", "0.5")
-        get_settings.cache_clear()
-        with TestClient(create_app(get_settings())) as http:
-            deadline = time.monotonic() + 120
-            while (ready := http.get("/ready")).status_code != 200:
-                assert time.monotonic() < deadline, ready.json()
-                time.sleep(0.5)
-            answer = http.post(f"/predict/{NAME}", json=row)
-            assert answer.status_code == 200, answer.text
-            body = answer.json()
-    get_settings.cache_clear()
-    return body
 
 
 def test_a_regression_use_case_runs_the_whole_loop(deployment: Deployment, load_dag) -> None:
@@ -225,7 +173,7 @@ def test_a_regression_use_case_runs_the_whole_loop(deployment: Deployment, load_
     ingest = load_dag(names.ingest)
     for day in [*TRAIN_DAYS, MONITORED_DAY]:
         run_at = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
-        dag_run, states = _run(ingest, run_at, day=day.isoformat(), start_training=True)
+        dag_run, states = run_dag(ingest, run_at, day=day.isoformat(), start_training=True)
         assert str(dag_run.state) == "success", (day, states)
         assert states["land_labels"] == "success", states
 
@@ -235,7 +183,7 @@ def test_a_regression_use_case_runs_the_whole_loop(deployment: Deployment, load_
         "window_days": WINDOW_DAYS, "end_day": TRAIN_DAYS[-1].isoformat(), "model": "xgboost",
         "backend": "local", "seed": 42, "gate_overrides": {}, "approval_required": False,
     }  # fmt: skip
-    dag_run, states = _run(train, TRAIN_RUN_AT, **form)
+    dag_run, states = run_dag(train, TRAIN_RUN_AT, **form)
     assert str(dag_run.state) == "success", states
     assert states["promote"] == "success" and states["reject"] == "skipped", states
     client = MlflowClient(tracking_uri=deployment.tracking_uri, registry_uri=deployment.tracking_uri)
@@ -253,7 +201,7 @@ def test_a_regression_use_case_runs_the_whole_loop(deployment: Deployment, load_
     assert rules["skill_rmse"]["passed"] and rules["operating_point"]["comparison"] == "n/a", rules
 
     # The same window again: judged against the champion on paired squared error and per depot.
-    dag_run, states = _run(train, TRAIN_RUN_AT + timedelta(hours=1), **form)
+    dag_run, states = run_dag(train, TRAIN_RUN_AT + timedelta(hours=1), **form)
     assert str(dag_run.state) == "success" and states["promote"] == "success", states
     champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
     assert champion.version == "2", champion
@@ -266,11 +214,11 @@ def test_a_regression_use_case_runs_the_whole_loop(deployment: Deployment, load_
 
     # 3. Monitor a later clean day: decay is judged on RMSE, quietly; label shift and CBPE say why not.
     monitor = load_dag(names.monitor)
-    dag_run, states = _run(
+    dag_run, states = run_dag(
         monitor, MONITOR_RUN_AT, window_days=1, end_day=MONITORED_DAY.isoformat(), dry_run=False, overrides={}
     )
     assert str(dag_run.state) == "success", states
-    summary = _xcom(dag_run, "check")
+    summary = xcom(dag_run, "check")
     assert summary["action"] == "quiet" and summary["fired_rules"] == [], summary
     assert summary["figures"]["rmse"] > 0 and summary["figures"]["labelled_rows"] == ROWS_PER_DAY, summary
     storage = Storage(str(deployment.data_root))
@@ -287,7 +235,7 @@ def test_a_regression_use_case_runs_the_whole_loop(deployment: Deployment, load_
         "depot": parcel["depot"],
         **{column: float(parcel[column]) for column in NUMERIC},
     }
-    body = _predict(row)
+    _, body = serve_one(NAME, row)
     assert (body["model_name"], body["model_version"]) == (MODEL_NAME, "2"), body
     assert "threshold" not in body and set(body["prediction"]) == {"parcel_id", "prediction"}, body
     minutes = body["prediction"]["prediction"]

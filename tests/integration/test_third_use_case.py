@@ -12,8 +12,6 @@ Real GX, a real MLflow server and real XGBoost throughout.
 from __future__ import annotations
 
 import json
-import shutil
-import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -22,14 +20,24 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from usecase_helpers import (
+    deliver,
+    deployed,
+    dtype,
+    of_type,
+    run_dag,
+    serve_one,
+    suite,
+    text,
+    write_suites,
+    xcom,
+)
 
-from mlloop.labels import feed_files
 from mlloop.orchestration.factory import INVALID_TAG
 from mlloop.orchestration.names import dag_names
 from mlloop.registry import CHAMPION
 from mlloop.storage import Storage
 from mlloop.usecase import USECASE_DIR
-from mlloop.validation.suite import EXPECTATIONS_DIR
 
 NAME = "pump_failure"
 DATASET = "pump_readings"
@@ -77,71 +85,25 @@ def _declaration(inbox: Path) -> dict:
     }
 
 
-def _expectation(kind: str, **kwargs: object) -> dict:
-    return {"type": kind, "kwargs": kwargs, "meta": {}, "severity": "critical"}
-
-
-def _text(column: str) -> dict:
-    # An object column is checked value by value, a string-dtype one by its dtype (as transactions_raw).
-    return _expectation(
-        "expect_column_values_to_be_in_type_list", column=column, type_list=["str", "StringDtype"]
-    )
-
-
-def _dtype(column: str, dtype: str) -> dict:
-    return _expectation("expect_column_values_to_be_in_type_list", column=column, type_list=[dtype])
-
-
-def _of_type(column: str, type_: str) -> dict:
-    return _expectation("expect_column_values_to_be_of_type", column=column, type_=type_)
-
-
-def _between(column: str, low: float, high: float) -> dict:
-    return _expectation("expect_column_values_to_be_between", column=column, min_value=low, max_value=high)
-
-
-def _suite(name: str, columns: list[str], types: list[dict], sites: list[str]) -> dict:
-    """Return a GX 1.x suite document: ordered columns, row count, types, not null, ranges, site's set."""
-    return {
-        "name": name,
-        "id": None,
-        "expectations": [
-            _expectation("expect_table_columns_to_match_ordered_list", column_list=columns),
-            _expectation("expect_table_row_count_to_be_between", min_value=1, max_value=1_000_000),
-            *types,
-            *(_expectation("expect_column_values_to_not_be_null", column=c) for c in columns),
-            _between("temperature", -40, 200),
-            _between("vibration", 0, 100),
-            _between("pressure", 0, 20),
-            _expectation("expect_column_values_to_be_in_set", column="site", value_set=sites),
-            _expectation("expect_column_values_to_be_unique", column="reading_id"),
-        ],
-        "meta": {},
-        "notes": None,
-    }
-
-
 def _write_suites(folder: Path) -> None:
     """Write pump_failure's raw and feature suites (and copy card_fraud's, which the copies name)."""
-    for source in EXPECTATIONS_DIR.glob("*.json"):
-        shutil.copy(source, folder / source.name)
-    floats = [_dtype(c, "float64") for c in ("temperature", "vibration", "pressure")]
-    raw = _suite(
+    floats = [dtype(c, "float64") for c in ("temperature", "vibration", "pressure")]
+    ranges = {"temperature": (-40, 200), "vibration": (0, 100), "pressure": (0, 20)}
+    raw = suite(
         "pump_readings_raw",
         ["reading_id", "event_time", "site", "temperature", "vibration", "pressure"],
-        [_text("reading_id"), _of_type("event_time", "Timestamp"), _text("site"), *floats],
-        SITES,
-    )
+        [text("reading_id"), of_type("event_time", "Timestamp"), text("site"), *floats],
+        ranges, ("site", SITES), "reading_id",
+    )  # fmt: skip
     # build_features' order: key, time, numeric (float64), then categoricals over the declared vocabulary.
-    features = _suite(
+    features = suite(
         "pump_readings_features",
         ["reading_id", "event_time", "temperature", "vibration", "pressure", "site"],
-        [_text("reading_id"), _of_type("event_time", "Timestamp"), *floats,
-         _of_type("site", "CategoricalDtypeType")],
-        [*SITES, "__unknown__"],
+        [text("reading_id"), of_type("event_time", "Timestamp"), *floats,
+         of_type("site", "CategoricalDtypeType")],
+        ranges, ("site", [*SITES, "__unknown__"]), "reading_id",
     )  # fmt: skip
-    for suite in (raw, features):
-        (folder / f"{suite['name']}.json").write_text(json.dumps(suite, indent=2))
+    write_suites(folder, raw, features)
 
 
 def _deliver(inbox: Path, day: date, seed: int) -> pd.DataFrame:
@@ -180,10 +142,7 @@ def _deliver(inbox: Path, day: date, seed: int) -> pd.DataFrame:
             "label_time": readings["event_time"] + pd.to_timedelta(delay, unit="s"),
         }
     )
-    delivery = inbox / DATASET / f"date={day.isoformat()}" / "part-0.parquet"
-    for path, frame in [(delivery, readings), *((inbox / k, f) for k, f in feed_files(labels, DATASET, day))]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(path, index=False)
+    deliver(inbox, DATASET, day, readings, labels)
     return readings
 
 
@@ -199,7 +158,6 @@ class Deployment:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory, mlflow_server: str, airflow_db) -> Deployment:
     """Declare card_fraud, a file-fed copy and pump_failure; deliver pump's days; point MLLOOP_* here."""
-    from mlloop.config import get_settings
 
     root = tmp_path_factory.mktemp("third-use-case")
     usecases, expectations, inbox = root / "usecases", root / "expectations", root / "inbox"
@@ -219,65 +177,19 @@ def deployment(tmp_path_factory, mlflow_server: str, airflow_db) -> Deployment:
         _deliver(inbox, day, seed=7)
     monitored = _deliver(inbox, MONITORED_DAY, seed=7)
 
-    with pytest.MonkeyPatch.context() as env:
-        for variable in ("MLLOOP_MODEL_NAME", "MLLOOP_USE_CASES", "MLLOOP_USE_CASE"):
-            env.delenv(variable, raising=False)
-        env.setenv("MLLOOP_USECASES_DIR", str(usecases))
-        env.setenv("MLLOOP_EXPECTATIONS_DIR", str(expectations))
-        env.setenv("MLLOOP_DATA_ROOT", str(root / "data"))
-        env.setenv("MLLOOP_MLFLOW_TRACKING_URI", mlflow_server)
-        env.setenv("MLLOOP_PII_KEY", PII_KEY)
-        get_settings.cache_clear()
+    with deployed(root, mlflow_server, PII_KEY):
         yield Deployment(root / "data", mlflow_server, monitored)
-    get_settings.cache_clear()
-
-
-def _run(dag, logical_date: datetime, **conf):
-    """Run ``dag`` with dag.test; return the run and its task states. Every run states its Params."""
-    dag_run = dag.test(logical_date=logical_date, run_conf=conf)
-    return dag_run, {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
-
-
-def _xcom(dag_run, task_id: str):
-    (ti,) = [ti for ti in dag_run.get_task_instances() if ti.task_id == task_id]
-    return ti.xcom_pull(task_ids=task_id)
-
-
-def _serve_one(deployment: Deployment, row: dict) -> tuple[str, dict]:
-    """Start the scoring service in-process for pump_failure, wait until it serves, score ``row``."""
-    from fastapi.testclient import TestClient
-
-    from mlloop.config import get_settings
-    from mlloop.serving.app import create_app
-
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLLOOP_USE_CASE", NAME)
-        env.setenv("MLLOOP_SERVING_POLL_SECONDS", "0.5")
-        get_settings.cache_clear()
-        app = create_app(get_settings())
-        with TestClient(app) as http:
-            deadline = time.monotonic() + 120
-            while (ready := http.get("/ready")).status_code != 200:
-                assert time.monotonic() < deadline, ready.json()
-                time.sleep(0.5)
-            assert ready.json()["use_cases"][NAME]["status"] == "serving", ready.json()
-            route = f"/predict/{NAME}"
-            answer = http.post(route, json=row)
-            assert answer.status_code == 200, (route, answer.text)
-            body = answer.json()
-    get_settings.cache_clear()
-    return route, body
 
 
 def test_a_third_declared_use_case_runs_the_whole_loop_without_code(deployment: Deployment, load_dag) -> None:
     from airflow.dag_processing.dagbag import DagBag
     from mlflow import MlflowClient
 
-    # 1. Three declarations, three sets of four DAGs; pump's files source has no generator knobs.
+    # 1. Three declarations, three sets of the same DAGs; pump's files source has no generator knobs.
     bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags" / "use_cases.py"))
     assert bag.import_errors == {}
     expected = {d for name in ("card_fraud", "card_fraud_eu", NAME) for d in dag_names(name).dags}
-    assert set(bag.dag_ids) == expected and len(expected) == 12
+    assert set(bag.dag_ids) == expected and len(expected) == 3 * len(dag_names(NAME).dags)
     assert not [d for d in bag.dag_ids if INVALID_TAG in bag.get_dag(d).tags]
     names = dag_names(NAME)
     assert set(bag.get_dag(names.ingest).params.keys()) == {"day", "start_training"}
@@ -287,9 +199,9 @@ def test_a_third_declared_use_case_runs_the_whole_loop_without_code(deployment: 
     ingest = load_dag(names.ingest)
     for day in [*TRAIN_DAYS, MONITORED_DAY]:
         run_at = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
-        dag_run, states = _run(ingest, run_at, day=day.isoformat(), start_training=True)
+        dag_run, states = run_dag(ingest, run_at, day=day.isoformat(), start_training=True)
         assert str(dag_run.state) == "success", (day, states)
-        published = _xcom(dag_run, "publish")
+        published = xcom(dag_run, "publish")
         assert published["rows"] == ROWS_PER_DAY and f"validated/{DATASET}/" in published["validated_uri"]
         assert states["land_labels"] == "success", states
 
@@ -299,10 +211,10 @@ def test_a_third_declared_use_case_runs_the_whole_loop_without_code(deployment: 
         "window_days": WINDOW_DAYS, "end_day": TRAIN_DAYS[-1].isoformat(), "model": "xgboost",
         "backend": "local", "seed": 42, "gate_overrides": {}, "approval_required": False,
     }  # fmt: skip
-    dag_run, states = _run(train, TRAIN_RUN_AT, **form)
+    dag_run, states = run_dag(train, TRAIN_RUN_AT, **form)
     assert str(dag_run.state) == "success", states
     assert states["promote"] == "success" and states["reject"] == "skipped", states
-    snap = _xcom(dag_run, "snapshot")
+    snap = xcom(dag_run, "snapshot")
     assert snap["days"] == [d.isoformat() for d in TRAIN_DAYS] and snap["rows"] == WINDOW_DAYS * ROWS_PER_DAY
     client = MlflowClient(tracking_uri=deployment.tracking_uri, registry_uri=deployment.tracking_uri)
     first = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
@@ -312,7 +224,7 @@ def test_a_third_declared_use_case_runs_the_whole_loop_without_code(deployment: 
     assert client.get_run(first.run_id).info.experiment_id == experiment.experiment_id
 
     # The same window and seed again: an equal challenger is judged against the champion, slice by site.
-    dag_run, states = _run(train, TRAIN_RUN_AT + timedelta(hours=1), **form)
+    dag_run, states = run_dag(train, TRAIN_RUN_AT + timedelta(hours=1), **form)
     assert str(dag_run.state) == "success", states
     assert states["promote"] == "success", states
     champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
@@ -326,11 +238,11 @@ def test_a_third_declared_use_case_runs_the_whole_loop_without_code(deployment: 
 
     # 2c. Monitor a later clean day against the champion's own training data: it decides, quietly.
     monitor = load_dag(names.monitor)
-    dag_run, states = _run(
+    dag_run, states = run_dag(
         monitor, MONITOR_RUN_AT, window_days=1, end_day=MONITORED_DAY.isoformat(), dry_run=False, overrides={}
     )
     assert str(dag_run.state) == "success", states
-    summary = _xcom(dag_run, "check")
+    summary = xcom(dag_run, "check")
     assert summary["window"] == f"{MONITORED_DAY.isoformat()}..{MONITORED_DAY.isoformat()}", summary
     assert summary["champion_version"] == "2", summary
     assert summary["figures"], summary
@@ -347,7 +259,9 @@ def test_a_third_declared_use_case_runs_the_whole_loop_without_code(deployment: 
         "vibration": float(reading["vibration"]),
         "pressure": float(reading["pressure"]),
     }
-    route, body = _serve_one(deployment, row)
+    ready, body = serve_one(NAME, row)
+    assert ready["use_cases"][NAME]["status"] == "serving", ready
+    route = f"/predict/{NAME}"
     assert (body["model_name"], body["model_version"]) == (MODEL_NAME, "2"), (route, body)
     score = body["prediction"]["score"]
     assert 0.0 <= score <= 1.0, body
