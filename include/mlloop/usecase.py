@@ -241,6 +241,9 @@ class RetentionSpec(BaseModel):
     # promoted ones once this many later promotions have superseded them.
     rejected_versions_days: int | None = Field(default=30, ge=1)
     superseded_after_promotions: int | None = Field(default=3, ge=2)
+    # The daily housekeeping run applies the policy only when this is true; until then it is a dry run whose
+    # report says what it would delete (a manual run's form chooses for itself).
+    apply_on_schedule: bool = False
 
     def zone(self, name: str) -> ZoneRetention:
         """Return the limits of zone ``name`` (one of ``RETENTION_ZONES``)."""

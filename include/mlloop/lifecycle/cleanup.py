@@ -5,9 +5,12 @@ registered version (archived ones included: they keep their metrics) has its art
 its artifact repository and is deleted (MLflow's ``deleted`` stage, hidden in the UI). ``mlflow gc`` needs
 the tracking server's database, not its REST API; a deployment that wants the rows gone too runs it there.
 
-Airflow: ``airflow db clean --clean-before-timestamp <cut-off> --yes --skip-archive`` (``--dry-run`` for
-a dry run) on the metadata DB. A task cannot reach that DB (Airflow 3 hides its URL from task code), so
-inside a task the URL comes from ``MLLOOP_AIRFLOW_DB_URL``; in a shell, from Airflow's own setting.
+Airflow: ``airflow db clean --clean-before-timestamp <cut-off> --yes --skip-archive
+--error-on-cleanup-failure`` (``--dry-run`` for a dry run). The metadata DB is one for every use case and
+the command cleans all of it (its ``--dag-ids`` filter fails on the ``deadline`` table in Airflow 3.x), so
+the shortest ``airflow_metadata_days`` declared wins. A task cannot reach that DB (Airflow 3 hides its URL
+from task code), so inside a task the URL comes from ``MLLOOP_AIRFLOW_DB_URL``; in a shell, from Airflow's
+own setting.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def delete_runs(client: MlflowClient, runs: list[Any]) -> int:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     for count, run in enumerate(runs, 1):
-        get_artifact_repository(run.info.artifact_uri).delete_artifacts()
+        get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri).delete_artifacts()
         client.delete_run(run.info.run_id)
         if count % 100 == 0:
             log.info("Deleted %d of %d MLflow runs", count, len(runs))
@@ -87,16 +90,11 @@ def clean_mlflow_runs(
 
 
 def airflow_db_clean_command(before: datetime, *, dry_run: bool) -> list[str]:
-    """Return the ``airflow db clean`` command line that removes metadata older than ``before``."""
-    airflow = str(Path(sys.executable).parent / "airflow")
+    """Return the ``airflow db clean`` command that removes metadata older than ``before``."""
     command = [
-        airflow,
-        "db",
-        "clean",
-        "--clean-before-timestamp",
-        before.isoformat(),
-        "--yes",
-        "--skip-archive",
+        str(Path(sys.executable).parent / "airflow"),
+        *("db", "clean", "--clean-before-timestamp", before.isoformat()),
+        *("--yes", "--skip-archive", "--error-on-cleanup-failure"),
     ]
     return [*command, "--dry-run"] if dry_run else command
 
@@ -121,7 +119,7 @@ def metadata_db_url() -> str:
 
 
 def clean_airflow_metadata(before: datetime, *, dry_run: bool) -> dict[str, Any]:
-    """Run ``airflow db clean`` up to ``before`` (a dry run lists what it would delete); return its output.
+    """Run ``airflow db clean`` up to ``before`` (a dry run only lists); return the end of its output.
 
     Raises:
         MetadataDbUnavailable: see ``metadata_db_url``.

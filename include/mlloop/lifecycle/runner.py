@@ -90,7 +90,7 @@ def clean_runs(use_case: str, today: date, *, dry_run: bool) -> dict[str, Any]:
 
 
 def clean_metadata(use_case: str, today: date, *, dry_run: bool) -> dict[str, Any]:
-    """Run ``airflow db clean`` up to ``retention.airflow_metadata_days`` before ``today``."""
+    """Run ``airflow db clean`` (every DAG's records) up to ``retention.airflow_metadata_days`` ago."""
     days = load_use_case(use_case).retention.airflow_metadata_days
     if days is None:
         return {"skipped": "retention.airflow_metadata_days is unset: Airflow's metadata is kept"}

@@ -104,7 +104,7 @@ def delete_model_artifacts(client: MlflowClient, version: ModelVersion) -> str:
     if location.startswith("runs:/"):
         run_id, _, path = location.removeprefix("runs:/").partition("/")
         location = f"{client.get_run(run_id).info.artifact_uri}/{path}".rstrip("/")
-    get_artifact_repository(location).delete_artifacts()
+    get_artifact_repository(location, tracking_uri=client.tracking_uri).delete_artifacts()
     return location
 
 
