@@ -236,3 +236,21 @@ def test_the_housekeeping_dag_is_a_dry_run_by_default_and_applies_when_asked(
     states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
     assert str(dag_run.state) == "success", states
     assert before - set(storage.list("raw")) == {"raw/transactions/date=2026-02-10/b1.parquet"}
+
+
+def test_a_rollback_run_audits_the_user_who_triggered_it(
+    load_dag, registry_env: str, client, new_version
+) -> None:
+    name = registry_env
+    first, second = new_version(name, "a").version, new_version(name, "b").version
+    promote(client, name, first, actor="test", reason="first", gate_report="r1")
+    promote(client, name, second, actor="test", reason="second", gate_report="r2")
+
+    dag_run = load_dag("rollback_card_fraud").test(
+        logical_date=datetime(2031, 7, 1, tzinfo=UTC), run_conf={"reason": "audit names the user"}
+    )
+
+    assert str(dag_run.state) == "success"
+    record = audit_log(client, name)[-1]
+    assert (record.action, record.reason) == ("rollback", "audit names the user")
+    assert record.actor == f"airflow:{dag_run.run_id} by dag_test"  # dag.test's triggering user

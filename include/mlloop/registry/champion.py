@@ -62,6 +62,21 @@ class AuditRecord:
         }
 
 
+# Who started an Airflow run that no user triggered, by its run type.
+_RUN_STARTERS = {"scheduled": "the scheduler", "asset_triggered": "an Asset event", "backfill": "a backfill"}
+
+
+def airflow_actor(dag_run: Any) -> str:
+    """Return the audit's actor for an Airflow run: ``airflow:<run id> by <the user who triggered it>``.
+
+    ``dag_run`` is the task context's run (``run_id``, ``run_type``, ``triggering_user_name``). A run no
+    user triggered names what started it (the scheduler, an Asset event, a backfill).
+    """
+    kind = str(getattr(dag_run.run_type, "value", dag_run.run_type))
+    starter = dag_run.triggering_user_name or _RUN_STARTERS.get(kind, f"a {kind} run")
+    return f"airflow:{dag_run.run_id} by {starter}"
+
+
 def _is_missing(exc: Exception) -> bool:
     return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
 
@@ -205,7 +220,9 @@ def _move_champion(
         action, name, str(version), current.version if current else None, actor, reason, evidence, time.time()
     )
     _audit(client, record)
-    log.info("%s: %s champion v%s -> v%s (%s)", action, name, record.from_version, version, reason)
+    log.info(
+        "%s: %s champion v%s -> v%s (%s), by %s", action, name, record.from_version, version, reason, actor
+    )
     return record
 
 
@@ -288,7 +305,7 @@ def archive(
     client.set_model_version_tag(name, str(version), LIFECYCLE_TAG, ARCHIVED)
     record = AuditRecord("archive", name, str(version), None, actor, reason, location, time.time())
     _audit(client, record)
-    log.info("Archived %s v%s (%s); deleted %s", name, version, reason, location)
+    log.info("Archived %s v%s (%s), by %s; deleted %s", name, version, reason, actor, location)
     return record
 
 

@@ -8,6 +8,7 @@ from airflow.sdk import DAG, Param, dag, task
 
 from mlloop.orchestration.names import dag_names
 from mlloop.orchestration.params import dag_arguments
+from mlloop.registry.champion import airflow_actor
 from mlloop.registry.runner import registered_model_name
 from mlloop.usecase import RETENTION_ZONES, UseCase
 
@@ -94,7 +95,7 @@ def build_housekeeping_dag(use_case: UseCase) -> DAG:
                 "day": params.get("day") or at.date().isoformat(),
                 "at": at.isoformat(),
                 "dry_run": dry_run,
-                "actor": f"airflow:{dag_run.run_id}",
+                "actor": airflow_actor(dag_run),
             }
 
         @task
