@@ -47,11 +47,12 @@ RETENTION = {
 }
 
 
+@pytest.mark.slow  # 28-45 s on the shared 2-core machine: five versions, four promotions, two archivals
 def test_rules_archive_rejected_and_superseded_versions_which_cannot_be_served_again(
     client, registry_env: str, new_version
 ) -> None:
     name = registry_env
-    versions = [new_version(name, f"run-{i}").version for i in range(6)]
+    versions = [new_version(name, f"run-{i}").version for i in range(5)]
     reject(client, name, versions[0], actor="test", reason="gate failed", gate_report="r0")
     for version in versions[1:5]:  # champion v5, previous v4; v2 superseded by 3 promotions, v3 by 2
         promote(client, name, version, actor="test", reason="passed", gate_report="r")
@@ -213,6 +214,7 @@ def test_airflow_db_clean_runs_on_the_metadata_db_and_a_task_without_its_url_is_
     assert clean_airflow_metadata(before, dry_run=True)["dry_run"] is True
 
 
+@pytest.mark.slow  # about 35 s: two dag.test runs of six tasks
 def test_the_housekeeping_dag_is_a_dry_run_by_default_and_applies_when_asked(
     housekept: dict, load_dag
 ) -> None:
