@@ -136,7 +136,7 @@ cli.add_command(
         alias="python -m mlloop.lifecycle",
         summary="Apply a use case's retention policy; archive versions; clean MLflow runs and Airflow's DB.",
         examples=(
-            "  mlloop housekeeping --use-case card_fraud            # dry run: the report only\n"
+            "  mlloop housekeeping --use-case card_fraud            # dry run: reports what it would do\n"
             "  mlloop housekeeping --use-case card_fraud --apply    # delete and archive"
         ),
     )
