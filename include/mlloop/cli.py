@@ -131,6 +131,18 @@ cli.add_command(
 )
 cli.add_command(
     DelegatedCommand(
+        "housekeeping",
+        module="mlloop.lifecycle.__main__",
+        alias="python -m mlloop.lifecycle",
+        summary="Apply a use case's retention policy; archive versions; clean MLflow runs and Airflow's DB.",
+        examples=(
+            "  mlloop housekeeping --use-case card_fraud            # dry run: reports what it would do\n"
+            "  mlloop housekeeping --use-case card_fraud --apply    # delete and archive"
+        ),
+    )
+)
+cli.add_command(
+    DelegatedCommand(
         "simulate",
         module="mlloop.ops.simulate",
         alias="python -m mlloop.ops.simulate",

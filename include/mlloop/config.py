@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     pii_conn_id: str = Field(
         default="mlloop_pii", description="Airflow connection whose password is the PII HMAC key."
     )
+    airflow_db_url: SecretStr | None = Field(
+        default=None,
+        description="Airflow metadata DB URL for housekeeping's `airflow db clean` inside a task, where "
+        "Airflow 3 hides its own; None: the process's AIRFLOW__DATABASE__SQL_ALCHEMY_CONN (a shell).",
+    )
     clock_shift_days: int = Field(
         default=0,
         description="Whole days added to wall time wherever the platform asks what time it is "

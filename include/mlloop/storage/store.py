@@ -14,7 +14,7 @@ import os
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,6 +34,15 @@ def partition_key(area: str, dataset: str, day: date | str) -> str:
     return f"{area}/{dataset}/date={day_str}"
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """One committed object: its key under the root, its size in bytes and when it was last written."""
+
+    key: str
+    size: int
+    modified: datetime
+
+
 def _is_hidden(name: str) -> bool:
     return name.startswith((".", "_"))
 
@@ -44,6 +53,7 @@ class _Backend(Protocol):
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
     def delete(self, key: str) -> None: ...
+    def list_objects(self, prefix: str) -> list[StoredObject]: ...
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,13 @@ class _LocalBackend:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        objects = []
+        for key in self.list(prefix):
+            stat = self._path(key).stat()
+            objects.append(StoredObject(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)))
+        return objects
+
 
 @dataclass(frozen=True)
 class _S3Backend:
@@ -113,18 +130,21 @@ class _S3Backend:
         return any(obj["Key"] == self._key(key) for obj in resp.get("Contents", []))
 
     def list(self, prefix: str) -> list[str]:
+        return [obj.key for obj in self.list_objects(prefix)]
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
         folder = prefix.strip("/")
         full = f"{self._key(folder)}/" if folder else (f"{self.prefix}/" if self.prefix else "")
-        keys = []
+        objects = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
             for obj in page.get("Contents", []):
                 rel = obj["Key"][len(self.prefix) + 1 :] if self.prefix else obj["Key"]
                 if not any(_is_hidden(part) for part in rel.split("/")):
-                    keys.append(rel)
-        return sorted(keys)
-
-    def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+                    objects.append(StoredObject(rel, int(obj["Size"]), obj["LastModified"]))
+        return sorted(objects, key=lambda o: o.key)
 
 
 def _s3_client(endpoint_url: str | None, conn_id: str | None) -> Any:
@@ -232,6 +252,10 @@ class Storage:
     def list(self, prefix: str) -> list[str]:
         """Return the committed keys under ``prefix`` (hidden temporaries excluded), sorted."""
         return self._backend.list(self.key(prefix).rstrip("/"))
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        """Return the committed objects under ``prefix`` with their sizes and write times, by key."""
+        return self._backend.list_objects(self.key(prefix).rstrip("/"))
 
     def iter_partitions(self, area: str, dataset: str) -> Iterator[str]:
         """Yield the ``date=`` values that hold at least one object in ``area/dataset``."""
