@@ -98,6 +98,21 @@ class Settings(BaseSettings):
     inference_flush_seconds: float = Field(
         default=10.0, gt=0, description="... or once the oldest waiting row is this many seconds old."
     )
+    inference_wal_sync: Literal["interval", "batch", "off"] = Field(
+        default="interval",
+        description="The inference log's write-ahead file: every answered row is written to it before the "
+        "answer is sent (a killed process loses nothing) and fsynced every MLLOOP_INFERENCE_WAL_SYNC_MS "
+        "('interval', group commit) or before each answered batch ('batch'); 'off': rows wait in memory "
+        "only, a crash loses them.",
+    )
+    inference_wal_sync_ms: float = Field(
+        default=5.0, gt=0, description="How often 'interval' fsyncs the write-ahead file, in milliseconds."
+    )
+    inference_wal_dir: str | None = Field(
+        default=None,
+        description="Local folder of the write-ahead files, one subfolder per dataset; None: "
+        "<data root>/_wal/inference for a local data root, ~/.local/state/mlloop/inference-wal for S3.",
+    )
     # Promotion-gate thresholds are versioned in include/mlloop/promotion/gate_defaults.yaml (per-run
     # overrides go through train_model's Params), so they are not repeated here.
 
