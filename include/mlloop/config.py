@@ -92,6 +92,16 @@ class Settings(BaseSettings):
     serving_max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest /predict body in bytes; larger ones get 413."
     )
+    serving_auth: Literal["auto", "required", "off"] = Field(
+        default="auto",
+        description="API keys on /predict and /metrics: 'required'; 'off'; 'auto' requires them when "
+        "MLLOOP_SERVING_API_KEYS_FILE is set or the service binds beyond loopback (the compose stack).",
+    )
+    serving_api_keys_file: str | None = Field(
+        default=None,
+        description="JSON file of the clients, their allowed use cases and their keys' SHA-256 hashes "
+        "(written by `mlloop api-key issue`; reloaded when it changes).",
+    )
     inference_flush_rows: int = Field(
         default=5000, ge=1, description="The inference log writes a partition file once this many rows wait."
     )

@@ -24,6 +24,7 @@ from mlloop.config import Settings, get_settings
 from mlloop.ingestion.pii import MissingPIIKeyError, resolve_pii_key
 from mlloop.orchestration.connections import use_airflow_connections
 from mlloop.registry.runner import registered_model_name, use_configured_mlflow
+from mlloop.serving.auth import load_api_keys
 from mlloop.serving.inference_log import InferenceLog
 from mlloop.serving.routes import add_routes
 from mlloop.serving.schema import RequestAdapters
@@ -102,7 +103,10 @@ def build_service(settings: Settings, *, seed_history: bool = True) -> ScoringSe
             f"POST /predict/<use_case> to one of {sorted({*use_cases, *unavailable})}"
         )
     log.info("Serving use cases %s; POST /predict serves %s", sorted(use_cases), default)
-    return ScoringService(settings, metrics, use_cases, unavailable, default, missing)
+    api_keys = load_api_keys(settings)
+    if api_keys is not None:
+        log.info("API keys required on /predict and /metrics (keys file %s)", api_keys.path)
+    return ScoringService(settings, metrics, use_cases, unavailable, default, missing, api_keys)
 
 
 def _declarations(settings: Settings) -> tuple[dict[str, UseCase], dict[str, str], str]:
