@@ -64,8 +64,15 @@ def test_auth_is_required_beyond_loopback_and_optional_on_it(tmp_path: Path) -> 
         load_api_keys(Settings(serving_host="0.0.0.0"))
     with pytest.raises(AuthConfigError, match="MLLOOP_SERVING_AUTH=required"):
         load_api_keys(Settings(serving_auth="required"))
-    with pytest.raises(AuthConfigError, match="does not exist"):
-        load_api_keys(Settings(serving_api_keys_file=str(tmp_path / "missing.json")))
+    not_yet = load_api_keys(Settings(serving_api_keys_file=str(tmp_path / "later.json")))
+    assert not_yet is not None and not_yet.authenticate("mlk_00000000_x") is None  # refuses all, no crash
+    _, key = issue_key(tmp_path / "later.json", "prometheus", [], NOW, metrics_only=True)
+    not_yet._checked = 0.0  # the next check reloads (it does within a second in the service)
+    client = not_yet.authenticate(key)
+    assert client is not None and not client.may_score("card_fraud")
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(AuthConfigError, match="cannot be read"):
+        load_api_keys(Settings(serving_api_keys_file=str(tmp_path / "broken.json")))
     assert load_api_keys(Settings(serving_host="0.0.0.0", serving_auth="off")) is None
 
 

@@ -79,20 +79,23 @@ def _write(path: Path, content: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def issue_key(path: Path, client: str, use_cases: list[str], now: dt.datetime) -> tuple[str, str]:
+def issue_key(
+    path: Path, client: str, use_cases: list[str], now: dt.datetime, *, metrics_only: bool = False
+) -> tuple[str, str]:
     """Add a key for ``client``; return (key id, key). Older keys stay valid (rotation).
 
-    ``use_cases`` replaces the client's allowed use cases; empty keeps them (a new client must name them).
+    ``use_cases`` replaces the client's allowed use cases; empty keeps them (a new client must name them,
+    or be ``metrics_only``: allowed on no use case, on ``/metrics`` only, as Prometheus is).
     """
     if not _CLIENT_NAME.fullmatch(client):
         raise ValueError(f"client name {client!r}: start with a letter or digit, then letters, digits, . _ -")
     content = _read(path)
     entry = content["clients"].setdefault(client, {"use_cases": [], "keys": []})
-    if use_cases:
+    if use_cases or metrics_only:
         entry["use_cases"] = sorted(set(use_cases))
     elif not entry["use_cases"]:
         raise ValueError(f"client {client!r} is new: name the use cases it may score (--use-case <name>, "
-                         f"or --use-case '{ALL_USE_CASES}' for all)")  # fmt: skip
+                         f"or --use-case '{ALL_USE_CASES}' for all; --metrics-only for none)")  # fmt: skip
     key_id = secrets.token_hex(4)
     key = f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
     entry["keys"].append({"id": key_id, "sha256": _digest(key), "created": now.isoformat()})
@@ -124,13 +127,14 @@ class ApiKeys:
     """The keys file as the service checks it: key id -> (hash, client); reloaded when it changes."""
 
     def __init__(self, path: Path) -> None:
-        """Load ``path``; raises AuthConfigError when it is missing or unreadable."""
-        if not path.is_file():
-            raise AuthConfigError(
-                f"the API keys file {path} (MLLOOP_SERVING_API_KEYS_FILE) does not exist; issue a key with "
-                f"`mlloop api-key issue --client <name> --file {path}`"
-            )
+        """Load ``path``; until it exists every key is refused. Raises AuthConfigError when unreadable."""
         self.path = path
+        if not path.is_file():
+            log.warning(
+                "The API keys file %s (MLLOOP_SERVING_API_KEYS_FILE) does not exist yet: every request is "
+                "refused until a key is issued with `mlloop api-key --file %s issue --client <name> "
+                "--use-case <use case>` (it is read within a second)", path, path,
+            )  # fmt: skip
         self._lock = threading.Lock()
         self._checked = 0.0
         self._mtime = -1.0
@@ -139,7 +143,11 @@ class ApiKeys:
 
     def _reload(self) -> None:
         """Read the file again if it changed (a broken rewrite keeps the keys loaded before)."""
-        mtime = self.path.stat().st_mtime
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            self._by_id, self._mtime = {}, -1.0  # removed: nobody is let in
+            return
         if mtime == self._mtime:
             return
         self._mtime = mtime  # a broken version is reported once, not at every check
@@ -196,7 +204,7 @@ def load_api_keys(settings: Settings) -> ApiKeys | None:
     set or when the service binds an address other than loopback (the compose stack binds 0.0.0.0).
 
     Raises:
-        AuthConfigError: when keys are required and there is no readable keys file.
+        AuthConfigError: when keys are required and no keys file is set, or it cannot be read.
     """
     mode, path = settings.serving_auth, settings.serving_api_keys_file
     if mode == "off":

@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     issue.add_argument("--client", required=True, help="who calls (e.g. checkout-service)")
     issue.add_argument("--use-case", action="append", default=[], dest="use_cases",
                        help="a use case it may score (repeat; '*': all; default: keep its own)")  # fmt: skip
+    issue.add_argument("--metrics-only", action="store_true",
+                       help="a client allowed on no use case, only /metrics (Prometheus)")  # fmt: skip
     verbs.add_parser("list", help="list clients and key ids (never a key or a hash)")
     revoke = verbs.add_parser("revoke", help="remove one key of a client")
     revoke.add_argument("--client", required=True)
@@ -36,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no keys file: pass --file <path> or set MLLOOP_SERVING_API_KEYS_FILE")
     try:
         if args.verb == "issue":
-            key_id, key = issue_key(args.file, args.client, args.use_cases, now())
+            key_id, key = issue_key(
+                args.file, args.client, args.use_cases, now(), metrics_only=args.metrics_only
+            )
             print(key)
             print(f"issued key {key_id} for {args.client} in {args.file}: it is shown only now; the file "
                   "keeps its SHA-256", file=sys.stderr)  # fmt: skip
