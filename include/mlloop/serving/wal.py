@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 WalSync = Literal["batch", "interval", "off"]
 HEADER = struct.Struct("<II")
 SUFFIX = ".wal"
-_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_PASSTHROUGH_DATETIME
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
 class WalLockedError(RuntimeError):
@@ -39,7 +39,7 @@ class WalLockedError(RuntimeError):
 
 
 def _default(value: Any) -> Any:
-    """Serialise what orjson passes through: datetimes (pandas Timestamps too) as ISO 8601."""
+    """Serialise what orjson does not: datetime subclasses (pandas Timestamps) as ISO 8601."""
     if isinstance(value, dt.datetime):
         return value.isoformat()
     raise TypeError(f"an inference-log value of type {type(value).__name__} cannot be written to the WAL")
@@ -157,6 +157,7 @@ class WriteAheadLog:
         self.current = Segment(folder)
         self._sync_lock = threading.Lock()  # held while a segment is synced or closed
         self._closed = threading.Event()
+        self._dirty = threading.Event()  # a record waits for the syncer
         self._syncer: threading.Thread | None = None
         if sync == "interval":
             self._syncer = threading.Thread(target=self._sync_loop, name="inference-wal-sync", daemon=True)
@@ -170,6 +171,8 @@ class WriteAheadLog:
         self.current.append(encode(rows))
         if self.sync_mode == "batch":
             self.current.sync()
+        elif not self._dirty.is_set():
+            self._dirty.set()
 
     def rotate(self) -> Segment:
         """Start a new segment; return the previous one, still open (``seal`` it outside the log's lock)."""
@@ -187,8 +190,12 @@ class WriteAheadLog:
         _sync_folder(self.folder)
 
     def _sync_loop(self) -> None:
-        """Group commit: fsync the current segment every ``sync_seconds`` while it has new records."""
-        while not self._closed.wait(self.sync_seconds):
+        """Group commit: once a record arrives, wait ``sync_seconds`` for more, then fsync them together."""
+        while True:
+            self._dirty.wait()
+            if self._closed.wait(self.sync_seconds):
+                return
+            self._dirty.clear()
             with self._sync_lock:
                 segment = self.current
                 if segment.fd >= 0 and not self._closed.is_set():
@@ -200,6 +207,7 @@ class WriteAheadLog:
     def close(self) -> Segment:
         """Stop syncing; return the current segment (to be sealed and stored by the caller)."""
         self._closed.set()
+        self._dirty.set()
         if self._syncer is not None:
             self._syncer.join(timeout=5)
         return self.current
