@@ -13,7 +13,14 @@ import pandas as pd
 import pytest
 
 from mlloop.serving.inference_log import InferenceLog
-from mlloop.serving.wal import SUFFIX, WalLockedError, WriteAheadLog, encode, read_segment
+from mlloop.serving.wal import (
+    SUFFIX,
+    WalLockedError,
+    WriteAheadLog,
+    encode,
+    read_segment,
+    segment_stamp,
+)
 from mlloop.storage import Storage
 
 DAY = dt.datetime(2026, 9, 1, 12, 0, tzinfo=dt.UTC)
@@ -34,6 +41,11 @@ def _rows(start: int, n: int) -> list[dict]:
         }
         for i in range(n)
     ]
+
+
+def _segments(wal_dir: Path) -> set[str]:
+    """Return the segments in a WAL folder (each is two lane files)."""
+    return {segment_stamp(p) for p in wal_dir.glob(f"*{SUFFIX}")}
 
 
 def _logged(root: Path) -> pd.DataFrame:
@@ -84,7 +96,7 @@ def test_a_torn_or_corrupt_tail_is_cut_and_counted(tmp_path: Path, damage: str, 
         "flipped": last[:-5] + bytes([last[-5] ^ 0xFF]) + last[-4:],  # a bit rotted on disk
         "garbage": b"\x00" * 3,  # shorter than a header
     }[damage]
-    (wal_dir / f"20260902T080000-aaaaaaaaaaaa{SUFFIX}").write_bytes(good + tail)
+    (wal_dir / f"20260902T080000-aaaaaaaaaaaa.0{SUFFIX}").write_bytes(good + tail)
     with caplog.at_level(logging.WARNING, logger="mlloop.serving.wal"):
         log = _log(tmp_path / "data", wal_dir)
     assert log.rows_replayed == 20 and log.pending == 0
@@ -98,14 +110,15 @@ def test_rows_of_a_killed_process_are_replayed_once_even_when_replayed_twice(tmp
     wal_dir, root = tmp_path / "wal", tmp_path / "data"
     _kill_writer(wal_dir, batches=7)
     segments = {p.name: p.read_bytes() for p in wal_dir.glob(f"*{SUFFIX}")}
-    assert len(segments) == 1
+    assert len(_segments(wal_dir)) == 1 and len(segments) == 2  # one segment, two lanes
 
     first = _log(root, wal_dir)
     assert first.rows_replayed == 70
     first.close()
     files = sorted(p.relative_to(root) for p in root.rglob("*.parquet"))
     assert len(files) == 2  # two event days, one file each, named after the segment
-    assert all(next(iter(segments)).removesuffix(SUFFIX) in p.name for p in files)
+    stamp = segment_stamp(Path(next(iter(segments))))
+    assert all(p.name == f"part-{stamp}.parquet" for p in files)
 
     # A crash after the replay wrote its files but before it deleted the segment: replay again.
     for name, data in segments.items():
@@ -126,7 +139,7 @@ def test_flushes_store_each_segment_and_delete_it(tmp_path: Path, sync: str) -> 
     log.append(_rows(0, 10))
     assert log.flush() == 10
     log.append(_rows(10, 5))
-    assert len(list(wal_dir.glob(f"*{SUFFIX}"))) == 1  # the current segment only
+    assert len(_segments(wal_dir)) == 1  # the current segment only
     log.close()
     assert list(wal_dir.glob(f"*{SUFFIX}")) == []
     assert sorted(_logged(root)["transaction_id"]) == sorted(f"t{i}" for i in range(15))
@@ -149,7 +162,7 @@ def test_rows_storage_refuses_at_shutdown_stay_in_the_wal_for_the_next_start(tmp
     log.append(_rows(0, 12))
     assert log.flush() == 0 and log.pending == 12
     log.close(attempts=1)
-    assert _logged(root).empty and len(list(wal_dir.glob(f"*{SUFFIX}"))) == 1
+    assert _logged(root).empty and len(_segments(wal_dir)) == 1
 
     restarted = _log(root, wal_dir)
     restarted.close()
@@ -167,3 +180,17 @@ def test_a_second_process_cannot_take_a_held_folder(tmp_path: Path) -> None:
     assert "MLLOOP_INFERENCE_WAL_DIR" in proc.stderr
     held.close()
     held.release()
+
+
+def test_records_of_both_lanes_are_replayed(tmp_path: Path) -> None:
+    wal_dir, root = tmp_path / "wal", tmp_path / "data"
+    wal = WriteAheadLog(wal_dir, "batch")
+    wal.current.append(encode(_rows(0, 4)))
+    assert wal.current.switch() == 0  # what the syncer does before each fsync
+    wal.current.append(encode(_rows(4, 3)))
+    assert all(p.stat().st_size > 0 for p in wal.current.paths)
+    wal.release()  # the process "dies" here: nothing stored, nothing deleted
+    restarted = _log(root, wal_dir)
+    assert restarted.rows_replayed == 7
+    restarted.close()
+    assert sorted(_logged(root)["transaction_id"]) == sorted(f"t{i}" for i in range(7))

@@ -28,7 +28,7 @@ import pandas as pd
 
 from mlloop.features.build import epoch_nanoseconds
 from mlloop.labels import read_known_labels
-from mlloop.serving.wal import WriteAheadLog, recover, segment_stamp
+from mlloop.serving.wal import WriteAheadLog, recover
 from mlloop.storage.store import partition_key
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class _Chunk:
 
     stamp: str
     rows: list[dict[str, Any]]
-    segment: Path | None = None
+    segment: tuple[Path, ...] = ()
 
 
 def _stamp() -> str:
@@ -116,12 +116,12 @@ class InferenceLog:
 
     def _replay(self, wal: WriteAheadLog) -> None:
         """Store the segments an earlier process left (its crash or a failed final write)."""
-        for path in wal.recovered:
-            contents = recover(path)
-            if contents.rows:
-                self._chunks.append(_Chunk(segment_stamp(path), contents.rows, path))
+        for stamp, paths in wal.recovered.items():
+            rows = recover(paths)
+            if rows:
+                self._chunks.append(_Chunk(stamp, rows, tuple(paths)))
             else:
-                wal.remove(path)
+                wal.remove(paths)
         rows = sum(len(chunk.rows) for chunk in self._chunks)
         if not rows:
             return
@@ -167,7 +167,7 @@ class InferenceLog:
                 segment = self.wal.rotate() if self.wal is not None and rows else None
             if segment is not None:
                 self.wal.seal(segment)  # type: ignore[union-attr]
-                self._chunks.append(_Chunk(segment.stamp, rows, segment.path))
+                self._chunks.append(_Chunk(segment.stamp, rows, segment.paths))
             elif rows:
                 self._chunks.append(_Chunk(_stamp(), rows))
             return self._store()
@@ -185,7 +185,7 @@ class InferenceLog:
                     self._oldest = self._oldest or time.monotonic()
                 log.exception("Inference log: writing %d rows failed; kept for the next flush", self.pending)
                 break
-            if chunk.segment is not None and self.wal is not None:
+            if chunk.segment and self.wal is not None:
                 self.wal.remove(chunk.segment)
             self._chunks.pop(0)
             written += len(chunk.rows)
@@ -232,7 +232,7 @@ class InferenceLog:
             self.wal.seal(last)
             with self._lock:
                 if not self._buffer:  # every row was rotated into a stored chunk by the flushes above
-                    self.wal.remove(last.path)
+                    self.wal.remove(last.paths)
             if self.pending:
                 log.error(
                     "Inference log: storage refused %d rows; they stay in %s and are written at the next "

@@ -1,10 +1,11 @@
 """The inference log's write-ahead file: answered rows on local disk before the answer leaves the process.
 
-A segment is an append-only file of records, each framed as ``<length u32><crc32 u32><payload>`` (little
-endian); the payload is one JSON document ``{"dt": [datetime columns], "rows": [...]}``. A write reaches the
-page cache before the service answers, so a killed process (SIGKILL, OOM kill) loses nothing; ``fsync``
-makes it survive the machine too, per batch or every few milliseconds (``WalSync``). Reading stops at the
-first record that is short or fails its checksum (a torn write) and reports what it cut.
+A segment is two append-only files ("lanes", written in turn between fsyncs) of records, each framed as
+``<length u32><crc32 u32><payload>`` (little endian); the payload is one JSON document
+``{"dt": [datetime columns], "rows": [...]}``. A write reaches the page cache before the service answers,
+so a killed process (SIGKILL, OOM kill) loses nothing; ``fsync`` makes it survive the machine too, per
+batch or every few milliseconds (``WalSync``). Reading stops at the first record that is short or fails
+its checksum (a torn write) and reports what it cut.
 
 The folder holds one segment per flush of the inference log; a segment is deleted once its rows are in
 ``inference/``. A lock file keeps a second process off the folder.
@@ -21,6 +22,7 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -86,40 +88,53 @@ def read_segment(path: Path) -> SegmentContents:
 
 
 def segment_stamp(path: Path) -> str:
-    """Return the ``<UTC time>-<12 hex>`` a segment is named by (its partition files are named alike)."""
-    return path.name.removesuffix(SUFFIX)
+    """Return the ``<UTC time>-<12 hex>`` a segment's files are named by (its partition files are too)."""
+    return path.name.removesuffix(SUFFIX).rsplit(".", 1)[0]
 
 
 class Segment:
-    """One open segment: appends framed records to its file descriptor."""
+    """One open segment: two files ("lanes") taking records in turn between group commits.
+
+    The syncer switches lanes before it fsyncs the one just written, so an append never writes into a
+    page under writeback (where ``write`` can wait for the disk: measured, up to tens of milliseconds).
+    """
 
     def __init__(self, folder: Path) -> None:
-        """Create a new, empty segment in ``folder`` and make its name durable."""
-        stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
-        self.path = folder / f"{stamp}{SUFFIX}"
-        self.stamp = stamp
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        self.dirty = False
+        """Create a new, empty segment in ``folder`` and make its names durable."""
+        self.stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
+        self.paths = tuple(folder / f"{self.stamp}.{lane}{SUFFIX}" for lane in (0, 1))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
+        self.fds = [os.open(path, flags, 0o600) for path in self.paths]
+        self.dirty = [False, False]
+        self.lane = 0
         _sync_folder(folder)
 
     def append(self, record: bytes) -> None:
-        """Write one record (to the page cache: a killed process keeps it)."""
+        """Write one record to the current lane (to the page cache: a killed process keeps it)."""
+        lane = self.lane
         view = memoryview(record)
         while view:
-            view = view[os.write(self.fd, view) :]
-        self.dirty = True
+            view = view[os.write(self.fds[lane], view) :]
+        self.dirty[lane] = True
 
-    def sync(self) -> None:
-        """Flush what was written to the disk."""
-        if self.dirty:
-            self.dirty = False
-            os.fdatasync(self.fd)
+    def switch(self) -> int:
+        """Send the next records to the other lane; return the lane written until now."""
+        lane, self.lane = self.lane, self.lane ^ 1
+        return lane
+
+    def sync(self, lane: int | None = None) -> None:
+        """Flush what was written to ``lane`` (default: the current one) to the disk."""
+        lane = self.lane if lane is None else lane
+        if self.dirty[lane]:
+            self.dirty[lane] = False
+            os.fdatasync(self.fds[lane])
 
     def close(self) -> None:
-        """Sync and close the file."""
-        self.sync()
-        os.close(self.fd)
-        self.fd = -1
+        """Sync and close both lanes."""
+        for lane in (0, 1):
+            self.sync(lane)
+            os.close(self.fds[lane])
+            self.fds[lane] = -1
 
 
 def _sync_folder(folder: Path) -> None:
@@ -153,7 +168,9 @@ class WriteAheadLog:
                 f"another process holds the inference write-ahead folder {folder}; give each scoring "
                 "service process its own folder (MLLOOP_INFERENCE_WAL_DIR)"
             ) from exc
-        self.recovered = sorted(folder.glob(f"*{SUFFIX}"))
+        self.recovered: dict[str, list[Path]] = {}  # what an earlier process left, by segment
+        for path in sorted(folder.glob(f"*{SUFFIX}")):
+            self.recovered.setdefault(segment_stamp(path), []).append(path)
         self.current = Segment(folder)
         self._sync_lock = threading.Lock()  # held while a segment is synced or closed
         self._closed = threading.Event()
@@ -184,9 +201,10 @@ class WriteAheadLog:
         with self._sync_lock:
             segment.close()
 
-    def remove(self, path: Path) -> None:
-        """Delete a segment whose rows are stored."""
-        path.unlink(missing_ok=True)
+    def remove(self, paths: Sequence[Path]) -> None:
+        """Delete a segment's files (its rows are stored)."""
+        for path in paths:
+            path.unlink(missing_ok=True)
         _sync_folder(self.folder)
 
     def _sync_loop(self) -> None:
@@ -196,13 +214,10 @@ class WriteAheadLog:
             if self._closed.wait(self.sync_seconds):
                 return
             self._dirty.clear()
-            with self._sync_lock:
+            with self._sync_lock:  # a rotated segment is closed only under this lock, by its seal
                 segment = self.current
-                if segment.fd >= 0 and not self._closed.is_set():
-                    try:
-                        segment.sync()
-                    except OSError as exc:  # closed by a rotation in between: its seal synced it
-                        log.debug("WAL sync of %s skipped: %s", segment.path, exc)
+                if not self._closed.is_set():
+                    segment.sync(segment.switch())
 
     def close(self) -> Segment:
         """Stop syncing; return the current segment (to be sealed and stored by the caller)."""
@@ -217,16 +232,19 @@ class WriteAheadLog:
         os.close(self._lock_fd)
 
 
-def recover(path: Path) -> SegmentContents:
-    """Read a segment left by an earlier process; log (and keep out) a torn tail."""
-    contents = read_segment(path)
-    if contents.cut_bytes:
-        log.warning(
-            "Inference WAL %s: cut a torn or corrupt tail of %d bytes after %d intact records (%d rows "
-            "kept); it was never answered in full",
-            path,
-            contents.cut_bytes,
-            contents.records,
-            len(contents.rows),
-        )
-    return contents
+def recover(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Return the rows of a segment left by an earlier process (lane by lane); log any torn tail cut."""
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        contents = read_segment(path)
+        if contents.cut_bytes:
+            log.warning(
+                "Inference WAL %s: cut a torn or corrupt tail of %d bytes after %d intact records (%d rows "
+                "kept); it was never answered in full",
+                path,
+                contents.cut_bytes,
+                contents.records,
+                len(contents.rows),
+            )
+        rows.extend(contents.rows)
+    return rows
