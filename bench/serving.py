@@ -285,6 +285,7 @@ def _measure(url: str, path: str, bodies: list[bytes], seconds: float, concurren
 LOG_VARIANTS = {
     "memory": {"MLLOOP_INFERENCE_WAL_SYNC": "off"},
     "wal_5ms": {"MLLOOP_INFERENCE_WAL_SYNC": "interval", "MLLOOP_INFERENCE_WAL_SYNC_MS": "5"},
+    "wal_50ms": {"MLLOOP_INFERENCE_WAL_SYNC": "interval", "MLLOOP_INFERENCE_WAL_SYNC_MS": "50"},
     "wal_batch": {"MLLOOP_INFERENCE_WAL_SYNC": "batch"},
     "wal_5ms_auth": {"MLLOOP_INFERENCE_WAL_SYNC": "interval", "MLLOOP_INFERENCE_WAL_SYNC_MS": "5"},
 }
