@@ -122,6 +122,19 @@ cli.add_command(
 )
 cli.add_command(
     DelegatedCommand(
+        "api-key",
+        module="mlloop.serving.keys_cli",
+        alias="python -m mlloop.serving.keys_cli",
+        summary="Issue, list or revoke the scoring service's API keys (stored as hashes only).",
+        examples=(
+            "  mlloop api-key --file keys.json issue --client checkout --use-case card_fraud\n"
+            "  mlloop api-key --file keys.json list\n"
+            "  mlloop api-key --file keys.json revoke --client checkout --key-id 1a2b3c4d"
+        ),
+    )
+)
+cli.add_command(
+    DelegatedCommand(
         "demo",
         module="mlloop.ops.demo",
         alias="python -m mlloop.ops.demo",
