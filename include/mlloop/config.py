@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     serving_max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest /predict body in bytes; larger ones get 413."
     )
+    snapshot_chunk_rows: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="Rows (window plus history context) above which a snapshot is built in entity parts of "
+        "about this many rows: peak memory follows this, not the window. Same snapshot bytes either way.",
+    )
     inference_flush_rows: int = Field(
         default=5000, ge=1, description="The inference log writes a partition file once this many rows wait."
     )
