@@ -32,6 +32,10 @@ entity's events stay together and in order, every part goes through the same fea
 suite and label join as the whole window would, and the key-sorted parts are merged into the same
 canonical file, row group by row group. The bytes, hence the digest, do not depend on the chunk size.
 Peak memory then follows the chunk size and the labels frame (which the caller still passes whole).
+Two checks are per part there, not over the whole window: the feature suite runs on each part (every
+part must pass; its results are listed at the snapshot's report key), so a table-level expectation such
+as a row-count bound sees a part, not the window; and a key found twice is refused at the merge among
+the window's rows (the in-memory path also compares them with the context days' keys).
 """
 
 from __future__ import annotations
