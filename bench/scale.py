@@ -7,7 +7,8 @@ labels delivered for it (``snapshot_days``: features, feature suite, labels, can
 child process, and reads and writes the same validated rows with bare pyarrow in another. Each child
 reports its own wall seconds and peak RSS (``getrusage``), so ingest memory never counts against the
 snapshot. Prints a few human lines, then exactly one JSON line: rows, seconds, peak_rss_gb, bare_seconds,
-bare_peak_rss_gb and ratio (snapshot seconds / bare seconds).
+bare_peak_rss_gb and ratio (snapshot seconds / bare seconds), and the same ratio in CPU seconds
+(cpu_ratio: steadier than wall time on a shared machine; pyarrow's threads count in both sides).
 
 ``--chunk-rows`` sets ``MLLOOP_SNAPSHOT_CHUNK_ROWS`` for the snapshot child (the bounded-memory path); on
 code without that setting it is ignored. ``--root`` reuses a data root, so a second run skips ingest.
@@ -36,6 +37,12 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
+def _cpu_seconds() -> float:
+    """Return this process's user plus system CPU seconds so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _window(days: int) -> list[date]:
     """Return the benchmark's window of ``days`` days from FIRST_DAY."""
     return [FIRST_DAY + timedelta(days=i) for i in range(days)]
@@ -60,9 +67,15 @@ def _snapshot(root: str, days: int) -> dict[str, object]:
 
     window = _window(days)
     as_of = datetime.combine(window[-1] + timedelta(days=90), datetime.min.time(), tzinfo=UTC)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu_seconds()
     manifest = snapshot_days(Storage(root), load_use_case(USE_CASE), window, as_of=as_of)
-    return {"rows": manifest.row_count, "seconds": time.perf_counter() - started, "digest": manifest.digest}
+    seconds = time.perf_counter() - started
+    return {
+        "rows": manifest.row_count,
+        "seconds": seconds,
+        "cpu_seconds": _cpu_seconds() - cpu,
+        "digest": manifest.digest,
+    }
 
 
 def _bare(root: str, days: int) -> dict[str, object]:
@@ -71,11 +84,12 @@ def _bare(root: str, days: int) -> dict[str, object]:
     import pyarrow.parquet as pq
 
     files = sorted(p for d in _window(days) for p in Path(root, "validated").glob(f"*/date={d}/*.parquet"))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu_seconds()
     table = pa.concat_tables([pq.read_table(f) for f in files])
     with tempfile.TemporaryDirectory() as out:
         pq.write_table(table, Path(out, "bare.parquet"), compression="zstd")
-    return {"rows": table.num_rows, "seconds": time.perf_counter() - started}
+    seconds = time.perf_counter() - started
+    return {"rows": table.num_rows, "seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu}
 
 
 def _child(step: str, *args: str, env: dict[str, str] | None = None) -> dict[str, object]:
@@ -151,6 +165,9 @@ def main() -> None:
                 "bare_seconds": round(float(bare["seconds"]), 2),  # type: ignore[arg-type]
                 "bare_peak_rss_gb": bare["peak_rss_gb"],
                 "ratio": round(float(snap["seconds"]) / float(bare["seconds"]), 2),  # type: ignore[arg-type]
+                "cpu_seconds": round(float(snap["cpu_seconds"]), 2),  # type: ignore[arg-type]
+                "bare_cpu_seconds": round(float(bare["cpu_seconds"]), 2),  # type: ignore[arg-type]
+                "cpu_ratio": round(float(snap["cpu_seconds"]) / float(bare["cpu_seconds"]), 2),  # type: ignore[arg-type]
                 "digest": snap["digest"],
             }
         )

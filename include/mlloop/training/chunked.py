@@ -10,6 +10,8 @@ Peak memory depends on the chunk size, not on the window:
    at a time, with row groups of a fixed size, so the bytes are those one ``write_table`` of the whole
    sorted table would give.
 
+Part files are Arrow IPC (no encoding cost; ``read_part`` gives the frame ``pd.read_parquet`` would).
+
 Light to import: pyarrow loads when a function is first used.
 """
 
@@ -24,8 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pandas as pd
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 SORTED_PART_ROW_GROUP = 16_384  # rows per row group of a sorted part: the merge reads parts in these steps
@@ -101,8 +103,8 @@ def partition_by_entity(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    paths = [folder / f"entity-part-{i:05d}.parquet" for i in range(n_parts)]
-    writers: list[pq.ParquetWriter | None] = [None] * n_parts
+    paths = [folder / f"entity-part-{i:05d}.arrow" for i in range(n_parts)]
+    writers: list[pa.ipc.RecordBatchFileWriter | None] = [None] * n_parts
     leading, rows = [0] * n_parts, [0] * n_parts
     schema: pa.Schema | None = None
     progress = Progress("Entity partitioning", total_rows)
@@ -123,7 +125,7 @@ def partition_by_entity(
                     if stop == start:
                         continue
                     if writers[part] is None:
-                        writers[part] = pq.ParquetWriter(paths[part], schema)
+                        writers[part] = pa.ipc.new_file(paths[part], schema)
                     writers[part].write_table(ordered.slice(start, stop - start))  # type: ignore[union-attr]
                     rows[part] += stop - start
                     if number < leading_sources:
@@ -135,7 +137,8 @@ def partition_by_entity(
                 writer.close()
     for part, path in enumerate(paths):
         if writers[part] is None and schema is not None:
-            pq.write_table(schema.empty_table(), path)
+            with pa.ipc.new_file(path, schema) as empty:
+                empty.write_table(schema.empty_table())
     return EntityParts(paths=paths, leading_rows=leading, rows=rows)
 
 
@@ -159,12 +162,30 @@ def _entity_parts(entities: pa.ChunkedArray, n_parts: int) -> Any:
     return parts_of_distinct[indices]
 
 
+def read_part(path: Path) -> pd.DataFrame:
+    """Read a part file into the frame ``pd.read_parquet`` gives for the same rows (pandas metadata kept)."""
+    import pyarrow as pa
+
+    with pa.ipc.open_file(path) as reader:
+        return reader.read_all().to_pandas()
+
+
+def _part_rows(path: Path) -> int:
+    """Return the rows of a part file."""
+    import pyarrow as pa
+
+    with pa.ipc.open_file(path) as reader:
+        return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+
+
 def write_sorted_part(table: pa.Table, key: str, path: Path) -> list[Any]:
     """Write ``table`` sorted by ``key`` to ``path`` and return a sample of its keys (for cutting ranges)."""
-    import pyarrow.parquet as pq
+
+    import pyarrow as pa
 
     ordered = table.sort_by(key)
-    pq.write_table(ordered, path, row_group_size=SORTED_PART_ROW_GROUP, compression="lz4")
+    with pa.ipc.new_file(path, ordered.schema) as writer:
+        writer.write_table(ordered, max_chunksize=SORTED_PART_ROW_GROUP)
     return ordered.column(key).take(list(range(0, ordered.num_rows, KEY_SAMPLE_STRIDE))).to_pylist()
 
 
@@ -179,10 +200,10 @@ class _PartCursor:
     """Reads one key-sorted part file forward, row group by row group, handing out rows below a key."""
 
     def __init__(self, path: Path, key: str, schema: pa.Schema) -> None:
-        import pyarrow.parquet as pq
+        import pyarrow as pa
 
-        self._file = pq.ParquetFile(path)
-        self._groups: Iterator[int] = iter(range(self._file.num_row_groups))
+        self._file = pa.ipc.open_file(path)
+        self._groups: Iterator[int] = iter(range(self._file.num_record_batches))
         self._key, self._schema = key, schema
         self._pending = schema.empty_table()
 
@@ -195,7 +216,7 @@ class _PartCursor:
             group = next(self._groups, None)
             if group is None:
                 break
-            read = self._file.read_row_group(group)
+            read = pa.Table.from_batches([self._file.get_batch(group)])
             self._pending = pa.concat_tables([self._pending, read.cast(self._schema)])
         if bound is None:
             cut = self._pending.num_rows
@@ -231,7 +252,7 @@ def merge_sorted_parts(
     import pyarrow.parquet as pq
 
     cursors = [_PartCursor(path, key, schema) for path in parts]
-    progress = Progress("Snapshot merge", sum(pq.ParquetFile(p).metadata.num_rows for p in parts))
+    progress = Progress("Snapshot merge", sum(_part_rows(path) for path in parts))
     buffered: list[pa.Table] = []
     buffered_rows = written = 0
     with pq.ParquetWriter(out, schema, compression=compression, store_schema=False) as writer:

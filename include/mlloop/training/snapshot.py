@@ -65,6 +65,7 @@ from mlloop.training.chunked import (
     key_range_bounds,
     merge_sorted_parts,
     partition_by_entity,
+    read_part,
     write_sorted_part,
 )
 
@@ -329,7 +330,6 @@ def _create_streamed(
     and label steps as the whole window would, and the key-sorted parts are merged into the canonical
     Parquet file: the bytes, so the digest, are those of the in-memory path.
     """
-    import pandas as pd
     import pyarrow as pa
 
     key = use_case.key_column
@@ -364,7 +364,7 @@ def _create_streamed(
         samples: list[Any] = []
         sorted_parts, schemas = [], []
         for number, path in enumerate(entity_parts.paths):
-            validated = pd.read_parquet(path)
+            validated = read_part(path)
             path.unlink()
             features = window_features(
                 validated, validated.index < entity_parts.leading_rows[number], use_case
@@ -385,7 +385,7 @@ def _create_streamed(
                 if summary is not part_summary:
                     summary.add(part_summary)
             table = canonical_table(chunk)
-            sorted_parts.append(folder / f"sorted-{number:05d}.parquet")
+            sorted_parts.append(folder / f"sorted-{number:05d}.arrow")
             samples += write_sorted_part(table, key, sorted_parts[-1])
             schemas.append(table.schema)
             progress.advance(len(chunk), f"entity part {number + 1}/{n_parts}")
