@@ -128,3 +128,14 @@ def test_streamed_features_failing_their_contract_write_nothing(
         create_snapshot(storage, use_case, WINDOW, labels=labels, as_of=AS_OF, chunk_rows=CHUNK)
     assert storage.list("snapshots") == []
     assert storage.exists(err.value.report_uri)
+
+
+def test_streamed_without_history_features_parts_by_key(root: Path, tmp_path: Path) -> None:
+    plain = USE_CASE.model_copy(update={"features": USE_CASE.features.model_copy(update={"history": None})})
+    whole, streamed = _copy(root, tmp_path, "whole"), _copy(root, tmp_path, "streamed")
+    in_memory = create_snapshot(whole, plain, WINDOW, labels=None, as_of=AS_OF, validate=False)
+    chunked = create_snapshot(
+        streamed, plain, WINDOW, labels=None, as_of=AS_OF, validate=False, chunk_rows=CHUNK
+    )
+    assert chunked == in_memory
+    assert in_memory.context_days_missing == []  # no history: no context read
