@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         description="JSON file of the clients, their allowed use cases and their keys' SHA-256 hashes "
         "(written by `mlloop api-key issue`; reloaded when it changes).",
     )
+    snapshot_chunk_rows: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="Rows (window plus history context) above which a snapshot is built in entity parts of "
+        "about this many rows: peak memory follows this, not the window. Same snapshot bytes either way.",
+    )
     inference_flush_rows: int = Field(
         default=5000, ge=1, description="The inference log writes a partition file once this many rows wait."
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ def _is_hidden(name: str) -> bool:
 
 class _Backend(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
+    def put_file(self, key: str, path: Path) -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
@@ -71,6 +73,18 @@ class _LocalBackend:
             with open(tmp, "wb") as fh:
                 fh.write(data)
                 fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_file(self, key: str, path: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".tmp-{uuid.uuid4().hex}-{target.name}"
+        try:
+            shutil.copyfile(path, tmp)
+            with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
         finally:
@@ -118,6 +132,9 @@ class _S3Backend:
 
     def put(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def put_file(self, key: str, path: Path) -> None:
+        self.client.upload_file(str(path), self.bucket, self._key(key))  # multipart for large files
 
     def get(self, key: str) -> bytes:
         try:
@@ -222,6 +239,12 @@ class Storage:
         """Write ``data`` atomically and return its URI."""
         key = self.key(uri_or_key)
         self._backend.put(key, data)
+        return self.uri(key)
+
+    def write_file(self, uri_or_key: str, path: Path) -> str:
+        """Write a local file's bytes atomically without holding them in memory; return the URI."""
+        key = self.key(uri_or_key)
+        self._backend.put_file(key, path)
         return self.uri(key)
 
     def read_bytes(self, uri_or_key: str) -> bytes:
