@@ -86,20 +86,24 @@ def _run_start(
     clean = [c for c in checks if c.scenario == "none"]
     delays: dict[str, int | None] = {}
     for scenario in DRIFTS:
-        fired = [bool(c.fired_rules) for c in checks if c.scenario == scenario]
+        fired = [c.retrains for c in checks if c.scenario == scenario]
         delays[scenario] = fired.index(True) if True in fired else None
     return {
         "start": start.isoformat(),
         "rows_per_day": rows,
         "clean_days": len(clean),
-        "false_alarms": sum(bool(c.fired_rules) for c in clean),
-        "false_alarm_rules": sorted({rule for c in clean for rule in c.fired_rules}),
+        # A clean day whose decision asks for a retrain; a fire on prediction drift alone that the next
+        # check did not confirm (confirm_prediction_drift) retrains nothing and is counted apart.
+        "false_alarms": sum(c.retrains for c in clean),
+        "unconfirmed_alarms": sum(bool(c.unconfirmed) for c in clean),
+        "false_alarm_rules": sorted({rule for c in clean if c.retrains for rule in c.fired_rules}),
         "clean_findings": sum(bool(c.findings) for c in clean),
         "detection_delay_days": delays,
         "drift_rules": {
             s: sorted({r for c in checks if c.scenario == s for r in c.fired_rules}) for s in DRIFTS
         },
-        "false_alarm_days": [f"{c.day}: {c.reason[:300]}" for c in clean if c.fired_rules],
+        "false_alarm_days": [f"{c.day}: {c.reason[:300]}" for c in clean if c.retrains],
+        "unconfirmed_days": [f"{c.day}: {c.reason[:300]}" for c in clean if c.unconfirmed],
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -174,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{run['start']} {run['rows_per_day']:>6} rows/day: "
                 f"{run['false_alarms']}/{run['clean_days']} clean days fired "
-                f"{run['false_alarm_rules'] or ''}; delays {run['detection_delay_days']} "
+                f"{run['false_alarm_rules'] or ''} ({run['unconfirmed_alarms']} unconfirmed); "
+                f"delays {run['detection_delay_days']} "
                 f"({run['seconds']:.0f}s)",
                 flush=True,
             )
@@ -189,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     def summary(selected: list[dict[str, Any]]) -> dict[str, Any]:
         clean = sum(r["clean_days"] for r in selected)
         alarms = sum(r["false_alarms"] for r in selected)
+        waiting = sum(r["unconfirmed_alarms"] for r in selected)
         worst: dict[str, int | None] = {}
         for scenario in DRIFTS:
             delays = [r["detection_delay_days"][scenario] for r in selected]
@@ -197,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             "clean_days": clean,
             "false_alarms": alarms,
             "false_alarm_rate": round(alarms / clean, 4) if clean else None,
+            "unconfirmed_alarms": waiting,
             "detection_delay_days": worst,
         }
 

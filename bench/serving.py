@@ -195,7 +195,8 @@ def _bodies(ours_rows: list[dict[str, Any]], peer_frame: Any, batch: int) -> tup
 
 
 async def _connection(host: str, port: int, path: str, bodies: list[bytes], offset: int, stop_at: float,
-                      warm_until: float, latencies: list[float], errors: list[str]) -> None:  # fmt: skip
+                      warm_until: float, latencies: list[float], errors: list[str],
+                      extra_headers: str = "") -> None:  # fmt: skip
     """One keep-alive connection sending requests back to back until ``stop_at``."""
     reader, writer = await asyncio.open_connection(host, port)
     i = offset
@@ -204,7 +205,7 @@ async def _connection(host: str, port: int, path: str, bodies: list[bytes], offs
         i += 1
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"Content-Length: {len(body)}\r\n{extra_headers}\r\n"
         ).encode()
         started = time.perf_counter()
         writer.write(head + body)
@@ -224,7 +225,8 @@ async def _connection(host: str, port: int, path: str, bodies: list[bytes], offs
     writer.close()
 
 
-def _drive(url: str, path: str, bodies: list[bytes], seconds: float, concurrency: int, queue: Any) -> None:
+def _drive(url: str, path: str, bodies: list[bytes], seconds: float, concurrency: int, queue: Any,
+           extra_headers: str = "") -> None:  # fmt: skip
     """Load-generator process: ``concurrency`` connections for ``seconds`` after a 3 s warm-up."""
     host, port = url.removeprefix("http://").split(":")
     latencies: list[float] = []
@@ -235,7 +237,18 @@ def _drive(url: str, path: str, bodies: list[bytes], seconds: float, concurrency
         warm_until, stop_at = start + 3, start + 3 + seconds
         await asyncio.gather(
             *(
-                _connection(host, int(port), path, bodies, k * 7, stop_at, warm_until, latencies, errors)
+                _connection(
+                    host,
+                    int(port),
+                    path,
+                    bodies,
+                    k * 7,
+                    stop_at,
+                    warm_until,
+                    latencies,
+                    errors,
+                    extra_headers,
+                )
                 for k in range(concurrency)
             )
         )
@@ -244,11 +257,12 @@ def _drive(url: str, path: str, bodies: list[bytes], seconds: float, concurrency
     queue.put({"latencies": latencies, "errors": len(errors), "seconds": seconds})
 
 
-def _measure(url: str, path: str, bodies: list[bytes], seconds: float, concurrency: int) -> dict[str, float]:
+def _measure(url: str, path: str, bodies: list[bytes], seconds: float, concurrency: int,
+             extra_headers: str = "") -> dict[str, float]:  # fmt: skip
     """Run the load generator in a separate process; return throughput and latency percentiles."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_drive, args=(url, path, bodies, seconds, concurrency, queue))
+    proc = ctx.Process(target=_drive, args=(url, path, bodies, seconds, concurrency, queue, extra_headers))
     proc.start()
     result = queue.get(timeout=seconds + 120)
     proc.join(timeout=30)
@@ -267,6 +281,86 @@ def _measure(url: str, path: str, bodies: list[bytes], seconds: float, concurren
     }
 
 
+# How the inference log and authentication are configured in each variant (MLLOOP_* settings).
+LOG_VARIANTS = {
+    "memory": {"MLLOOP_INFERENCE_WAL_SYNC": "off"},
+    "wal_5ms": {"MLLOOP_INFERENCE_WAL_SYNC": "interval", "MLLOOP_INFERENCE_WAL_SYNC_MS": "5"},
+    "wal_50ms": {"MLLOOP_INFERENCE_WAL_SYNC": "interval", "MLLOOP_INFERENCE_WAL_SYNC_MS": "50"},
+    "wal_batch": {"MLLOOP_INFERENCE_WAL_SYNC": "batch"},
+    "wal_5ms_auth": {"MLLOOP_INFERENCE_WAL_SYNC": "interval", "MLLOOP_INFERENCE_WAL_SYNC_MS": "5"},
+}
+
+
+def _measure_log_variants(tmp: Path, ours_env: dict[str, str], rows: list[dict[str, Any]],
+                          args: argparse.Namespace) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Start one service per ``LOG_VARIANTS`` entry; measure single rows, rounds interleaved; return medians.
+
+    Each variant's figures are the median over rounds of req/s and of p50/p99, and ``vs_memory``: the
+    median over rounds of its req/s over the in-memory log's in the same round (with the range).
+    """
+    import statistics
+
+    from mlloop.clock import now
+    from mlloop.serving.auth import issue_key
+
+    _, key = issue_key(tmp / "api-keys.json", "bench", ["card_fraud"], now())
+    bodies = _single_bodies(rows)
+    services: dict[str, tuple[str, str]] = {}
+    procs = []
+    try:
+        for name, overrides in LOG_VARIANTS.items():
+            port = _free_port()
+            env = ours_env | overrides | {"MLLOOP_DATA_ROOT": str(tmp / f"served-{name}")}
+            headers = ""
+            if name.endswith("_auth"):
+                env["MLLOOP_SERVING_API_KEYS_FILE"] = str(tmp / "api-keys.json")
+                headers = f"Authorization: Bearer {key}\r\n"
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "mlloop.serving", "--port", str(port), "--no-seed-history"],
+                env=env, stdout=subprocess.DEVNULL, stderr=(tmp / f"ours-{name}.log").open("wb"),
+            ))  # fmt: skip
+            services[name] = (f"http://127.0.0.1:{port}", headers)
+            _wait_http(f"{services[name][0]}/ready", procs[-1], f"the scoring service ({name})")
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in services}
+        for round_ in range(args.log_variants):
+            for name, (url, headers) in services.items():
+                runs[name].append(_measure(url, "/predict/card_fraud", bodies, args.seconds, args.concurrency,
+                                           headers))  # fmt: skip
+                log.info("round %d, %s: %s", round_ + 1, name, runs[name][-1])
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=60)
+    medians = {
+        name: {
+            m: round(statistics.median(r[m] for r in measured), 2)
+            for m in ("rps", "p50_ms", "p99_ms", "errors")
+        }
+        for name, measured in runs.items()
+    }
+    for name, figures in medians.items():  # paired by round: the machine's load drifts between rounds
+        ratios = [r["rps"] / m["rps"] for r, m in zip(runs[name], runs["memory"], strict=True)]
+        figures["vs_memory"] = round(statistics.median(ratios), 3)
+        figures["vs_memory_min"], figures["vs_memory_max"] = round(min(ratios), 3), round(max(ratios), 3)
+    return medians
+
+
+def _single_bodies(rows: list[dict[str, Any]]) -> list[bytes]:
+    """Return one single-row request body per row."""
+    return [json.dumps(row).encode() for row in rows]
+
+
+def _print_variants(variants: dict[str, dict[str, float]]) -> None:
+    """Print the single-row figures of each inference-log / auth variant."""
+    head = f"{'single rows, variant':<28}{'req/s':>10}{'vs memory':>11}"
+    print(f"{head}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    for name, figures in variants.items():
+        print(f"{name:<28}{figures['rps']:>10}{figures['vs_memory']:>11}{figures['p50_ms']:>10}"
+              f"{figures['p99_ms']:>10}{figures['errors']:>8}   ratio range {figures['vs_memory_min']}"
+              f"-{figures['vs_memory_max']}")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Set up, start both servers, measure four cases, print the summary and one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -278,6 +372,15 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="declared use cases the service loads (card_fraud takes the load)",
     )
+    parser.add_argument(
+        "--log-variants",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also measure single rows with the inference log in memory only, with its write-ahead file "
+        "(fsync every 5 ms, or per batch) and with API keys, ROUNDS times each, interleaved",
+    )
+    parser.add_argument("--variants-only", action="store_true", help="skip ours vs mlflow models serve")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("mlloop", "mlflow", "alembic", "great_expectations"):
@@ -320,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
             _wait_http(f"{peer}/ping", procs[-1], "mlflow models serve")
 
             results: dict[str, dict[str, float]] = {}
-            for batch in (1, 100):
+            variants = _measure_log_variants(tmp, ours_env, rows, args) if args.log_variants else {}
+            for batch in () if args.variants_only else (1, 100):
                 ours_bodies, peer_bodies = _bodies(rows, peer_frame, batch)
                 # same payload check: both answer the same transactions with the same scores
                 results[f"ours_{batch}"] = _measure(
@@ -347,6 +451,12 @@ def main(argv: list[str] | None = None) -> int:
                 except subprocess.TimeoutExpired:
                     proc.kill()
 
+    if variants:
+        _print_variants(variants)
+    if args.variants_only:
+        print(json.dumps({"bench": "serving_log_variants", "concurrency": args.concurrency,
+                          "seconds": args.seconds, "rounds": args.log_variants, **variants}))  # fmt: skip
+        return 0
     print(f"{'case':<28}{'req/s':>10}{'rows/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
     for key, figures in results.items():
         who, batch = key.split("_")
@@ -363,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_batch_100": round(results["ours_100"]["rps"] / results["peer_100"]["rps"], 2),
         "target_ratio": 10,
         "target_p99_ms": 20,
+        **({"log_variants": variants} if variants else {}),
     }
     print(json.dumps(summary))
     return 0

@@ -38,6 +38,7 @@ TIER_BY_FOLDER = {
     "serving": "integration",
     "production": "production",
     "e2e": "e2e",
+    "faults": "faults",
 }
 
 

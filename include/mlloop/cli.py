@@ -122,11 +122,36 @@ cli.add_command(
 )
 cli.add_command(
     DelegatedCommand(
+        "api-key",
+        module="mlloop.serving.keys_cli",
+        alias="python -m mlloop.serving.keys_cli",
+        summary="Issue, list or revoke the scoring service's API keys (stored as hashes only).",
+        examples=(
+            "  mlloop api-key --file keys.json issue --client checkout --use-case card_fraud\n"
+            "  mlloop api-key --file keys.json list\n"
+            "  mlloop api-key --file keys.json revoke --client checkout --key-id 1a2b3c4d"
+        ),
+    )
+)
+cli.add_command(
+    DelegatedCommand(
         "demo",
         module="mlloop.ops.demo",
         alias="python -m mlloop.ops.demo",
         summary="Run the demo job through the running stack.",
         examples="  mlloop demo    # after `mlloop services up`; `make demo` runs both",
+    )
+)
+cli.add_command(
+    DelegatedCommand(
+        "housekeeping",
+        module="mlloop.lifecycle.__main__",
+        alias="python -m mlloop.lifecycle",
+        summary="Apply a use case's retention policy; archive versions; clean MLflow runs and Airflow's DB.",
+        examples=(
+            "  mlloop housekeeping --use-case card_fraud            # dry run: reports what it would do\n"
+            "  mlloop housekeeping --use-case card_fraud --apply    # delete and archive"
+        ),
     )
 )
 cli.add_command(

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     pii_conn_id: str = Field(
         default="mlloop_pii", description="Airflow connection whose password is the PII HMAC key."
     )
+    airflow_db_url: SecretStr | None = Field(
+        default=None,
+        description="Airflow metadata DB URL for housekeeping's `airflow db clean` inside a task, where "
+        "Airflow 3 hides its own; None: the process's AIRFLOW__DATABASE__SQL_ALCHEMY_CONN (a shell).",
+    )
     clock_shift_days: int = Field(
         default=0,
         description="Whole days added to wall time wherever the platform asks what time it is "
@@ -92,11 +97,42 @@ class Settings(BaseSettings):
     serving_max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest /predict body in bytes; larger ones get 413."
     )
+    serving_auth: Literal["auto", "required", "off"] = Field(
+        default="auto",
+        description="API keys on /predict and /metrics: 'required'; 'off'; 'auto' requires them when "
+        "MLLOOP_SERVING_API_KEYS_FILE is set or the service binds beyond loopback (the compose stack).",
+    )
+    serving_api_keys_file: str | None = Field(
+        default=None,
+        description="JSON file of the clients, their allowed use cases and their keys' SHA-256 hashes "
+        "(written by `mlloop api-key issue`; reloaded when it changes).",
+    )
+    snapshot_chunk_rows: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="Rows (window plus history context) above which a snapshot is built in entity parts of "
+        "about this many rows: peak memory follows this, not the window. Same snapshot bytes either way.",
+    )
     inference_flush_rows: int = Field(
         default=5000, ge=1, description="The inference log writes a partition file once this many rows wait."
     )
     inference_flush_seconds: float = Field(
         default=10.0, gt=0, description="... or once the oldest waiting row is this many seconds old."
+    )
+    inference_wal_sync: Literal["interval", "batch", "off"] = Field(
+        default="interval",
+        description="The inference log's write-ahead file: every answered row is written to it before the "
+        "answer is sent (a killed process loses nothing) and fsynced every MLLOOP_INFERENCE_WAL_SYNC_MS "
+        "('interval', group commit) or before each answered batch ('batch'); 'off': rows wait in memory "
+        "only, a crash loses them.",
+    )
+    inference_wal_sync_ms: float = Field(
+        default=5.0, gt=0, description="How often 'interval' fsyncs the write-ahead file, in milliseconds."
+    )
+    inference_wal_dir: str | None = Field(
+        default=None,
+        description="Local folder of the write-ahead files, one subfolder per dataset; None: "
+        "<data root>/_wal/inference for a local data root, ~/.local/state/mlloop/inference-wal for S3.",
     )
     # Promotion-gate thresholds are versioned in include/mlloop/promotion/gate_defaults.yaml (per-run
     # overrides go through train_model's Params), so they are not repeated here.

@@ -198,6 +198,58 @@ class ContractSpec(BaseModel):
         return declared if declared.values is not None else declared.model_copy(update={"values": vocabulary})
 
 
+class ZoneRetention(BaseModel):
+    """How long one zone keeps a use case's objects (``retention.<zone>``); unset keeps them forever.
+
+    ``days``: a day's partition expires once it is more than that many days before today. ``count``: only
+    the newest that many partitions (snapshots, report days) are kept. Both set: both limits apply.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    days: int | None = Field(default=None, ge=1, le=36500)
+    count: int | None = Field(default=None, ge=1)
+
+
+RETENTION_ZONES = ("raw", "quarantine", "validated", "labels", "inference", "snapshots", "reports")
+
+
+class RetentionSpec(BaseModel):
+    """What housekeeping may delete, and when (``retention:``; see docs/lifecycle.md).
+
+    Never deleted whatever the limits: what the ``champion`` and ``previous`` versions (and versions tagged
+    ``mlloop.legal_hold``) need to be reproduced or audited, and what ``legal_holds`` names.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    raw: ZoneRetention = ZoneRetention(days=365)
+    # Rejected batches hold clear PII (they failed before tokenisation): kept only long enough to fix them.
+    quarantine: ZoneRetention = ZoneRetention(days=30)
+    validated: ZoneRetention = ZoneRetention(days=365)
+    labels: ZoneRetention = ZoneRetention(days=365)
+    inference: ZoneRetention = ZoneRetention(days=90)
+    snapshots: ZoneRetention = ZoneRetention(days=180)
+    reports: ZoneRetention = ZoneRetention(days=180)
+    # Key prefixes under the data root (e.g. raw/transactions/date=2026-11-03) or days (YYYY-MM-DD, every
+    # zone) that are never deleted while listed here.
+    legal_holds: list[str] = Field(default_factory=list)
+    # Airflow's metadata (task instances, XCom, logs' records) and MLflow runs that no version refers to.
+    airflow_metadata_days: int | None = Field(default=90, ge=1)
+    mlflow_runs_days: int | None = Field(default=180, ge=1)
+    # Model versions archived (artifacts deleted, metadata kept): rejected ones after this many days, and
+    # promoted ones once this many later promotions have superseded them.
+    rejected_versions_days: int | None = Field(default=30, ge=1)
+    superseded_after_promotions: int | None = Field(default=3, ge=2)
+    # The daily housekeeping run applies the policy only when this is true; until then it is a dry run whose
+    # report says what it would delete (a manual run's form chooses for itself).
+    apply_on_schedule: bool = False
+
+    def zone(self, name: str) -> ZoneRetention:
+        """Return the limits of zone ``name`` (one of ``RETENTION_ZONES``)."""
+        return getattr(self, name)
+
+
 class UseCase(BaseModel):
     """A declared use case; DAGs and include/ read this instead of hard-coding the domain."""
 
@@ -234,6 +286,8 @@ class UseCase(BaseModel):
     # Contract defaults every delivery is also validated against (event time in the day, key unique and not
     # published for another day, string lengths, value sets); ContractSpec says each default.
     contract: ContractSpec = Field(default_factory=ContractSpec)
+    # How long each zone keeps this use case's data, runs and model versions (mlloop.lifecycle).
+    retention: RetentionSpec = Field(default_factory=RetentionSpec)
 
     @field_validator("name")
     @classmethod
@@ -319,6 +373,26 @@ class UseCase(BaseModel):
         stray = [c for c in self.drift_exclude if c not in feature_columns(self.features)]
         if stray:
             raise ValueError(f"drift_exclude names {stray}, which are not feature columns of this use case")
+        return self
+
+    @model_validator(mode="after")
+    def _retention_keeps_what_the_loop_reads(self) -> UseCase:
+        needed = max(
+            self.training.window_days + self.label_maturity_days,
+            self.contract.key_lookback_days,
+            self.labels.max_delay_days,
+        )
+        for zone in ("validated", "labels"):
+            limits = self.retention.zone(zone)
+            for limit in ("days", "count"):
+                value = getattr(limits, limit)
+                if value is not None and value < needed:
+                    raise ValueError(
+                        f"retention.{zone}.{limit} is {value}, but this use case reads {needed} days back "
+                        "(the largest of training.window_days + label_maturity_days, "
+                        "contract.key_lookback_days and labels.max_delay_days); "
+                        f"set retention.{zone}.{limit} to {needed} or more"
+                    )
         return self
 
     @property

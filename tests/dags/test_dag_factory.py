@@ -1,4 +1,4 @@
-"""The DAG factory: four DAGs per declared use case, from the declarations alone, and a bad one isolated."""
+"""The DAG factory: five DAGs per declared use case, from the declarations alone, and a bad one isolated."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def _bag():
     return DagBag(dag_folder=str(REPO_ROOT / "dags" / "use_cases.py"))
 
 
-def test_each_declaration_gets_its_own_four_dags_and_assets(usecases: Path, airflow_db) -> None:
+def test_each_declaration_gets_its_own_five_dags_and_assets(usecases: Path, airflow_db) -> None:
     bag = _bag()
     assert bag.import_errors == {}
     expected = {*dag_names("card_fraud").dags, *dag_names("card_fraud_eu").dags}

@@ -28,7 +28,13 @@ HEAVY_MODULES = (
     "sklearn",
     "boto3",
 )
-EXPECTED_DAG_IDS = {"ingest_card_fraud", "train_card_fraud", "monitor_card_fraud", "rollback_card_fraud"}
+EXPECTED_DAG_IDS = {
+    "ingest_card_fraud",
+    "train_card_fraud",
+    "monitor_card_fraud",
+    "rollback_card_fraud",
+    "housekeeping_card_fraud",
+}
 
 PROBE = textwrap.dedent("""
     import runpy, sys, time, json

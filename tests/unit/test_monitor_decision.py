@@ -288,6 +288,43 @@ def test_dry_run_triggers_nothing_but_says_what_it_would_do() -> None:
     assert blocked.action == "dry_run" and "would be suppressed" in blocked.reason
 
 
+def test_prediction_drift_alone_retrains_only_when_the_previous_check_saw_it_too() -> None:
+    alone = decide(evidence(prediction_drift=True, prediction_drift_score=0.4), CONFIG)
+    assert alone.retraining_rules == ["prediction_drift"]
+
+    def checked(hours: float, action: str, rules: tuple[str, ...], version: str = "3") -> TriggerRecord:
+        return TriggerRecord(NOW - timedelta(hours=hours), action, "x", version, fired_rules=rules)
+
+    def outcome(history: list[TriggerRecord]) -> str:
+        kwargs = dict(now=NOW, training_active=False, dry_run=False, config=CONFIG, champion_version="3")
+        return guard(alone, history=history, **kwargs).action
+
+    # First sight, or the previous check of this champion was quiet: held back, and says why.
+    first = guard(
+        alone, now=NOW, history=[], training_active=False, dry_run=False, config=CONFIG, champion_version="3"
+    )
+    assert first.action == "suppressed" and "unconfirmed: prediction drift alone" in first.reason
+    assert (
+        outcome([checked(30, "suppressed", ("prediction_drift",)), checked(24, "quiet", ())]) == "suppressed"
+    )
+    # The previous check fired it too (suppressed as unconfirmed): confirmed, it retrains.
+    assert outcome([checked(48, "quiet", ()), checked(24, "suppressed", ("prediction_drift",))]) == "trigger"
+    # Another champion's drift, or a dry run, confirms nothing.
+    assert outcome([checked(24, "suppressed", ("prediction_drift",), version="2")]) == "suppressed"
+    assert outcome([checked(24, "dry_run", ("prediction_drift",))]) == "suppressed"
+    # Beside another retraining rule it needs no confirmation, nor when the policy turns it off.
+    both = decide(evidence(prediction_drift=True, drift_share=0.5, drifted_columns=["amount"]), CONFIG)
+    assert (
+        guard(both, now=NOW, history=[], training_active=False, dry_run=False, config=CONFIG).action
+        == "trigger"
+    )
+    eager = load_monitor_config({"confirm_prediction_drift": False})
+    assert (
+        guard(alone, now=NOW, history=[], training_active=False, dry_run=False, config=eager).action
+        == "trigger"
+    )
+
+
 def test_quiet_stays_quiet_even_in_dry_run() -> None:
     quiet = decide(evidence(), CONFIG)
     assert (

@@ -57,6 +57,15 @@ def test_bytes_json_and_frames_round_trip(storage: Storage) -> None:
     pd.testing.assert_frame_equal(storage.read_frame("validated/t/date=2026-11-20/p.parquet"), frame)
 
 
+def test_write_file_copies_a_local_file_atomically(storage: Storage, tmp_path: Path) -> None:
+    local = tmp_path / "big.parquet"
+    local.write_bytes(bytes(range(256)) * 4096)  # 1 MiB, written without reading it into memory
+    uri = storage.write_file("snapshots/abc/data.parquet", local)
+    assert uri == storage.uri("snapshots/abc/data.parquet")
+    assert storage.read_bytes(uri) == local.read_bytes()
+    assert storage.list("snapshots") == ["snapshots/abc/data.parquet"]  # no temporary left behind
+
+
 def test_listing_and_partitions(storage: Storage) -> None:
     for day in ("2026-11-20", "2026-11-21"):
         storage.write_bytes(f"raw/t/date={day}/one.parquet", b"1")

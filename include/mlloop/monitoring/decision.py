@@ -57,6 +57,10 @@ class MonitorConfig(BaseModel):
         ge=0, description="Also judge the share of drifted columns among the champion's k top features."
     )
     prediction_drift: bool = Field(description="Fire when the champion's score distribution drifts.")
+    confirm_prediction_drift: bool = Field(
+        description="Prediction drift alone (no other retraining rule fired) retrains only when the previous "
+        "check of the same champion saw it too; the first such check is suppressed as unconfirmed."
+    )
     drift_false_alarm_rate: float = Field(
         gt=0, lt=0.5, description="Target rate of windows without change that fire each drift rule."
     )
@@ -273,6 +277,11 @@ class MonitorDecision:
     def fire(self) -> bool:
         """Return True when any rule that retrains fired."""
         return any(rule.fired and rule.retrains for rule in self.rules)
+
+    @property
+    def retraining_rules(self) -> list[str]:
+        """Return the rules that fired and retrain."""
+        return [rule.rule for rule in self.rules if rule.fired and rule.retrains]
 
     @property
     def findings(self) -> list[str]:
@@ -671,6 +680,36 @@ class TriggerRecord:
     reason: str
     champion_version: str | None = None
     train_from: str | None = None
+    fired_rules: tuple[str, ...] = ()  # the decision's retraining rules that fired, before the guard
+
+
+def unconfirmed(
+    decision: MonitorDecision,
+    history: Sequence[TriggerRecord],
+    champion_version: str | None,
+    config: MonitorConfig,
+) -> str | None:
+    """Return why a decision that fired on prediction drift alone waits for confirmation, else None.
+
+    The champion's score distribution is judged at ``drift_false_alarm_rate`` on its own, with no input
+    column beyond its bound and no labelled decay beside it: the weakest evidence the monitor has. With
+    ``confirm_prediction_drift``, it retrains only when the previous (non-dry-run) check of the same
+    champion fired prediction drift too; two independent clean windows both fire by chance with about the
+    rate squared, while a lasting shift is confirmed one check later.
+    """
+    if not config.confirm_prediction_drift or decision.retraining_rules != ["prediction_drift"]:
+        return None
+    earlier = [r for r in history if r.champion_version == champion_version and r.action != "dry_run"]
+    previous = max(earlier, key=lambda r: r.at) if earlier else None
+    if previous is not None and "prediction_drift" in previous.fired_rules:
+        return None
+    seen = (
+        "the previous check did not see it" if previous is not None else "no earlier check of this champion"
+    )
+    return (
+        f"unconfirmed: prediction drift alone ({seen}); it retrains if the next check sees it again "
+        "(confirm_prediction_drift)"
+    )
 
 
 def change_seen_from(history: Sequence[TriggerRecord], champion_version: str) -> str | None:
@@ -703,16 +742,19 @@ def guard(
     training_active: bool,
     dry_run: bool,
     config: MonitorConfig,
+    champion_version: str | None = None,
 ) -> GuardOutcome:
-    """Return whether a decision may trigger retraining now, given the earlier triggers.
+    """Return whether a decision may trigger retraining now, given the earlier checks and triggers.
 
-    Order: nothing fired → quiet; dry run → dry_run (what would happen); a the train DAG run already active,
-    the cooldown after the last trigger, or the weekly budget → suppressed; otherwise trigger.
+    Order: nothing fired → quiet; dry run → dry_run (what would happen); prediction drift alone and
+    unconfirmed (``unconfirmed``), a train DAG run already active, the cooldown after the last trigger, or
+    the weekly budget → suppressed; otherwise trigger.
     """
     if not decision.fire:
         return GuardOutcome("quiet", decision.reason)
     triggers = sorted((r.at for r in history if r.action == "trigger"), reverse=True)
-    blockers = []
+    waiting = unconfirmed(decision, history, champion_version, config)
+    blockers = [waiting] if waiting else []
     if training_active:
         blockers.append("a training run of this use case is active")
     cooldown = timedelta(hours=config.cooldown_hours)

@@ -34,6 +34,12 @@ class ReplayCheck:
     fired_rules: list[str] = field(default_factory=list)  # rules that fired and would retrain
     findings: list[str] = field(default_factory=list)  # rules that fired as findings only
     evidence: dict[str, Any] = field(default_factory=dict)
+    unconfirmed: str = ""  # why a fire on prediction drift alone waits for the next check ("": it does not)
+
+    @property
+    def retrains(self) -> bool:
+        """Return whether the decision asks for a retrain (before the cooldown and budget guards)."""
+        return bool(self.fired_rules) and not self.unconfirmed
 
 
 def land_days(
@@ -122,7 +128,14 @@ def check_days(
     Each day is checked at its time in ``checked_at`` (which labels are known), with the guard's memory
     of the checks before it; ``fired_rules`` are the decision's retraining rules, before the guard.
     """
-    from mlloop.monitoring.decision import TriggerRecord, change_seen_from, decide, guard, load_monitor_config
+    from mlloop.monitoring.decision import (
+        TriggerRecord,
+        change_seen_from,
+        decide,
+        guard,
+        load_monitor_config,
+        unconfirmed,
+    )
     from mlloop.monitoring.runner import check_evidence, size_window
 
     config = load_monitor_config(overrides, use_case=use_case)
@@ -137,13 +150,22 @@ def check_days(
         result = check_evidence(storage, use_case, champion, days, now=now, config=config, reports=False)
         evidence = replace(result.evidence, change_seen_from=change_seen_from(history, champion.version))
         decision = decide(evidence, config)
+        waiting = unconfirmed(decision, history, champion.version, config)
         outcome = guard(
-            decision, now=now, history=history, training_active=False, dry_run=False, config=config
+            decision,
+            now=now,
+            history=history,
+            training_active=False,
+            dry_run=False,
+            config=config,
+            champion_version=champion.version,
         )
+        fired = decision.retraining_rules
         history.append(
-            TriggerRecord(now, outcome.action, outcome.reason, champion.version, decision.train_from)
+            TriggerRecord(
+                now, outcome.action, outcome.reason, champion.version, decision.train_from, tuple(fired)
+            )
         )
-        fired = [rule.rule for rule in decision.rules if rule.fired and rule.retrains]
         log.info("Checked %s (%s) on %s: %s: %s", day, scenario, now, outcome.action, outcome.reason[:200])
         checks.append(
             ReplayCheck(
@@ -154,6 +176,7 @@ def check_days(
                 fired,
                 decision.findings,
                 asdict(evidence),
+                waiting or "",
             )
         )
     return checks

@@ -92,6 +92,11 @@ def load_history(storage: Storage, dataset: str) -> list[TriggerRecord]:
                     data["reason"],
                     champion_version=str(data.get("champion_version") or "") or None,
                     train_from=(data.get("decision") or {}).get("train_from"),
+                    fired_rules=tuple(
+                        rule["rule"]
+                        for rule in (data.get("decision") or {}).get("rules", [])
+                        if rule.get("fired") and rule.get("retrains", True)
+                    ),
                 )
             )
     return sorted(records, key=lambda r: r.at)
@@ -191,7 +196,13 @@ def monitor_window(
     evidence = replace(result.evidence, change_seen_from=change_seen_from(history, champion.version))
     decision = decide(evidence, config)
     outcome = guard(
-        decision, now=now, history=history, training_active=training_active, dry_run=dry_run, config=config
+        decision,
+        now=now,
+        history=history,
+        training_active=training_active,
+        dry_run=dry_run,
+        config=config,
+        champion_version=champion.version,
     )
     log.info("Monitoring decision for %s: %s — %s", window, outcome.action, outcome.reason)
     summary = _record(

@@ -1,6 +1,6 @@
 """Names other parts rely on: each use case's DAG ids and Asset names (no Airflow import: ops/, tests).
 
-The DAG factory (``orchestration/factory.py``) builds four DAGs per declared use case from these names, and
+The DAG factory (``orchestration/factory/``) builds five DAGs per declared use case from these names, and
 everything that triggers, waits for or counts runs (``ops/``, the monitor's guard) asks for the same ones,
 so a DAG id is spelled in one place.
 """
@@ -37,9 +37,14 @@ class DagNames:
         return f"rollback_{self.use_case}"
 
     @property
-    def dags(self) -> tuple[str, str, str, str]:
-        """All four DAG ids, in the order the loop runs them."""
-        return (self.ingest, self.train, self.monitor, self.rollback)
+    def housekeeping(self) -> str:
+        """Retention, version archival, MLflow and Airflow metadata cleanup."""
+        return f"housekeeping_{self.use_case}"
+
+    @property
+    def dags(self) -> tuple[str, ...]:
+        """All DAG ids, in the order the loop runs them, housekeeping last."""
+        return (self.ingest, self.train, self.monitor, self.rollback, self.housekeeping)
 
     @property
     def validated_asset(self) -> str:

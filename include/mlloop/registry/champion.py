@@ -11,10 +11,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlloop.registry.tags import AUDIT_TAG_PREFIX, DECISION_TAG, PROMOTED_AT_TAG, REASON_TAG
+from mlloop.registry.tags import (
+    ARCHIVED,
+    ARCHIVING,
+    AUDIT_TAG_PREFIX,
+    DECISION_TAG,
+    LIFECYCLE_REASON_TAG,
+    LIFECYCLE_TAG,
+    PROMOTED_AT_TAG,
+    REASON_TAG,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -50,6 +60,21 @@ class AuditRecord:
             f"{AUDIT_TAG_PREFIX}{key}": "" if value is None else str(value)
             for key, value in self.__dict__.items()
         }
+
+
+# Who started an Airflow run that no user triggered, by its run type.
+_RUN_STARTERS = {"scheduled": "the scheduler", "asset_triggered": "an Asset event", "backfill": "a backfill"}
+
+
+def airflow_actor(dag_run: Any) -> str:
+    """Return the audit's actor for an Airflow run: ``airflow:<run id> by <the user who triggered it>``.
+
+    ``dag_run`` is the task context's run (``run_id``, ``run_type``, ``triggering_user_name``). A run no
+    user triggered names what started it (the scheduler, an Asset event, a backfill).
+    """
+    kind = str(getattr(dag_run.run_type, "value", dag_run.run_type))
+    starter = dag_run.triggering_user_name or _RUN_STARTERS.get(kind, f"a {kind} run")
+    return f"airflow:{dag_run.run_id} by {starter}"
 
 
 def _is_missing(exc: Exception) -> bool:
@@ -162,10 +187,26 @@ def audit_log(client: MlflowClient, name: str) -> list[AuditRecord]:
     return sorted(records, key=lambda r: r.at)
 
 
+def refuse_archived(client: MlflowClient, name: str, version: str, action: str) -> None:
+    """Raise PromotionError when ``version`` is archived (or being archived): its model artifacts are gone.
+
+    Raises:
+        PromotionError: naming the version, when and why it was archived, and what to do instead.
+    """
+    tags = client.get_model_version(name, str(version)).tags or {}
+    if tags.get(LIFECYCLE_TAG) in (ARCHIVED, ARCHIVING):
+        raise PromotionError(
+            f"{name} v{version} is archived ({tags.get(LIFECYCLE_REASON_TAG, 'no reason recorded')}): its "
+            f"model artifacts were deleted, so it cannot be the target of a {action}. Choose another "
+            "version, or retrain on its snapshot (train_<use case> with its window) for a servable one."
+        )
+
+
 def _move_champion(
     client: MlflowClient, name: str, version: str, *, action: str, actor: str, reason: str, evidence: str
 ) -> AuditRecord:
     """Point ``previous`` at the current champion, then ``champion`` at ``version``; audit it."""
+    refuse_archived(client, name, version, action)
     current = champion_version(client, name)
     if current is not None and current.version == str(version):
         log.info("%s v%s is already the champion; nothing to move", name, version)
@@ -179,7 +220,9 @@ def _move_champion(
         action, name, str(version), current.version if current else None, actor, reason, evidence, time.time()
     )
     _audit(client, record)
-    log.info("%s: %s champion v%s -> v%s (%s)", action, name, record.from_version, version, reason)
+    log.info(
+        "%s: %s champion v%s -> v%s (%s), by %s", action, name, record.from_version, version, reason, actor
+    )
     return record
 
 
@@ -222,6 +265,50 @@ def reject(
     return record
 
 
+def archive(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    *,
+    actor: str,
+    reason: str,
+    delete_artifacts: Callable[[ModelVersion], str],
+    today: str,
+) -> AuditRecord:
+    """Archive ``version``: refuse it as a promotion target, delete its model artifacts, keep the rest.
+
+    Tagged ``archiving`` first (promotion and rollback refuse it from then on), then ``delete_artifacts``
+    removes the model's files (returning where they were), then the version is tagged ``archived`` with the
+    reason, its description says so, and the archival is audited. A failure half way leaves ``archiving``,
+    which the next run completes.
+
+    Raises:
+        PromotionError: when ``version`` holds an alias (champion or previous); move the alias first.
+    """
+    target = client.get_model_version(name, str(version))
+    aliases = list(getattr(target, "aliases", []) or [])
+    if aliases:
+        raise PromotionError(
+            f"{name} v{version} holds the alias(es) {aliases} and cannot be archived; promote or roll back "
+            "another version first."
+        )
+    client.set_model_version_tag(name, str(version), LIFECYCLE_TAG, ARCHIVING)
+    client.set_model_version_tag(name, str(version), LIFECYCLE_REASON_TAG, reason[:4900])
+    location = delete_artifacts(target)
+    description = (
+        f"ARCHIVED on {today}: {reason}. Its model artifacts ({location}) were deleted; its metadata, "
+        "metrics, tags, run and audit are kept. It cannot be promoted or rolled back to."
+    )
+    client.update_model_version(
+        name, str(version), description=f"{description}\n\n{target.description or ''}"
+    )
+    client.set_model_version_tag(name, str(version), LIFECYCLE_TAG, ARCHIVED)
+    record = AuditRecord("archive", name, str(version), None, actor, reason, location, time.time())
+    _audit(client, record)
+    log.info("Archived %s v%s (%s), by %s; deleted %s", name, version, reason, actor, location)
+    return record
+
+
 def resolve_rollback_version(client: MlflowClient, name: str, version: str | None, *, force: bool) -> str:
     """Return the version to roll back to (default: the ``previous`` alias), refusing unpromoted ones.
 
@@ -234,6 +321,7 @@ def resolve_rollback_version(client: MlflowClient, name: str, version: str | Non
         if previous is None:
             raise PromotionError(f"{name} has no '{PREVIOUS}' alias: name the version to roll back to.")
         version = previous.version
+    refuse_archived(client, name, str(version), "rollback")
     target = client.get_model_version(name, str(version))
     if PROMOTED_AT_TAG not in (target.tags or {}) and not force:
         raise PromotionError(

@@ -47,3 +47,12 @@ MONITOR_REASON_TAG = "mlloop.monitor.reason"
 MONITOR_POLICY_VERSION_TAG = "mlloop.monitor.policy_version"
 MONITOR_POLICY_FINGERPRINT_TAG = "mlloop.monitor.policy_fingerprint"
 TIMELINE_TAG = "mlloop.monitor.timeline"
+
+# Lifecycle (mlloop.lifecycle): a version under legal hold (value "true") keeps what it needs whatever the
+# retention policy; an archived version (lifecycle "archived", with the rule that archived it) has lost its
+# model artifacts, keeps its metadata, metrics, tags and audit, and can be neither promoted nor rolled back.
+LEGAL_HOLD_TAG = "mlloop.legal_hold"
+LIFECYCLE_TAG = "mlloop.lifecycle"
+LIFECYCLE_REASON_TAG = "mlloop.lifecycle.reason"
+ARCHIVED = "archived"
+ARCHIVING = "archiving"  # set while its artifacts are being deleted; refused like archived

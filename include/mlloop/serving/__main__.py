@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     # models:/ and runs:/ URIs resolve against the global URIs: without this they would point at
     # MLflow's default (a mlflow.db in the working directory), not the configured server.
     use_configured_mlflow()
+    # The bind address decides whether API keys are required (MLLOOP_SERVING_AUTH=auto).
+    settings = settings.model_copy(update={"serving_host": args.host, "serving_port": args.port})
     app = create_app(settings, seed_history=not args.no_seed_history)
     uvicorn.run(
         app,

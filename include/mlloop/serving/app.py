@@ -24,10 +24,12 @@ from mlloop.config import Settings, get_settings
 from mlloop.ingestion.pii import MissingPIIKeyError, resolve_pii_key
 from mlloop.orchestration.connections import use_airflow_connections
 from mlloop.registry.runner import registered_model_name, use_configured_mlflow
+from mlloop.serving.auth import load_api_keys
 from mlloop.serving.inference_log import InferenceLog
 from mlloop.serving.routes import add_routes
 from mlloop.serving.schema import RequestAdapters
 from mlloop.serving.service import Metrics, ScoringService, UseCaseService
+from mlloop.serving.wal import WriteAheadLog
 from mlloop.storage import Storage
 from mlloop.usecase import (
     DECLARATION_SUFFIXES,
@@ -101,7 +103,10 @@ def build_service(settings: Settings, *, seed_history: bool = True) -> ScoringSe
             f"POST /predict/<use_case> to one of {sorted({*use_cases, *unavailable})}"
         )
     log.info("Serving use cases %s; POST /predict serves %s", sorted(use_cases), default)
-    return ScoringService(settings, metrics, use_cases, unavailable, default, missing)
+    api_keys = load_api_keys(settings)
+    if api_keys is not None:
+        log.info("API keys required on /predict and /metrics (keys file %s)", api_keys.path)
+    return ScoringService(settings, metrics, use_cases, unavailable, default, missing, api_keys)
 
 
 def _declarations(settings: Settings) -> tuple[dict[str, UseCase], dict[str, str], str]:
@@ -156,6 +161,7 @@ async def run_service(service: ScoringService, client: Any | None = None) -> Asy
             flush_rows=settings.inference_flush_rows,
             flush_seconds=settings.inference_flush_seconds,
             spool_dir=spool_root / "inference-spool" / dataset if spool_root is not None else None,
+            wal=open_wal(settings, dataset),
         )
         use_case.queue = asyncio.Queue()
         workers.append(asyncio.create_task(use_case.worker(), name=f"scoring-{use_case.name}"))
@@ -179,6 +185,26 @@ async def run_service(service: ScoringService, client: Any | None = None) -> Asy
             if use_case.inference_log is not None:
                 use_case.inference_log.close()
         log.info("Scoring service stopped")
+
+
+def wal_folder(settings: Settings, dataset: str) -> Path:
+    """Return the local folder of ``dataset``'s inference write-ahead files (``MLLOOP_INFERENCE_WAL_DIR``)."""
+    if settings.inference_wal_dir:
+        root = Path(settings.inference_wal_dir).expanduser()
+    elif settings.data_root.startswith("s3://"):
+        root = Path.home() / ".local" / "state" / "mlloop" / "inference-wal"
+    else:
+        root = Path(settings.data_root.removeprefix("file://")).expanduser() / "_wal" / "inference"
+    return root / dataset
+
+
+def open_wal(settings: Settings, dataset: str) -> WriteAheadLog | None:
+    """Open ``dataset``'s write-ahead log as the settings say (None: ``MLLOOP_INFERENCE_WAL_SYNC=off``)."""
+    if settings.inference_wal_sync == "off":
+        return None
+    return WriteAheadLog(
+        wal_folder(settings, dataset), settings.inference_wal_sync, settings.inference_wal_sync_ms / 1000
+    )
 
 
 def _registry_client() -> MlflowClient:

@@ -3,7 +3,13 @@
 Rows wait in memory and are written to ``inference/<dataset>/date=<event day>/`` (one file per flush
 and day) when ``flush_rows`` are waiting, when the oldest has waited ``flush_seconds``, and on close
 (the service closes it on shutdown, SIGTERM included). A failed write keeps the rows for the next
-attempt; close retries and then spools what it still holds to a local folder, naming it in the log.
+attempt.
+
+With a write-ahead log (``serving/wal.py``, the service's default) every row is in a local segment file
+before its answer is sent, and each flush stores one sealed segment under the segment's own name, then
+deletes it. What a killed process leaves, or what storage refused at shutdown, is replayed at the next
+start: the same segment gives the same partition files, so a replay repeated never writes a row twice.
+Without one, close retries and then spools what it still holds to a local folder, naming it in the log.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +28,7 @@ import pandas as pd
 
 from mlloop.features.build import epoch_nanoseconds
 from mlloop.labels import read_known_labels
+from mlloop.serving.wal import WriteAheadLog, recover
 from mlloop.storage.store import partition_key
 
 if TYPE_CHECKING:
@@ -50,8 +58,22 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+@dataclass
+class _Chunk:
+    """Rows to store together: one sealed WAL segment (``stamp`` names both) or, without a WAL, one flush."""
+
+    stamp: str
+    rows: list[dict[str, Any]]
+    segment: tuple[Path, ...] = ()
+
+
+def _stamp() -> str:
+    """Return a new ``<UTC time>-<12 hex>`` name for a flush's partition files."""
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
+
+
 class InferenceLog:
-    """A buffered, thread-safe writer of served rows to the storage layer."""
+    """A buffered, thread-safe writer of served rows to the storage layer, crash-safe with a WAL."""
 
     def __init__(
         self,
@@ -62,35 +84,74 @@ class InferenceLog:
         flush_rows: int = 5000,
         flush_seconds: float = 10.0,
         spool_dir: Path | None = None,
+        wal: WriteAheadLog | None = None,
     ) -> None:
-        """Start the background flusher; rows go to ``inference/<dataset>/date=<day of time_column>/``."""
+        """Replay what ``wal`` holds from an earlier process, then start the background flusher.
+
+        Rows go to ``inference/<dataset>/date=<day of time_column>/``. With ``wal``, every appended row
+        is written there first and a flush stores one segment, named like its partition files, so that a
+        replay of the same segment rewrites the same objects (never a second copy).
+        """
         self.storage = storage
         self.dataset = dataset
         self.time_column = time_column
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self.spool_dir = spool_dir
+        self.wal = wal
         self.rows_written = 0
+        self.rows_replayed = 0
         self.write_errors = 0
         self._buffer: list[dict[str, Any]] = []
+        self._chunks: list[_Chunk] = []  # sealed, waiting to be stored (retried after a failure)
         self._oldest: float | None = None
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = threading.Event()
+        if wal is not None and wal.recovered:
+            self._replay(wal)
         self._thread = threading.Thread(target=self._run, name="inference-log", daemon=True)
         self._thread.start()
+
+    def _replay(self, wal: WriteAheadLog) -> None:
+        """Store the segments an earlier process left (its crash or a failed final write)."""
+        for stamp, paths in wal.recovered.items():
+            rows = recover(paths)
+            if rows:
+                self._chunks.append(_Chunk(stamp, rows, tuple(paths)))
+            else:
+                wal.remove(paths)
+        rows = sum(len(chunk.rows) for chunk in self._chunks)
+        if not rows:
+            return
+        log.info("Inference log: replaying %d rows from %d WAL segment(s) in %s into %s/%s/",
+                 rows, len(self._chunks), wal.folder, AREA, self.dataset)  # fmt: skip
+        self.flush()
+        self.rows_replayed = rows - self.pending
 
     @property
     def pending(self) -> int:
         """Return the number of rows waiting to be written."""
-        return len(self._buffer)
+        return len(self._buffer) + sum(len(chunk.rows) for chunk in self._chunks)
 
     def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Queue rows; wake the flusher when ``flush_rows`` are waiting."""
+        """Queue rows (in the WAL first, when there is one); wake the flusher when ``flush_rows`` wait.
+
+        Raises:
+            RuntimeError: after close, or when the WAL cannot be written (the rows must not be answered).
+        """
         if self._closed.is_set():
             raise RuntimeError("the inference log is closed; rows arriving after shutdown cannot be kept")
         with self._lock:
+            if self.wal is not None:
+                try:
+                    self.wal.append(rows)  # type: ignore[arg-type]
+                except OSError as exc:
+                    raise RuntimeError(
+                        f"the inference write-ahead file in {self.wal.folder} cannot be written ({exc}); "
+                        "free space or fix the folder's permissions (MLLOOP_INFERENCE_WAL_DIR)"
+                    ) from exc
             if self._oldest is None:
                 self._oldest = time.monotonic()
             self._buffer.extend(rows)
@@ -103,31 +164,42 @@ class InferenceLog:
         with self._write_lock:
             with self._lock:
                 rows, self._buffer, self._oldest = self._buffer, [], None
-            if not rows:
-                return 0
-            try:
-                self._write(rows)
-            except Exception:
-                with self._lock:  # put them back in front, keep their age
-                    self._buffer[:0] = rows
-                    self._oldest = self._oldest or time.monotonic()
-                self.write_errors += 1
-                log.exception("Inference log: writing %d rows failed; kept for the next flush", len(rows))
-                return 0
-            self.rows_written += len(rows)
-            return len(rows)
+                segment = self.wal.rotate() if self.wal is not None and rows else None
+            if segment is not None:
+                self.wal.seal(segment)  # type: ignore[union-attr]
+                self._chunks.append(_Chunk(segment.stamp, rows, segment.paths))
+            elif rows:
+                self._chunks.append(_Chunk(_stamp(), rows))
+            return self._store()
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
-        """Write rows as one parquet file per event day."""
+    def _store(self) -> int:
+        """Store the sealed chunks in order; stop at the first failure (the rest wait for the next flush)."""
+        written = 0
+        while self._chunks:
+            chunk = self._chunks[0]
+            try:
+                self._write(chunk.rows, chunk.stamp)
+            except Exception:
+                self.write_errors += 1
+                with self._lock:
+                    self._oldest = self._oldest or time.monotonic()
+                log.exception("Inference log: writing %d rows failed; kept for the next flush", self.pending)
+                break
+            if chunk.segment and self.wal is not None:
+                self.wal.remove(chunk.segment)
+            self._chunks.pop(0)
+            written += len(chunk.rows)
+        self.rows_written += written
+        return written
+
+    def _write(self, rows: list[dict[str, Any]], stamp: str) -> None:
+        """Write rows as one parquet file per event day, named ``part-<stamp>.parquet``."""
         frame = _frame(rows)
         day_numbers = pd.DatetimeIndex(frame[self.time_column]).as_unit("ns").asi8 // _NS_PER_DAY
         names = {n: (_EPOCH_DAY + dt.timedelta(days=int(n))).isoformat() for n in set(day_numbers.tolist())}
         days = pd.Series(day_numbers).map(names).to_numpy()
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         for day, part in frame.groupby(days, sort=True):
-            key = (
-                f"{partition_key(AREA, self.dataset, str(day))}/part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
-            )
+            key = f"{partition_key(AREA, self.dataset, str(day))}/part-{stamp}.parquet"
             self.storage.write_frame(key, part.reset_index(drop=True))
         log.info("Inference log: wrote %d rows over %d day(s)", len(frame), len(names))
 
@@ -142,22 +214,39 @@ class InferenceLog:
                 self.flush()
 
     def close(self, attempts: int = 3) -> None:
-        """Stop the flusher and write everything left; spool to ``spool_dir`` if storage keeps failing."""
+        """Stop the flusher and write everything left; what storage keeps refusing stays on local disk.
+
+        With a WAL its segments stay and are replayed at the next start; without, the rows are spooled to
+        ``spool_dir``.
+        """
         self._closed.set()
         self._wake.set()
         self._thread.join(timeout=30)
         for attempt in range(attempts):
             self.flush()
-            if not self._buffer:
+            if not self.pending:
                 break
             time.sleep(0.5 * (attempt + 1))
-        if self._buffer:
+        if self.wal is not None:
+            last = self.wal.close()
+            self.wal.seal(last)
+            with self._lock:
+                if not self._buffer:  # every row was rotated into a stored chunk by the flushes above
+                    self.wal.remove(last.paths)
+            if self.pending:
+                log.error(
+                    "Inference log: storage refused %d rows; they stay in %s and are written at the next "
+                    "start of the service", self.pending, self.wal.folder,
+                )  # fmt: skip
+            self.wal.release()
+        elif self.pending:
             self._spool()
         log.info("Inference log closed: %d rows written", self.rows_written)
 
     def _spool(self) -> None:
         """Keep unwritable rows in a local parquet file rather than lose them."""
-        rows, self._buffer = self._buffer, []
+        rows = [row for chunk in self._chunks for row in chunk.rows] + self._buffer
+        self._chunks, self._buffer = [], []
         if self.spool_dir is None:
             log.error("Inference log: %d rows could not be written and no spool folder is set", len(rows))
             return

@@ -1,6 +1,10 @@
 """The scoring service's HTTP routes: ``POST /predict/{use_case}``, ``POST /predict``, ``/health``,
 ``/ready``, ``/metrics``.
 
+When API keys are required (``serving/auth.py``) ``/predict`` answers 401 without a valid key and 403 to
+a client not allowed on that use case, before anything else (an unknown caller learns no use-case name);
+``/metrics`` takes any client's key; ``/health`` and ``/ready`` stay open for probes.
+
 Handlers find the use case (404 naming the known ones when there is none of that name; 503 when its
 declaration does not load), validate the body (pydantic, from the use case's contract), queue the rows
 for that use case's worker (``serving/service.py``) and answer what it scored; errors are answered with
@@ -22,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from mlloop.serving.auth import presented_key
 from mlloop.serving.service import (
     UNKNOWN_USE_CASE,
     ApiError,
@@ -100,6 +105,29 @@ def add_routes(app: FastAPI, service: ScoringService) -> None:
             del answer["predictions"]
         return Response(orjson.dumps(answer), media_type="application/json")
 
+    def denied(request: Request, metrics: RouteMetrics | None, use_case: str | None) -> Response | None:
+        """Return the 401/403 answer when API keys are required and the request's does not allow it."""
+        if service.api_keys is None:
+            return None
+        client = service.api_keys.authenticate(presented_key(request.headers))
+        if client is None:
+            status, message = 401, ("missing or invalid API key: send `Authorization: Bearer <key>` "
+                                    "(a key is issued with `mlloop api-key issue`)")  # fmt: skip
+        elif use_case is not None and not client.may_score(use_case):
+            status, message = 403, (f"client {client.name!r} may not score use case {use_case!r}: add it "
+                                    f"with `mlloop api-key issue --client {client.name} --use-case "
+                                    f"{use_case}` (and its other use cases)")  # fmt: skip
+        else:
+            return None
+        if metrics is not None:
+            metrics.error("unauthenticated" if status == 401 else "forbidden")
+            response = _error_response(metrics, status, message)
+        else:
+            response = Response(orjson.dumps({"detail": message}), status, media_type="application/json")
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="mlloop-scoring"'
+        return response
+
     def not_served(name: str) -> Response:
         """Answer a use case that is not served: 503 when enabled but unavailable, 404 when unknown."""
         if name in service.unavailable:
@@ -112,6 +140,9 @@ def add_routes(app: FastAPI, service: ScoringService) -> None:
     async def predict(use_case: str, request: Request) -> Response:
         """Score one row (a JSON object) or a batch (a JSON array) of ``use_case``."""
         served = service.use_cases.get(use_case)
+        metrics = served.metrics if served is not None else unavailable.get(use_case, unknown)
+        if (refused := denied(request, metrics, use_case)) is not None:
+            return refused
         if served is None:
             return not_served(use_case)
         return await score(request, served)
@@ -120,6 +151,9 @@ def add_routes(app: FastAPI, service: ScoringService) -> None:
     async def predict_default(request: Request) -> Response:
         """Alias of ``POST /predict/<default use case>`` (``MLLOOP_USE_CASE``)."""
         served = service.use_cases.get(service.default)
+        metrics = served.metrics if served is not None else unavailable.get(service.default, unknown)
+        if (refused := denied(request, metrics, service.default)) is not None:
+            return refused
         if served is None:
             if service.default_missing is not None:
                 return _error_response(unknown, 404, service.default_missing)
@@ -152,8 +186,10 @@ def add_routes(app: FastAPI, service: ScoringService) -> None:
         return JSONResponse(body, status_code=200 if is_ready else 503)
 
     @app.get("/metrics")
-    async def prometheus() -> Response:
-        """Prometheus metrics."""
+    async def prometheus(request: Request) -> Response:
+        """Prometheus metrics (any client's key when keys are required)."""
+        if (refused := denied(request, None, None)) is not None:
+            return refused
         for use_case in service.use_cases.values():
             if use_case.inference_log is not None:
                 use_case.metrics.log_pending.set(use_case.inference_log.pending)

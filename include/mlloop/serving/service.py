@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from mlloop.config import Settings
 from mlloop.ingestion.pii import token
 from mlloop.registry.champion import champion_version
+from mlloop.serving.auth import ApiKeys
 from mlloop.serving.inference_log import InferenceLog
 from mlloop.serving.schema import RequestAdapters
 from mlloop.serving.scorer import OnlineHistory, ServedModel, load_served_model, score_rows
@@ -342,6 +343,7 @@ class ScoringService:
     unavailable: dict[str, str]
     default: str
     default_missing: str | None = None
+    api_keys: ApiKeys | None = None
 
     @property
     def known(self) -> list[str]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,16 +35,27 @@ def partition_key(area: str, dataset: str, day: date | str) -> str:
     return f"{area}/{dataset}/date={day_str}"
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """One committed object: its key under the root, its size in bytes and when it was last written."""
+
+    key: str
+    size: int
+    modified: datetime
+
+
 def _is_hidden(name: str) -> bool:
     return name.startswith((".", "_"))
 
 
 class _Backend(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
+    def put_file(self, key: str, path: Path) -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
     def delete(self, key: str) -> None: ...
+    def list_objects(self, prefix: str) -> list[StoredObject]: ...
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,18 @@ class _LocalBackend:
             with open(tmp, "wb") as fh:
                 fh.write(data)
                 fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_file(self, key: str, path: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".tmp-{uuid.uuid4().hex}-{target.name}"
+        try:
+            shutil.copyfile(path, tmp)
+            with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
         finally:
@@ -89,6 +113,13 @@ class _LocalBackend:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        objects = []
+        for key in self.list(prefix):
+            stat = self._path(key).stat()
+            objects.append(StoredObject(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)))
+        return objects
+
 
 @dataclass(frozen=True)
 class _S3Backend:
@@ -102,6 +133,9 @@ class _S3Backend:
     def put(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
+    def put_file(self, key: str, path: Path) -> None:
+        self.client.upload_file(str(path), self.bucket, self._key(key))  # multipart for large files
+
     def get(self, key: str) -> bytes:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
@@ -113,18 +147,21 @@ class _S3Backend:
         return any(obj["Key"] == self._key(key) for obj in resp.get("Contents", []))
 
     def list(self, prefix: str) -> list[str]:
+        return [obj.key for obj in self.list_objects(prefix)]
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
         folder = prefix.strip("/")
         full = f"{self._key(folder)}/" if folder else (f"{self.prefix}/" if self.prefix else "")
-        keys = []
+        objects = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
             for obj in page.get("Contents", []):
                 rel = obj["Key"][len(self.prefix) + 1 :] if self.prefix else obj["Key"]
                 if not any(_is_hidden(part) for part in rel.split("/")):
-                    keys.append(rel)
-        return sorted(keys)
-
-    def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+                    objects.append(StoredObject(rel, int(obj["Size"]), obj["LastModified"]))
+        return sorted(objects, key=lambda o: o.key)
 
 
 def _s3_client(endpoint_url: str | None, conn_id: str | None) -> Any:
@@ -204,6 +241,12 @@ class Storage:
         self._backend.put(key, data)
         return self.uri(key)
 
+    def write_file(self, uri_or_key: str, path: Path) -> str:
+        """Write a local file's bytes atomically without holding them in memory; return the URI."""
+        key = self.key(uri_or_key)
+        self._backend.put_file(key, path)
+        return self.uri(key)
+
     def read_bytes(self, uri_or_key: str) -> bytes:
         """Read an object's bytes; raises StorageError naming the URI when it is missing."""
         return self._backend.get(self.key(uri_or_key))
@@ -232,6 +275,10 @@ class Storage:
     def list(self, prefix: str) -> list[str]:
         """Return the committed keys under ``prefix`` (hidden temporaries excluded), sorted."""
         return self._backend.list(self.key(prefix).rstrip("/"))
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        """Return the committed objects under ``prefix`` with their sizes and write times, by key."""
+        return self._backend.list_objects(self.key(prefix).rstrip("/"))
 
     def iter_partitions(self, area: str, dataset: str) -> Iterator[str]:
         """Yield the ``date=`` values that hold at least one object in ``area/dataset``."""

@@ -25,6 +25,17 @@ label time itself is not kept: its delay differs by class, which would leak the 
 History features need the days before the window: up to the longest history window of earlier
 validated partitions is read as context (rows used for history only, not kept). A missing context
 day is recorded in the manifest, not an error; a missing window day is.
+
+Bounded memory: above ``MLLOOP_SNAPSHOT_CHUNK_ROWS`` rows (window plus context) the snapshot is built in
+entity parts (``mlloop.training.chunked``): rows are split by a hash of the history entity, so each
+entity's events stay together and in order, every part goes through the same feature function, feature
+suite and label join as the whole window would, and the key-sorted parts are merged into the same
+canonical file, row group by row group. The bytes, hence the digest, do not depend on the chunk size.
+Peak memory then follows the chunk size and the labels frame (which the caller still passes whole).
+Two checks are per part there, not over the whole window: the feature suite runs on each part (every
+part must pass; its results are listed at the snapshot's report key), so a table-level expectation such
+as a row-count bound sees a part, not the window; and a key found twice is refused at the merge among
+the window's rows (the in-memory path also compares them with the context days' keys).
 """
 
 from __future__ import annotations
@@ -35,22 +46,35 @@ import json
 import logging
 import math
 import re
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from mlloop.config import get_settings
 from mlloop.features.spec import FeatureSpec, feature_columns
 from mlloop.labels import LABEL_TIME_COLUMN, known_labels
 from mlloop.orchestration.names import dag_names
 from mlloop.storage import Storage, StorageError, partition_key
+from mlloop.training.chunked import (
+    Progress,
+    key_range_bounds,
+    merge_sorted_parts,
+    partition_by_entity,
+    read_part,
+    write_sorted_part,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
     from mlloop.usecase import UseCase
+    from mlloop.validation.report import ValidationReport
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +82,7 @@ SNAPSHOT_AREA = "snapshots"
 LABEL_KNOWN_COLUMN = "label_known"
 VALIDATED_AREA = "validated"
 PARQUET_COMPRESSION = "zstd"
+ROW_GROUP_ROWS = 1 << 20  # pyarrow's default, pinned: both snapshot paths cut row groups here
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _DIGEST_IN_KEY = re.compile(rf"(?:^|/){SNAPSHOT_AREA}/([0-9a-f]{{64}})(?:/|$)")
 
@@ -171,6 +196,7 @@ def create_snapshot(
     as_of: datetime,
     label_time_column: str = LABEL_TIME_COLUMN,
     validate: bool = True,
+    chunk_rows: int | None = None,
 ) -> SnapshotManifest:
     """Build features for ``days`` of validated data, join labels known by ``as_of``, store one snapshot.
 
@@ -182,6 +208,9 @@ def create_snapshot(
         as_of: a timezone-aware instant; only labels with ``label_time <= as_of`` are used.
         label_time_column: the labels' column saying when each label became known.
         validate: run the use case's ``features`` suite on the built features before writing.
+        chunk_rows: rows above which (window plus history context) the snapshot is built in entity parts
+            of about this many rows, in bounded memory; None takes ``MLLOOP_SNAPSHOT_CHUNK_ROWS``. Both
+            ways give the same bytes, so the same digest.
 
     Returns:
         The manifest; an identical existing snapshot is returned as it is, not rewritten.
@@ -191,31 +220,55 @@ def create_snapshot(
         FeatureContractError: when the features fail their suite (report kept, nothing written).
         SnapshotError: for ambiguous partitions, duplicate keys, or bad arguments.
     """
-    from mlloop.features.build import build_features
-
     started = time.perf_counter()
     window, as_of_ts = _check_request(use_case, days, as_of)
-    validated, in_window, sources, context_missing = _read_window(storage, use_case, window)
-    features = build_features(
-        validated,
-        use_case.features,
-        key_column=use_case.key_column,
-        time_column=use_case.time_column,
-    ).loc[in_window]
-    snapshot = _attach_labels(features, use_case, labels, as_of_ts, label_time_column)
+    parts, context_missing = _window_partitions(storage, use_case, window)
+    chunk = chunk_rows if chunk_rows is not None else get_settings().snapshot_chunk_rows
+    if chunk < 1:
+        raise SnapshotError(
+            f"create_snapshot: chunk_rows={chunk} must be at least 1 (MLLOOP_SNAPSHOT_CHUNK_ROWS)"
+        )
+    known = _known_targets(use_case, labels, as_of_ts, label_time_column)
+    total_rows = sum(_parquet_rows(storage, key) for _, key, _ in parts)
+    if total_rows > chunk:
+        log.info(
+            "Snapshot of %d rows (window and history context) over %d-row chunks: streamed by entity parts",
+            total_rows,
+            chunk,
+        )
+        return _create_streamed(
+            storage,
+            use_case,
+            window,
+            parts,
+            context_missing,
+            known=known,
+            as_of=as_of_ts,
+            chunk_rows=chunk,
+            validate=validate,
+            started=started,
+        )
+
+    validated, in_window, sources = _read_window(storage, use_case, parts)
+    features = window_features(validated, in_window, use_case)
+    snapshot = _attach_labels(features, use_case, known)
     snapshot = snapshot.sort_values(use_case.key_column, kind="mergesort").reset_index(drop=True)
     data = canonical_parquet_bytes(snapshot)
     digest = hashlib.sha256(data).hexdigest()
-    data_key, manifest_key = snapshot_keys(digest)
-    log.info("Snapshot of %d rows is %s (%d bytes)", len(snapshot), digest, len(data))
+    data_key = snapshot_keys(digest)[0]
+    existing = _existing_snapshot(storage, digest, len(snapshot), len(data))
+    if existing is not None:
+        return existing
 
-    if storage.exists(manifest_key) and storage.exists(data_key):
-        log.info("Snapshot %s already exists at %s; not rewriting it", digest, storage.uri(manifest_key))
-        return SnapshotManifest.model_validate(storage.read_json(manifest_key))
-
-    feature_validation = _validate_features(storage, use_case, features, digest) if validate else None
+    feature_validation = None
+    if validate:
+        report_key = _suite_report_key(use_case, digest)
+        report = _validate_features(storage, use_case, features, report_key)
+        feature_validation = FeatureValidation(
+            suite=report.suite, success=True, evaluated=report.evaluated, report_key=report_key
+        )
     manifest = _describe(
-        snapshot,
+        _Summary.of(snapshot, use_case),
         use_case,
         digest=digest,
         window=window,
@@ -226,15 +279,201 @@ def create_snapshot(
     )
     if not storage.exists(data_key) or hashlib.sha256(storage.read_bytes(data_key)).hexdigest() != digest:
         storage.write_bytes(data_key, data)
-    _write_manifest(storage, manifest)  # last: its presence commits the snapshot
+    return _commit(storage, manifest, started)
+
+
+def window_features(validated: pd.DataFrame, in_window: Any, use_case: UseCase) -> pd.DataFrame:
+    """Build the use case's features over validated rows (window and history context), keep the window's.
+
+    The one feature step of a snapshot, whether it holds the whole window or one entity part of it.
+    """
+    from mlloop.features.build import build_features
+
+    return build_features(
+        validated,
+        use_case.features,
+        key_column=use_case.key_column,
+        time_column=use_case.time_column,
+    ).loc[in_window]
+
+
+def _commit(storage: Storage, manifest: SnapshotManifest, started: float) -> SnapshotManifest:
+    """Write the manifest (its presence commits the snapshot, so it goes last) and log the outcome."""
+    _write_manifest(storage, manifest)
     log.info(
         "Wrote snapshot %s: %d rows, %d known labels, in %.1fs",
-        storage.uri(f"{SNAPSHOT_AREA}/{digest}"),
+        storage.uri(f"{SNAPSHOT_AREA}/{manifest.digest}"),
         manifest.row_count,
         manifest.labels.known,
         time.perf_counter() - started,
     )
     return manifest
+
+
+def _create_streamed(
+    storage: Storage,
+    use_case: UseCase,
+    window: list[date],
+    parts: list[tuple[str, str, str]],
+    context_missing: list[str],
+    *,
+    known: pd.Series,
+    as_of: pd.Timestamp,
+    chunk_rows: int,
+    validate: bool,
+    started: float,
+) -> SnapshotManifest:
+    """Build the snapshot in entity parts of about ``chunk_rows`` rows: memory bounded by the part size.
+
+    Rows are split by a hash of the history entity (each entity's events, window and context, in one
+    part, in the order ``_read_window`` reads them), each part goes through the very same feature, suite
+    and label steps as the whole window would, and the key-sorted parts are merged into the canonical
+    Parquet file: the bytes, so the digest, are those of the in-memory path.
+    """
+    import pyarrow as pa
+
+    key = use_case.key_column
+    history = use_case.features.history
+    sources = [
+        SourcePartition(day=day, key=k, batch_id=_batch_id(k), rows=_parquet_rows(storage, k), role=role)
+        for day, k, role in parts
+    ]
+    total = sum(s.rows for s in sources)
+    n_parts = max(1, math.ceil(total / chunk_rows))
+    suite_reports: list[str] = []
+    evaluated = 0
+    with tempfile.TemporaryDirectory(prefix="mlloop-snapshot-") as scratch:
+        folder = Path(scratch)
+        entity_parts = partition_by_entity(
+            (pa.BufferReader(storage.read_bytes(s.key)) for s in sources),
+            history.entity_column if history is not None else key,
+            n_parts,
+            folder,
+            leading_sources=sum(1 for s in sources if s.role == "window"),
+            total_rows=total,
+        )
+        log.info(
+            "Split %d rows of %d partitions into %d entity parts under %s",
+            total,
+            len(sources),
+            n_parts,
+            folder,
+        )
+        progress = Progress("Snapshot features", sum(entity_parts.leading_rows))
+        summary: _Summary | None = None
+        samples: list[Any] = []
+        sorted_parts, schemas = [], []
+        for number, path in enumerate(entity_parts.paths):
+            validated = read_part(path)
+            path.unlink()
+            features = window_features(
+                validated, validated.index < entity_parts.leading_rows[number], use_case
+            )
+            del validated
+            if validate and len(features):
+                report_key = (
+                    f"reports/validation/{use_case.dataset}/snapshots/parts/"
+                    f"{window[0].isoformat()}_{window[-1].isoformat()}_{number:05d}-of-{n_parts:05d}.json"
+                )
+                evaluated = _validate_features(storage, use_case, features, report_key).evaluated
+                suite_reports.append(report_key)
+            chunk = _attach_labels(features, use_case, known)
+            del features
+            if len(chunk):
+                part_summary = _Summary.of(chunk, use_case)
+                summary = part_summary if summary is None else summary
+                if summary is not part_summary:
+                    summary.add(part_summary)
+            table = canonical_table(chunk)
+            sorted_parts.append(folder / f"sorted-{number:05d}.arrow")
+            samples += write_sorted_part(table, key, sorted_parts[-1])
+            schemas.append(table.schema)
+            progress.advance(len(chunk), f"entity part {number + 1}/{n_parts}")
+            del chunk, table
+        if summary is None:
+            raise SnapshotError(
+                "create_snapshot: the window's validated batches hold no rows; ingest data first"
+            )
+
+        def refuse_duplicates(ranged: pa.Table) -> None:
+            """Refuse a key held by two rows (adjacent in a key-sorted range)."""
+            import pyarrow.compute as pc
+
+            keys = ranged.column(key)
+            if len(keys) > 1:
+                repeated = pc.equal(keys.slice(1), keys.slice(0, len(keys) - 1))
+                if pc.any(repeated).as_py():
+                    duplicated = keys.slice(1).filter(repeated).to_pylist()
+                    _refuse_duplicates(use_case, 2 * len(duplicated), duplicated)
+
+        data_path = folder / "data.parquet"
+        merge_sorted_parts(
+            sorted_parts,
+            key,
+            key_range_bounds(samples, chunk_rows),
+            data_path,
+            schema=pa.unify_schemas(schemas),
+            row_group_rows=ROW_GROUP_ROWS,
+            compression=PARQUET_COMPRESSION,
+            check_range=refuse_duplicates,
+        )
+        digest = _file_sha256(data_path)
+        existing = _existing_snapshot(storage, digest, summary.rows, data_path.stat().st_size)
+        if existing is not None:
+            return existing
+        feature_validation = None
+        if validate:
+            report_key = _suite_report_key(use_case, digest)
+            storage.write_json(
+                report_key, {"success": True, "parts": [storage.uri(k) for k in suite_reports]}
+            )
+            feature_validation = FeatureValidation(
+                suite=_feature_suite(use_case), success=True, evaluated=evaluated, report_key=report_key
+            )
+        manifest = _describe(
+            summary,
+            use_case,
+            digest=digest,
+            window=window,
+            as_of=as_of,
+            sources=sources,
+            context_missing=context_missing,
+            feature_validation=feature_validation,
+        )
+        storage.write_file(manifest.data_key, data_path)
+    return _commit(storage, manifest, started)
+
+
+def _existing_snapshot(storage: Storage, digest: str, rows: int, size: int) -> SnapshotManifest | None:
+    """Return the manifest of snapshot ``digest`` when it is already stored (it is not rewritten)."""
+    data_key, manifest_key = snapshot_keys(digest)
+    log.info("Snapshot of %d rows is %s (%d bytes)", rows, digest, size)
+    if storage.exists(manifest_key) and storage.exists(data_key):
+        log.info("Snapshot %s already exists at %s; not rewriting it", digest, storage.uri(manifest_key))
+        return SnapshotManifest.model_validate(storage.read_json(manifest_key))
+    return None
+
+
+def _suite_report_key(use_case: UseCase, digest: str) -> str:
+    """Return where the feature-suite result of snapshot ``digest`` is kept."""
+    return f"reports/validation/{use_case.dataset}/snapshots/{digest}.json"
+
+
+def _parquet_rows(storage: Storage, key: str) -> int:
+    """Return the row count a Parquet object's footer records."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(pa.BufferReader(storage.read_bytes(key))).metadata.num_rows)
+
+
+def _file_sha256(path: Path) -> str:
+    """Return the sha256 of a local file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _check_request(use_case: UseCase, days: list[date], as_of: datetime) -> tuple[list[date], pd.Timestamp]:
@@ -254,20 +493,14 @@ def _check_request(use_case: UseCase, days: list[date], as_of: datetime) -> tupl
     return window, _utc_instant(as_of)
 
 
-def _read_window(
+def _window_partitions(
     storage: Storage, use_case: UseCase, window: list[date]
-) -> tuple[pd.DataFrame, Any, list[SourcePartition], list[str]]:
-    """Read the window's validated batches, then the history context before it.
-
-    Returns the rows (window first), a mask of the window's rows, the partitions read and the context
-    days without a batch.
+) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """Return the window's validated batches then the history context's, and the context days without one.
 
     Raises:
         MissingPartitionsError: naming the window's days without a validated batch.
-        SnapshotError: when one key is in two batches.
     """
-    import pandas as pd
-
     window_parts, missing = _find_partitions(storage, use_case, window, role="window")
     if missing:
         raise MissingPartitionsError(
@@ -286,9 +519,23 @@ def _read_window(
             "less history (recorded in the manifest)",
             ", ".join(context_missing),
         )
+    return window_parts + context_parts, context_missing
+
+
+def _read_window(
+    storage: Storage, use_case: UseCase, parts: list[tuple[str, str, str]]
+) -> tuple[pd.DataFrame, Any, list[SourcePartition]]:
+    """Read the validated batches (window first, then history context) into one frame.
+
+    Returns the rows, a mask of the window's rows and the partitions read.
+
+    Raises:
+        SnapshotError: when one key is in two batches.
+    """
+    import pandas as pd
 
     frames, sources = [], []
-    for day, key, role in window_parts + context_parts:
+    for day, key, role in parts:
         frame = storage.read_frame(key)
         log.info("Read %d rows of %s (%s)", len(frame), storage.uri(key), role)
         frames.append(frame)
@@ -297,17 +544,92 @@ def _read_window(
     in_window = validated.index < sum(s.rows for s in sources if s.role == "window")
     duplicated = validated[use_case.key_column].duplicated(keep=False)
     if duplicated.any():
-        sample = validated.loc[duplicated, use_case.key_column].head(5).tolist()
-        raise SnapshotError(
-            f"create_snapshot: {int(duplicated.sum())} rows share a {use_case.key_column} across the "
-            f"partitions read (e.g. {sample}); one row is in two batches. Remove the stale batch "
-            "from validated/ (raw/ keeps every delivery) and retry."
+        _refuse_duplicates(use_case, int(duplicated.sum()), validated.loc[duplicated, use_case.key_column])
+    return validated, in_window, sources
+
+
+def _refuse_duplicates(use_case: UseCase, count: int, keys: Any) -> None:
+    """Raise the error of a key found in two batches, with a few of the keys."""
+    sample = list(keys[:5])
+    raise SnapshotError(
+        f"create_snapshot: {count} rows share a {use_case.key_column} across the partitions read (e.g. "
+        f"{sample}); one row is in two batches. Remove the stale batch from validated/ (raw/ keeps every "
+        "delivery) and retry."
+    )
+
+
+@dataclass
+class _LabelTally:
+    """Known and unknown label counts and the sum of the known targets, mergeable across chunks."""
+
+    known: int = 0
+    unknown: int = 0
+    total: float = 0.0
+    summed: int = 0  # known targets that are not null (what the mean divides by)
+
+    def add(self, other: _LabelTally) -> None:
+        """Add another chunk's tally."""
+        self.known += other.known
+        self.unknown += other.unknown
+        self.total += other.total
+        self.summed += other.summed
+
+    def counts(self) -> LabelCounts:
+        """Return the counts with the mean of the known targets."""
+        mean = self.total / self.summed if self.summed else (float("nan") if self.known else None)
+        return LabelCounts(known=self.known, unknown=self.unknown, target_mean=mean)
+
+
+@dataclass
+class _Summary:
+    """What a manifest says about a snapshot's rows; built from the whole frame or merged over chunks.
+
+    Merged over chunks, a float target's mean may differ from the whole frame's in the last bits (the
+    sums are added in another order); counts and 0/1 targets are exact.
+    """
+
+    columns: list[str]
+    dtypes: dict[str, str]
+    rows: int
+    time_start: Any
+    time_end: Any
+    labels: _LabelTally
+    per_day: dict[str, _LabelTally]
+
+    @classmethod
+    def of(cls, snapshot: pd.DataFrame, use_case: UseCase) -> _Summary:
+        """Summarise a snapshot frame (or one chunk of it)."""
+        target, when = use_case.target_column, use_case.time_column
+        days = snapshot[when].dt.tz_convert("UTC").dt.normalize()
+        return cls(
+            columns=[str(c) for c in snapshot.columns],
+            dtypes={str(c): str(t) for c, t in snapshot.dtypes.items()},
+            rows=len(snapshot),
+            time_start=snapshot[when].min(),
+            time_end=snapshot[when].max(),
+            labels=_label_tally(snapshot, target),
+            per_day={
+                day.strftime("%Y-%m-%d"): _label_tally(part, target) for day, part in snapshot.groupby(days)
+            },
         )
-    return validated, in_window, sources, context_missing
+
+    def add(self, other: _Summary) -> None:
+        """Merge another chunk's summary into this one."""
+        if other.rows == 0:
+            return
+        if self.rows == 0:
+            self.time_start, self.time_end = other.time_start, other.time_end
+        else:
+            self.time_start = min(self.time_start, other.time_start)
+            self.time_end = max(self.time_end, other.time_end)
+        self.rows += other.rows
+        self.labels.add(other.labels)
+        for day, tally in other.per_day.items():
+            self.per_day.setdefault(day, _LabelTally()).add(tally)
 
 
 def _describe(
-    snapshot: pd.DataFrame,
+    summary: _Summary,
     use_case: UseCase,
     *,
     digest: str,
@@ -317,8 +639,8 @@ def _describe(
     context_missing: list[str],
     feature_validation: Any,
 ) -> SnapshotManifest:
-    """Return the manifest of ``snapshot``: where it lives, what it holds, where it came from."""
-    spec, target, when = use_case.features, use_case.target_column, use_case.time_column
+    """Return the manifest of a snapshot: where it lives, what it holds, where it came from."""
+    spec = use_case.features
     data_key, manifest_key = snapshot_keys(digest)
     return SnapshotManifest(
         digest=digest,
@@ -329,25 +651,22 @@ def _describe(
         days=[d.isoformat() for d in window],
         as_of=as_of.to_pydatetime(),
         key_column=use_case.key_column,
-        time_column=when,
-        target_column=target,
+        time_column=use_case.time_column,
+        target_column=use_case.target_column,
         label_known_column=LABEL_KNOWN_COLUMN,
         feature_spec_version=spec.version,
         feature_spec_fingerprint=spec.fingerprint(),
         feature_spec=spec.model_dump(mode="json"),
         feature_columns=feature_columns(spec),
-        columns=[str(c) for c in snapshot.columns],
-        column_dtypes={str(c): str(t) for c, t in snapshot.dtypes.items()},
-        row_count=len(snapshot),
-        time_start=_instant_or_none(snapshot[when].min()),
-        time_end=_instant_or_none(snapshot[when].max()),
+        columns=summary.columns,
+        column_dtypes=summary.dtypes,
+        row_count=summary.rows,
+        time_start=_instant_or_none(summary.time_start),
+        time_end=_instant_or_none(summary.time_end),
         source_partitions=sources,
         context_days_missing=context_missing,
-        labels=_label_counts(snapshot, target),
-        labels_per_day={
-            day.strftime("%Y-%m-%d"): _label_counts(part, target)
-            for day, part in snapshot.groupby(snapshot[when].dt.tz_convert("UTC").dt.normalize())
-        },
+        labels=summary.labels.counts(),
+        labels_per_day={day: summary.per_day[day].counts() for day in sorted(summary.per_day)},
         feature_validation=feature_validation,
         parquet={"compression": PARQUET_COMPRESSION, "pyarrow": _pyarrow_version()},
     )
@@ -402,23 +721,37 @@ def load_snapshot(storage: Storage, digest_or_uri: str) -> tuple[pd.DataFrame, S
     return frame[manifest.columns], manifest
 
 
-def canonical_parquet_bytes(frame: pd.DataFrame) -> bytes:
-    """Return ``frame`` as Parquet bytes that depend only on its values, columns and dtypes.
+def canonical_table(frame: pd.DataFrame) -> pa.Table:
+    """Return ``frame`` as a snapshot stores it: no index or schema metadata, categoricals as text.
 
-    No index, no pandas or Arrow schema metadata; categoricals are written as their text values
-    (``load_snapshot`` restores the declared vocabularies); one compression, pinned.
+    ``load_snapshot`` restores the declared vocabularies.
     """
     import pandas as pd
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     plain = frame.copy()
     for column in plain.columns:
         if isinstance(plain[column].dtype, pd.CategoricalDtype):
             plain[column] = plain[column].astype(object).where(plain[column].notna(), None)
-    table = pa.Table.from_pandas(plain, preserve_index=False).replace_schema_metadata(None)
+    return pa.Table.from_pandas(plain, preserve_index=False).replace_schema_metadata(None)
+
+
+def canonical_parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """Return ``frame`` as Parquet bytes that depend only on its values, columns and dtypes.
+
+    One compression and one row-group size, pinned (the streamed path writes the same row groups).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression=PARQUET_COMPRESSION, store_schema=False)
+    pq.write_table(
+        canonical_table(frame),
+        sink,
+        compression=PARQUET_COMPRESSION,
+        store_schema=False,
+        row_group_size=ROW_GROUP_ROWS,
+    )
     return sink.getvalue().to_pybytes()
 
 
@@ -569,44 +902,58 @@ def _batch_id(key: str) -> str:
     return key.rsplit("/", 1)[-1].removesuffix(".parquet")
 
 
-def _attach_labels(
-    features: pd.DataFrame,
-    use_case: UseCase,
-    labels: pd.DataFrame | None,
-    as_of: pd.Timestamp,
-    label_time_column: str,
-) -> pd.DataFrame:
-    """Return ``key, time, target, label_known, *features`` with the targets known by ``as_of``.
+def _known_targets(
+    use_case: UseCase, labels: pd.DataFrame | None, as_of: pd.Timestamp, label_time_column: str
+) -> pd.Series:
+    """Return the target of every key whose label is known by ``as_of`` (its latest correction), by key.
 
-    An unknown target is null: integer and boolean targets become pandas nullable dtypes; without a
-    labels frame the target is an all-NaN float column.
+    An integer or boolean target becomes a pandas nullable dtype, so a missing label stays missing; without
+    labels the result is an empty float series (every target unknown, NaN).
     """
     import numpy as np
     import pandas as pd
 
-    key, time_column, target = use_case.key_column, use_case.time_column, use_case.target_column
+    key, target = use_case.key_column, use_case.target_column
     if labels is None:
-        known = pd.DataFrame({key: pd.Series(dtype=object), target: pd.Series(dtype=np.float64)})
-    else:
-        missing = [c for c in (key, target, label_time_column) if c not in labels.columns]
-        if missing:
-            raise SnapshotError(
-                f"create_snapshot: the labels frame lacks columns {missing}; it needs {key!r}, {target!r} "
-                f"and {label_time_column!r} (pass label_time_column= if yours is named differently)"
-            )
-        chosen = known_labels(labels, as_of, key_column=key, label_time_column=label_time_column)
-        known = pd.DataFrame({key: chosen[key].to_numpy(), target: _nullable(chosen[target]).array})
-    joined = features.merge(known, on=key, how="left", validate="one_to_one", indicator=True)
+        return pd.Series(dtype=np.float64, index=pd.Index([], dtype=object, name=key), name=target)
+    missing = [c for c in (key, target, label_time_column) if c not in labels.columns]
+    if missing:
+        raise SnapshotError(
+            f"create_snapshot: the labels frame lacks columns {missing}; it needs {key!r}, {target!r} "
+            f"and {label_time_column!r} (pass label_time_column= if yours is named differently)"
+        )
+    chosen = known_labels(labels, as_of, key_column=key, label_time_column=label_time_column)
+    known = pd.Series(
+        _nullable(chosen[target]).array, index=pd.Index(chosen[key].to_numpy(), name=key), name=target
+    )
+    if not known.index.is_unique:
+        raise SnapshotError(
+            f"create_snapshot: the known labels hold a {key} twice after picking each key's latest "
+            "correction; the labels frame is malformed (check known_labels' input)"
+        )
+    return known
+
+
+def _attach_labels(features: pd.DataFrame, use_case: UseCase, known: pd.Series) -> pd.DataFrame:
+    """Return ``key, time, target, label_known, *features`` with the known targets (``_known_targets``).
+
+    A row without a known label keeps a null target (NaN, or NA for nullable dtypes).
+    """
+    import pandas as pd
+
+    key, time_column, target = use_case.key_column, use_case.time_column, use_case.target_column
+    position = known.index.get_indexer(features[key].to_numpy())
     front = pd.DataFrame(
         {
-            key: joined[key],
-            time_column: joined[time_column],
-            target: joined[target],
-            LABEL_KNOWN_COLUMN: joined["_merge"].eq("both").to_numpy(),
-        }
+            key: features[key].array,
+            time_column: features[time_column].array,
+            target: known.array.take(position, allow_fill=True),
+            LABEL_KNOWN_COLUMN: position >= 0,
+        },
+        index=features.index,
     )
     rest = [c for c in features.columns if c not in (key, time_column)]
-    return pd.concat([front, joined[rest]], axis=1)
+    return pd.concat([front, features[rest]], axis=1)
 
 
 def _nullable(values: pd.Series) -> pd.Series:
@@ -621,28 +968,38 @@ def _nullable(values: pd.Series) -> pd.Series:
     return values
 
 
-def _label_counts(frame: pd.DataFrame, target: str) -> LabelCounts:
-    """Count known and unknown labels and average the known targets."""
+def _label_tally(frame: pd.DataFrame, target: str) -> _LabelTally:
+    """Count known and unknown labels and sum the known targets."""
     known = frame[LABEL_KNOWN_COLUMN]
     n_known = int(known.sum())
-    mean = float(frame.loc[known, target].astype(float).mean()) if n_known else None
-    return LabelCounts(known=n_known, unknown=len(frame) - n_known, target_mean=mean)
+    targets = frame.loc[known, target].astype(float) if n_known else None
+    return _LabelTally(
+        known=n_known,
+        unknown=len(frame) - n_known,
+        total=float(targets.sum()) if targets is not None else 0.0,
+        summed=int(targets.notna().sum()) if targets is not None else 0,
+    )
 
 
-def _validate_features(
-    storage: Storage, use_case: UseCase, features: pd.DataFrame, digest: str
-) -> FeatureValidation:
-    """Run the use case's feature suite; keep the GX result; raise FeatureContractError on failure."""
-    from mlloop.validation import validate_frame
-
+def _feature_suite(use_case: UseCase) -> str:
+    """Return the name of the use case's feature suite; raise naming the fix when it declares none."""
     suite = use_case.suites.get("features")
     if suite is None:
         raise SnapshotError(
             f"use case {use_case.name!r} declares no 'features' suite under suites:; add one (e.g. "
             "features: <dataset>_features) or call create_snapshot(validate=False)"
         )
+    return suite
+
+
+def _validate_features(
+    storage: Storage, use_case: UseCase, features: pd.DataFrame, report_key: str
+) -> ValidationReport:
+    """Run the feature suite, keep its GX result at ``report_key``; raise FeatureContractError if it fails."""
+    from mlloop.validation import validate_frame
+
+    suite = _feature_suite(use_case)
     report = validate_frame(features, suite)
-    report_key = f"reports/validation/{use_case.dataset}/snapshots/{digest}.json"
     report_uri = storage.write_json(report_key, report.result)
     if not report.success:
         raise FeatureContractError(
@@ -651,7 +1008,7 @@ def _validate_features(
             "builds the features, or the suite if the contract itself changed.",
             report_uri,
         )
-    return FeatureValidation(suite=suite, success=True, evaluated=report.evaluated, report_key=report_key)
+    return report
 
 
 def _write_manifest(storage: Storage, manifest: SnapshotManifest) -> str:

@@ -98,7 +98,39 @@ def contract_expectations(use_case: UseCase, day: date, suite_document: dict[str
             {"column": use_case.key_column},
             "the key names one row of the delivery",
         ),
+        *_row_defaults(use_case),
     ]
+    in_suite = _in_suite(suite_document)
+    added = [e for e in wanted if (e["type"], e["kwargs"]["column"]) not in in_suite]
+    covered = [
+        f"{e['meta']['contract_default']}({e['kwargs']['column']}): {e['type']} in the suite"
+        for e in wanted
+        if (e["type"], e["kwargs"]["column"]) in in_suite
+    ]
+    return ContractDefaults(expectations=added, covered_by_suite=covered)
+
+
+def row_expectations(use_case: UseCase, suite_document: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the contract defaults that judge a row on its own (string lengths, value sets) not in the suite.
+
+    The scoring service checks each request row with these beside the raw suite's rules, so a row it
+    accepts is one a delivery's validation would accept.
+    """
+    in_suite = _in_suite(suite_document)
+    return [e for e in _row_defaults(use_case) if (e["type"], e["kwargs"]["column"]) not in in_suite]
+
+
+def _in_suite(suite_document: dict[str, Any]) -> set[tuple[Any, Any]]:
+    """Return the (expectation type, column) pairs a suite document already has."""
+    return {
+        (e.get("type"), (e.get("kwargs") or {}).get("column")) for e in suite_document.get("expectations", [])
+    }
+
+
+def _row_defaults(use_case: UseCase) -> list[dict[str, Any]]:
+    """Return the defaults that judge each row alone: string lengths and the declared value sets."""
+    contract = use_case.contract
+    wanted: list[dict[str, Any]] = []
     for column, kind in use_case.schema_.items():
         if kind == "string":
             longest = contract.max_string_length.get(column, contract.default_max_string_length)
@@ -127,16 +159,7 @@ def contract_expectations(use_case: UseCase, day: date, suite_document: dict[str
                 policy=spec.policy,
             )
         )
-    in_suite = {
-        (e.get("type"), (e.get("kwargs") or {}).get("column")) for e in suite_document.get("expectations", [])
-    }
-    added = [e for e in wanted if (e["type"], e["kwargs"]["column"]) not in in_suite]
-    covered = [
-        f"{e['meta']['contract_default']}({e['kwargs']['column']}): {e['type']} in the suite"
-        for e in wanted
-        if (e["type"], e["kwargs"]["column"]) in in_suite
-    ]
-    return ContractDefaults(expectations=added, covered_by_suite=covered)
+    return wanted
 
 
 def _expectation(

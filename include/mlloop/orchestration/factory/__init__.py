@@ -1,12 +1,12 @@
-"""The DAG factory: four DAGs per enabled use-case declaration (called by ``dags/use_cases.py``).
+"""The DAG factory: five DAGs per enabled use-case declaration (called by ``dags/use_cases.py``).
 
 Each declaration in the use-case folder (``MLLOOP_USECASES_DIR``, default ``include/mlloop/usecases``;
-``MLLOOP_USE_CASES`` selects some) gets ``ingest_<name>``, ``train_<name>``, ``monitor_<name>`` and
-``rollback_<name>``, tagged with the name, with their own Assets, Params and pages written from the
-declaration. Adding a use case is adding a declaration and its suites: no code.
+``MLLOOP_USE_CASES`` selects some) gets ``ingest_<name>``, ``train_<name>``, ``monitor_<name>``,
+``rollback_<name>`` and ``housekeeping_<name>``, tagged with the name, with their own Assets, Params and
+pages written from the declaration. Adding a use case is adding a declaration and its suites: no code.
 
 Airflow records import errors per file, not per DAG (apache/airflow discussion #70119), so one bad
-declaration cannot be an import error without hiding every other use case's DAGs. Instead its four DAG
+declaration cannot be an import error without hiding every other use case's DAGs. Instead its DAG
 ids still appear, tagged ``invalid-declaration``, unscheduled, with the error (file, key, fix) as their
 page, and a run fails with the same message; the other use cases load as usual.
 """
@@ -19,6 +19,7 @@ import re
 from airflow.sdk import DAG, dag, task
 
 from mlloop.config import get_settings
+from mlloop.orchestration.factory.housekeeping import build_housekeeping_dag
 from mlloop.orchestration.factory.ingest import build_ingest_dag
 from mlloop.orchestration.factory.monitor import build_monitor_dag
 from mlloop.orchestration.factory.rollback import build_rollback_dag
@@ -33,12 +34,13 @@ INVALID_TAG = "invalid-declaration"
 
 
 def build_use_case_dags(use_case: UseCase) -> list[DAG]:
-    """Return the four DAGs of one valid declaration."""
+    """Return the DAGs of one valid declaration."""
     return [
         build_ingest_dag(use_case),
         build_train_dag(use_case),
         build_monitor_dag(use_case),
         build_rollback_dag(use_case),
+        build_housekeeping_dag(use_case),
     ]
 
 

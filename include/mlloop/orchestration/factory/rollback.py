@@ -11,6 +11,7 @@ from mlloop.orchestration.links import ModelVersionLink, with_links
 from mlloop.orchestration.names import dag_names
 from mlloop.orchestration.params import dag_arguments
 from mlloop.orchestration.payloads import ChampionMoved
+from mlloop.registry.champion import airflow_actor
 from mlloop.registry.runner import registered_model_name
 from mlloop.usecase import UseCase
 
@@ -83,7 +84,7 @@ def build_rollback_dag(use_case: UseCase) -> DAG:
             """Point champion at the resolved version and record the rollback (no-op when already there)."""
             from mlloop.registry.runner import rollback_champion
 
-            actor = f"airflow:{dag_run.run_id}" if dag_run else "airflow"
+            actor = airflow_actor(dag_run)
             record = rollback_champion(
                 version,
                 force=bool(params.get("force")),

@@ -14,6 +14,7 @@ from mlloop.orchestration.links import GateReportLink, MlflowRunLink, ModelVersi
 from mlloop.orchestration.names import dag_names
 from mlloop.orchestration.params import dag_arguments, window_params
 from mlloop.orchestration.payloads import ChampionMoved, TrainingTrigger
+from mlloop.registry.champion import airflow_actor
 from mlloop.registry.runner import registered_model_name
 from mlloop.usecase import UseCase
 
@@ -230,7 +231,7 @@ def build_train_dag(use_case: UseCase) -> DAG:
             from mlloop.training.pipeline import promote_or_reject
 
             record = promote_or_reject(
-                result, decision, actor=f"airflow:{dag_run.run_id}", promote=True, use_case=name
+                result, decision, actor=airflow_actor(dag_run), promote=True, use_case=name
             )
             moved = ChampionMoved.from_record(record, gate_report=decision["report"])
             outlet_events[assets.champion].extra = moved.to_extra()
@@ -242,7 +243,7 @@ def build_train_dag(use_case: UseCase) -> DAG:
             from mlloop.training.pipeline import promote_or_reject
 
             return promote_or_reject(
-                result, decision, actor=f"airflow:{dag_run.run_id}", promote=False, use_case=name
+                result, decision, actor=airflow_actor(dag_run), promote=False, use_case=name
             )
 
         decision = with_links(gate(result, snap), GateReportLink())
