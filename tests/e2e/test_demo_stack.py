@@ -261,6 +261,12 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
     assert "regression, target arr_delay" in minutes, minutes[-3000:]
     assert "ingest_arrival_delay: 28 of 28 days validated" in minutes, minutes[-3000:]
     assert "promoted v1" in minutes and "Champion: arrival-delay-regressor v1" in minutes, minutes[-3000:]
+    skill = re.search(
+        r"holdout RMSE ([0-9.]+) \(95% [0-9.]+\.\.([0-9.]+)\), MAE [0-9.]+; predicting the training mean: "
+        r"RMSE ([0-9.]+)",
+        minutes,
+    )
+    assert skill and float(skill[2]) < float(skill[3]), minutes[-3000:]  # the gate's skill rule, as printed
     assert re.search(r"monitor_arrival_delay over \S+: (quiet|trigger|suppressed)", minutes), minutes[-3000:]
     served_minutes = re.findall(
         r"^\d{4}-\d{2}-\d{2}  served +(\d+) \(v1: \1\).*RMSE [0-9.]+ min", minutes, re.M

@@ -186,6 +186,7 @@ def champion_summary(model_name: str, use_case: str | None = None) -> list[str]:
     from mlloop.registry.runner import registry_client_and_model
     from mlloop.registry.tags import GATE_SUMMARY_TAG
     from mlloop.registry.ui import model_version_url, run_url
+    from mlloop.usecase import load_use_case
 
     use_case = use_case or get_settings().use_case
     client, _ = registry_client_and_model(use_case)
@@ -194,11 +195,21 @@ def champion_summary(model_name: str, use_case: str | None = None) -> list[str]:
         return [f"No champion for {model_name}: see the {dag_names(use_case).train} runs above."]
     run = client.get_run(champion.run_id)
     metrics = run.data.metrics
+
+    def holdout(name: str) -> float:
+        return metrics.get(f"holdout_{name}", float("nan"))
+
+    holdout_line = (
+        f"  holdout RMSE {holdout('rmse'):.2f} (95% {holdout('rmse_lower'):.2f}.."
+        f"{holdout('rmse_upper'):.2f}), MAE {holdout('mae'):.2f}; predicting the training mean: RMSE "
+        f"{holdout('no_skill_rmse'):.2f}"
+        if load_use_case(use_case).task == "regression"
+        else f"  holdout PR-AUC {holdout('pr_auc'):.3f}, ROC-AUC {holdout('roc_auc'):.3f}, "
+        f"recall at the gate's precision {holdout('recall_at_precision'):.3f}"
+    )
     return [
         f"Champion: {model_name} v{champion.version} ({champion.description})",
-        f"  holdout PR-AUC {metrics.get('holdout_pr_auc', float('nan')):.3f}, "
-        f"ROC-AUC {metrics.get('holdout_roc_auc', float('nan')):.3f}, "
-        f"recall at the gate's precision {metrics.get('holdout_recall_at_precision', float('nan')):.3f}",
+        holdout_line,
         f"  gate: {champion.tags.get(GATE_SUMMARY_TAG, 'n/a')[:200]}",
         f"  MLflow run (metrics, plots, gate report): {run_url(champion.run_id)}",
         f"  Model version (aliases, tags):            {model_version_url(model_name, champion.version)}",
