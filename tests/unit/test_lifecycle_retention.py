@@ -215,3 +215,30 @@ def test_retention_shorter_than_the_loop_reads_is_refused() -> None:
         ValueError, match=r"retention.validated.days is 30, but this use case reads 90 days back"
     ):
         UseCase.model_validate(document)
+
+
+def test_kept_versions_name_a_version_as_text_whatever_the_client_returns(tmp_path) -> None:
+    """A database-backed MLflow client returns version numbers as ints, the REST one as strings: both hold."""
+    from types import SimpleNamespace
+
+    from mlloop.lifecycle.holds import kept_versions
+
+    champion = SimpleNamespace(version=1, tags={"mlloop.snapshot_digest": CHAMPION})
+
+    class DatabaseClient:
+        def get_model_version_by_alias(self, name: str, alias: str) -> SimpleNamespace:
+            from mlflow.exceptions import MlflowException
+
+            if alias != "champion":
+                raise MlflowException(f"alias {alias} not found")
+            return champion
+
+        def search_model_versions(self, query: str) -> list:
+            return []
+
+    (kept,) = kept_versions(DatabaseClient(), "fraud-detector")  # type: ignore[arg-type]
+    assert kept.version == "1" and kept.label == "fraud-detector v1 (champion)"
+    storage = Storage(str(tmp_path))
+    storage.write_json("reports/monitoring/transactions/decisions/c1.json", {"champion_version": "1"})
+    holds = version_holds(storage, load_use_case("card_fraud"), [kept])
+    assert any(h.prefix == "reports/monitoring/transactions/decisions/c1.json" for h in holds)

@@ -62,7 +62,8 @@ def kept_versions(client: MlflowClient, model: str) -> list[KeptVersion]:
 
 
 def _kept(model: str, version: Any, why: str) -> KeptVersion:
-    return KeptVersion(model, version.version, why, (version.tags or {}).get(SNAPSHOT_DIGEST_TAG))
+    # str(): a version number is a string over MLflow's REST API but an int from a database-backed client.
+    return KeptVersion(model, str(version.version), why, (version.tags or {}).get(SNAPSHOT_DIGEST_TAG))
 
 
 def declared_holds(retention: RetentionSpec) -> list[Hold]:
