@@ -309,6 +309,13 @@ def test_prediction_drift_alone_retrains_only_when_the_previous_check_saw_it_too
     )
     # The previous check fired it too (suppressed as unconfirmed): confirmed, it retrains.
     assert outcome([checked(48, "quiet", ()), checked(24, "suppressed", ("prediction_drift",))]) == "trigger"
+    # A check of the same window (a manual run beside the scheduled one) saw the same rows: no confirmation.
+    same = TriggerRecord(
+        NOW - timedelta(hours=1), "suppressed", "x", "3", None, ("prediction_drift",), "2026-11-30"
+    )
+    kwargs = dict(now=NOW, training_active=False, dry_run=False, config=CONFIG, champion_version="3")
+    assert guard(alone, history=[same], window_end="2026-11-30", **kwargs).action == "suppressed"
+    assert guard(alone, history=[same], window_end="2026-12-01", **kwargs).action == "trigger"
     # Another champion's drift, or a dry run, confirms nothing.
     assert outcome([checked(24, "suppressed", ("prediction_drift",), version="2")]) == "suppressed"
     assert outcome([checked(24, "dry_run", ("prediction_drift",))]) == "suppressed"

@@ -681,6 +681,7 @@ class TriggerRecord:
     champion_version: str | None = None
     train_from: str | None = None
     fired_rules: tuple[str, ...] = ()  # the decision's retraining rules that fired, before the guard
+    window_end: str | None = None  # the last day of the window it checked (ISO)
 
 
 def unconfirmed(
@@ -688,18 +689,27 @@ def unconfirmed(
     history: Sequence[TriggerRecord],
     champion_version: str | None,
     config: MonitorConfig,
+    window_end: str | None = None,
 ) -> str | None:
     """Return why a decision that fired on prediction drift alone waits for confirmation, else None.
 
     The champion's score distribution is judged at ``drift_false_alarm_rate`` on its own, with no input
     column beyond its bound and no labelled decay beside it: the weakest evidence the monitor has. With
     ``confirm_prediction_drift``, it retrains only when the previous (non-dry-run) check of the same
-    champion fired prediction drift too; two independent clean windows both fire by chance with about the
-    rate squared, while a lasting shift is confirmed one check later.
+    champion on an earlier window (one ending before ``window_end``) fired prediction drift too; two
+    independent clean windows both fire by chance with about the rate squared, while a lasting shift is
+    confirmed one check later. A second check of the same window (a manual run beside the scheduled one)
+    sees the same rows, so it neither confirms nor clears.
     """
     if not config.confirm_prediction_drift or decision.retraining_rules != ["prediction_drift"]:
         return None
-    earlier = [r for r in history if r.champion_version == champion_version and r.action != "dry_run"]
+    earlier = [
+        r
+        for r in history
+        if r.champion_version == champion_version
+        and r.action != "dry_run"
+        and (window_end is None or r.window_end is None or r.window_end < window_end)
+    ]
     previous = max(earlier, key=lambda r: r.at) if earlier else None
     if previous is not None and "prediction_drift" in previous.fired_rules:
         return None
@@ -743,6 +753,7 @@ def guard(
     dry_run: bool,
     config: MonitorConfig,
     champion_version: str | None = None,
+    window_end: str | None = None,
 ) -> GuardOutcome:
     """Return whether a decision may trigger retraining now, given the earlier checks and triggers.
 
@@ -753,7 +764,7 @@ def guard(
     if not decision.fire:
         return GuardOutcome("quiet", decision.reason)
     triggers = sorted((r.at for r in history if r.action == "trigger"), reverse=True)
-    waiting = unconfirmed(decision, history, champion_version, config)
+    waiting = unconfirmed(decision, history, champion_version, config, window_end)
     blockers = [waiting] if waiting else []
     if training_active:
         blockers.append("a training run of this use case is active")

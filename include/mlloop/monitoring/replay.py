@@ -150,7 +150,8 @@ def check_days(
         result = check_evidence(storage, use_case, champion, days, now=now, config=config, reports=False)
         evidence = replace(result.evidence, change_seen_from=change_seen_from(history, champion.version))
         decision = decide(evidence, config)
-        waiting = unconfirmed(decision, history, champion.version, config)
+        window_end = days[-1].isoformat()
+        waiting = unconfirmed(decision, history, champion.version, config, window_end)
         outcome = guard(
             decision,
             now=now,
@@ -159,11 +160,18 @@ def check_days(
             dry_run=False,
             config=config,
             champion_version=champion.version,
+            window_end=window_end,
         )
         fired = decision.retraining_rules
         history.append(
             TriggerRecord(
-                now, outcome.action, outcome.reason, champion.version, decision.train_from, tuple(fired)
+                now,
+                outcome.action,
+                outcome.reason,
+                champion.version,
+                decision.train_from,
+                tuple(fired),
+                window_end,
             )
         )
         log.info("Checked %s (%s) on %s: %s: %s", day, scenario, now, outcome.action, outcome.reason[:200])

@@ -97,6 +97,7 @@ def load_history(storage: Storage, dataset: str) -> list[TriggerRecord]:
                         for rule in (data.get("decision") or {}).get("rules", [])
                         if rule.get("fired") and rule.get("retrains", True)
                     ),
+                    window_end=data.get("end_day"),
                 )
             )
     return sorted(records, key=lambda r: r.at)
@@ -203,6 +204,7 @@ def monitor_window(
         dry_run=dry_run,
         config=config,
         champion_version=champion.version,
+        window_end=days[-1].isoformat(),
     )
     log.info("Monitoring decision for %s: %s — %s", window, outcome.action, outcome.reason)
     summary = _record(
