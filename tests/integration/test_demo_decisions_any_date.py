@@ -12,6 +12,7 @@ test gives the same result whatever day it runs (the e2e test pins its own date,
 from __future__ import annotations
 
 import math
+import multiprocessing
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date
@@ -50,7 +51,9 @@ def _false_alarm_bound() -> float:
 
 @pytest.mark.timeout(3000)
 def test_clean_days_stay_quiet_and_the_drift_day_fires_on_30_dates() -> None:
-    with ProcessPoolExecutor(max_workers=2) as pool:
+    # Spawned, not forked: earlier tests in this process leave threads behind (servers, log flushers), and a
+    # child forked while one of them held a lock waits on it forever (seen: both workers idle on a futex).
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         outcomes = dict(zip(ANCHORS, pool.map(_replay, ANCHORS), strict=True))
     table = "\n".join(
         f"{anchor}: " + "; ".join(f"{c.day} {c.scenario} {c.action} {c.fired_rules or ''}" for c in checks)
