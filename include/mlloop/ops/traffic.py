@@ -163,13 +163,10 @@ def served_performance(
     )
     if use_case.task == "regression":  # the logged score is the predicted value
         if len(joined):
-            errors = joined["score"].to_numpy(dtype=np.float64) - joined[use_case.target_column].to_numpy(
-                dtype=np.float64
-            )
-            row.update(
-                rmse=round(float(np.sqrt(np.mean(errors**2))), 2),
-                mae=round(float(np.mean(np.abs(errors))), 2),
-            )
+            from mlloop.promotion.regression import mae, rmse
+
+            labels, predicted = joined[use_case.target_column], joined["score"]
+            row.update(rmse=round(rmse(labels, predicted), 2), mae=round(mae(labels, predicted), 2))
         return row
     y = joined[use_case.target_column].to_numpy(dtype=np.int8)
     if 0 < int(y.sum()) < len(y):
