@@ -161,6 +161,7 @@ def stack(tmp_path_factory, free_port):
             "MLLOOP_STATE_DIR": str(state),
             "MLLOOP_DATA_ROOT": str(state / "data"),
             "MLLOOP_AIRFLOW_PORT": str(free_port()),
+            "MLLOOP_AIRFLOW_EXECUTION_PORT": str(free_port()),
             "MLLOOP_MLFLOW_PORT": str(free_port()),
             "MLLOOP_SERVING_PORT": str(free_port()),
             "MLLOOP_CLOCK_SHIFT_DAYS": str(shift_days_to(TODAY)),
@@ -192,7 +193,7 @@ def stack(tmp_path_factory, free_port):
 def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
     run, env, state = stack
     first = run("mlloop.ops.demo", timeout=1500)
-    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:] + _diagnosis(state)
     days = demo_days(TODAY)
     for day, scenario in days:
         assert day in first.stdout and scenario in first.stdout

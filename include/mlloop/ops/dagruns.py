@@ -87,10 +87,13 @@ def wait_for_runs(
             return True
         stopped = [name for name, pid in services.status().items() if pid is None]
         if stopped:
+            tails = "".join(
+                f"\n--- last lines of {services.log_path(name)}\n{services.log_tail(name)}"
+                for name in stopped
+            )
             raise RuntimeError(
-                f"{', '.join(stopped)} stopped while runs were pending; see "
-                f"{services.AIRFLOW_HOME / 'logs'}/<service>.out, then `make up` restarts it and "
-                "`make demo` retries (finished days are not redone)."
+                f"{', '.join(stopped)} stopped while runs were pending; `make up` restarts it and "
+                f"`make demo` retries (finished days are not redone).{tails}"
             )
         return None
 

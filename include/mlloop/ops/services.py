@@ -32,9 +32,12 @@ log = logging.getLogger("mlloop.ops")
 
 HOST = "127.0.0.1"
 AIRFLOW_PORT = int(os.environ.get("MLLOOP_AIRFLOW_PORT", "8080"))
+# The tasks' Execution API runs in a process of its own (see services()).
+EXECUTION_API_PORT = int(os.environ.get("MLLOOP_AIRFLOW_EXECUTION_PORT", "8081"))
 MLFLOW_PORT = int(os.environ.get("MLLOOP_MLFLOW_PORT", "5000"))
 SERVING_PORT = int(os.environ.get("MLLOOP_SERVING_PORT", "8000"))
 AIRFLOW_URL = f"http://{HOST}:{AIRFLOW_PORT}"
+EXECUTION_API_URL = f"http://{HOST}:{EXECUTION_API_PORT}/execution"
 MLFLOW_URL = f"http://{HOST}:{MLFLOW_PORT}"
 SERVING_URL = f"http://{HOST}:{SERVING_PORT}"
 AIRFLOW_USER = "admin"
@@ -131,7 +134,7 @@ def stack_env() -> dict[str, str]:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{SQLITE_ARGS}.CONNECT_ARGS_ASYNC",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(AIRFLOW_HOME / "passwords.json"),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{AIRFLOW_URL}/execution/",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{EXECUTION_API_URL}/",
             # A task's calls to the API server (XCom, state) wait up to this long: the default 5 s timed out
             # a task's XCom push while a 2-core machine ran several ingest runs and the demo at once.
             "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
@@ -162,16 +165,22 @@ def mlflow_server_argv(port: int, home: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def _api_server_argv(airflow: str, port: int, apps: str) -> list[str]:
+    """Return the command of an Airflow API server serving ``apps`` (core or execution) on ``port``."""
+    return [airflow, "api-server", "--host", HOST, "--port", str(port), "--workers", "1", "--apps", apps]
+
+
 def services() -> list[Service]:
     """Return the stack's services in start order."""
     airflow = str(VENV_BIN / "airflow")
     return [
         Service("mlflow", mlflow_server_argv(MLFLOW_PORT, MLFLOW_HOME), MLFLOW_HOME),
-        Service(
-            "api-server",
-            [airflow, "api-server", "--host", HOST, "--port", str(AIRFLOW_PORT), "--workers", "1"],
-            AIRFLOW_HOME,
-        ),
+        # The UI and REST API, and apart from them the Execution API the tasks call. In one process, a
+        # REST call's audit-log commit (run inside the event loop) waited on SQLite's write lock while a
+        # task's state update, which held that lock, waited on the same loop: every process of the stack
+        # stalled for the whole busy timeout, and the scheduler died of it on CI.
+        Service("api-server", _api_server_argv(airflow, AIRFLOW_PORT, "core"), AIRFLOW_HOME),
+        Service("execution-api", _api_server_argv(airflow, EXECUTION_API_PORT, "execution"), AIRFLOW_HOME),
         Service("scheduler", [airflow, "scheduler"], AIRFLOW_HOME),
         Service("dag-processor", [airflow, "dag-processor"], AIRFLOW_HOME),
         Service("triggerer", [airflow, "triggerer"], AIRFLOW_HOME),
@@ -232,7 +241,7 @@ def start(service: Service, env: dict[str, str]) -> int:
         return pid
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     service.home.mkdir(parents=True, exist_ok=True)
-    out = AIRFLOW_HOME / "logs" / f"{service.name}.out"
+    out = log_path(service.name)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "ab") as fh:
         proc = subprocess.Popen(
@@ -269,6 +278,15 @@ def airflow_healthy() -> bool:
         health.get(part, {}).get("status") == "healthy"
         for part in ("metadatabase", "scheduler", "dag_processor")
     )
+
+
+def execution_api_healthy() -> bool:
+    """Return whether the tasks' Execution API answers its health endpoint."""
+    try:
+        http_json(f"{EXECUTION_API_URL}/health")
+    except (urllib.error.URLError, OSError):
+        return False
+    return True
 
 
 def mlflow_healthy() -> bool:
@@ -312,6 +330,7 @@ def up() -> None:
         start(service, env)
     wait_until(mlflow_healthy, f"MLflow ({MLFLOW_URL})")
     wait_until(airflow_healthy, f"Airflow ({AIRFLOW_URL})")
+    wait_until(execution_api_healthy, f"Airflow's Execution API ({EXECUTION_API_URL})")
     wait_until(serving_healthy, f"Scoring service ({SERVING_URL})")
 
 
@@ -357,6 +376,19 @@ def down() -> None:
 def status() -> dict[str, int | None]:
     """Return each service's pid (None when not running)."""
     return {s.name: running_pid(s) for s in services()}
+
+
+def log_path(name: str) -> Path:
+    """Return the file a service's output goes to."""
+    return AIRFLOW_HOME / "logs" / f"{name}.out"
+
+
+def log_tail(name: str, lines: int = 30) -> str:
+    """Return the last ``lines`` lines of a service's output ('' when it has none)."""
+    path = log_path(name)
+    if not path.is_file():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def main(argv: list[str] | None = None) -> int:
