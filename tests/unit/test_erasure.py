@@ -269,3 +269,31 @@ def test_the_command_refuses_an_unknown_use_case_and_column(capsys, mlloop_env, 
     assert "no_such_case" in capsys.readouterr().err
     assert main(["--use-case", "card_fraud", "--subject", "iban=DE00"]) == 1
     assert "'iban' is not a column" in capsys.readouterr().err
+
+
+def test_mlloop_erase_runs_the_dry_run_on_the_configured_data_root(seeded: Seeded) -> None:
+    from click.testing import CliRunner
+
+    from mlloop.cli import cli
+
+    if seeded.storage.root.startswith("s3://"):
+        pytest.skip("the command opens MLLOOP_DATA_ROOT, the local root here")
+    before = _contents(seeded.storage)
+    result = CliRunner().invoke(
+        cli, ["erase", "--use-case", "card_fraud", "--subject", f"card_number={seeded.card}"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{") :])
+    assert summary["dry_run"] is True and summary["rows"] == 5 * 5 + 3
+    assert _contents(seeded.storage) == before
+
+
+def test_the_erase_dag_is_a_manual_form_with_apply_off() -> None:
+    from mlloop.orchestration.factory.erasure import build_erasure_dag
+
+    use_case = load_use_case("card_fraud")
+    dag = build_erasure_dag(use_case)
+    params = dag.params.dump()
+    assert dag.dag_id == "erase_card_fraud" and dag.schedule is None
+    assert params == {"column": "card_number", "value": None, "apply": False}
+    assert dag.params.get_param("column").schema["enum"] == use_case.columns
