@@ -297,3 +297,38 @@ def test_the_erase_dag_is_a_manual_form_with_apply_off() -> None:
     assert dag.dag_id == "erase_card_fraud" and dag.schedule is None
     assert params == {"column": "card_number", "value": None, "apply": False}
     assert dag.params.get_param("column").schema["enum"] == use_case.columns
+
+
+def test_a_csv_delivery_is_rewritten_as_text_in_its_dialect_and_renamed(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from mlloop.lifecycle.erasure import apply_erasure, plan_erasure, subject_of
+    from mlloop.usecase import CsvOptions
+
+    declared = load_use_case("card_fraud")
+    source = declared.source.model_copy(
+        update={"kind": "files", "format": "csv", "uri": "inbox", "csv": CsvOptions(delimiter=";")}
+    )
+    use_case = declared.model_copy(update={"source": source})
+    storage = Storage(str(tmp_path / "data"))
+    delivered = b"transaction_id;customer_id;amount\nT1;C1;12,50\nT2;C2;\nT3;C1;3\n"
+    old = batch_id_of(delivered)
+    raw_uri = storage.write_bytes(f"raw/transactions/date={DAY1}/{old}.csv", delivered)
+    storage.write_bytes(f"quarantine/transactions/date={DAY1}/{old}/batch.csv", delivered)
+    reason = {"batch_id": old, "raw_uris": [raw_uri]}
+    storage.write_json(f"quarantine/transactions/date={DAY1}/{old}/reason.json", reason)
+    subject = subject_of(use_case, "customer_id", "C1", PII_KEY.encode())
+
+    plan, keys = plan_erasure(storage, use_case, subject, "hash")
+    assert plan.counts()["raw"] == plan.counts()["quarantine"] == {"objects": 1, "rows": 2}
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    at = datetime(2026, 3, 5, tzinfo=UTC)
+    apply_erasure(storage, use_case, subject, keys, plan, client=client, model=MODEL, actor="t", at=at)
+
+    kept = b"transaction_id;customer_id;amount\nT2;C2;\n"  # the cells as delivered: "12,50" and "" untouched
+    new = batch_id_of(kept)
+    assert storage.list("raw") == [f"raw/transactions/date={DAY1}/{new}.csv"]
+    assert storage.read_bytes(f"quarantine/transactions/date={DAY1}/{new}/batch.csv") == kept
+    moved = storage.read_json(f"quarantine/transactions/date={DAY1}/{new}/reason.json")
+    assert moved == {"batch_id": new, "raw_uris": [storage.uri(f"raw/transactions/date={DAY1}/{new}.csv")]}

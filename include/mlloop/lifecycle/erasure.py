@@ -9,9 +9,10 @@ its token (the HMAC ``mlloop.ingestion.pii`` writes at ingest, as ``<column>_tok
 place of the value in the inference log); and, in every zone, the rows whose key (the declaration's
 ``key_column``) is the key of one of those rows, so labels and snapshots, which hold no PII, lose them too.
 
-Where: every Parquet object of the dataset in raw/, raw/labels/, quarantine/, quarantine/labels/,
-validated/, labels/, inference/, and the use case's snapshots (retention's listing). Other data files (a
-files source's CSV deliveries) are listed as not searched.
+Where: every data object of the dataset in raw/, raw/labels/, quarantine/, quarantine/labels/, validated/,
+labels/, inference/, and the use case's snapshots (retention's listing): Parquet, and a files source's CSV
+deliveries (read and written back as text in the declared ``source.csv`` dialect, so no value is retyped).
+Any other file but JSON is listed as not searched.
 
 Apply rewrites each object without those rows (written first, the old one removed after) and keeps the
 content-id invariant of ingestion: an object named by the id of bytes (a raw file's id is the sha256 of
@@ -28,6 +29,7 @@ value), the counts per zone and the objects changed. A second apply finds nothin
 from __future__ import annotations
 
 import argparse
+import codecs
 import io
 import json
 import logging
@@ -58,7 +60,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from mlflow import MlflowClient
 
-    from mlloop.usecase import UseCase
+    from mlloop.usecase import CsvOptions, UseCase
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +202,29 @@ def erasure_objects(storage: Storage, use_case: UseCase) -> list[ZoneObject]:
     return sorted(objects, key=lambda o: (rank[o.zone], o.key))
 
 
-def _read_columns(data: bytes, columns: list[str]) -> pd.DataFrame | None:
-    """Return the ``columns`` a Parquet object has (None when it has none of them)."""
+def is_data_object(key: str, use_case: UseCase) -> bool:
+    """Return whether ``key`` holds rows erasure rewrites: Parquet, or the CSV a files source delivers."""
+    return key.endswith(".parquet") or (use_case.source.format == "csv" and key.endswith(".csv"))
+
+
+def _csv_text(data: bytes, options: CsvOptions) -> pd.DataFrame:
+    """Return a delivered CSV file's cells as text (an empty cell as ''), in the declared dialect."""
+    import pandas as pd
+
+    encoding = "utf-8-sig" if codecs.lookup(options.encoding).name == "utf-8" else options.encoding
+    text = data.decode(encoding).removeprefix("\ufeff")
+    return pd.read_csv(io.StringIO(text), sep=options.delimiter, dtype=str, keep_default_na=False)
+
+
+def _read_columns(data: bytes, key: str, use_case: UseCase, columns: list[str]) -> pd.DataFrame | None:
+    """Return the ``columns`` a data object has (None when it has none of them)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if not key.endswith(".parquet"):
+        frame = _csv_text(data, use_case.source.csv)
+        present = [c for c in columns if c in frame.columns]
+        return frame[present] if present else None
     parquet = pq.ParquetFile(pa.BufferReader(data))
     present = [c for c in columns if c in parquet.schema_arrow.names]
     return parquet.read(columns=present).to_pandas() if present else None
@@ -220,13 +240,16 @@ def plan_erasure(
     """
     objects = erasure_objects(storage, use_case)
     plan = ErasurePlan(use_case.name, use_case.dataset, subject.column, hashed)
-    parquet = [o for o in objects if o.key.endswith(".parquet")]
-    plan.not_searched = [o.key for o in objects if not o.key.endswith((".parquet", ".json"))]
+    parquet = [o for o in objects if is_data_object(o.key, use_case)]
+    plan.not_searched = [
+        o.key for o in objects if not is_data_object(o.key, use_case) and not o.key.endswith(".json")
+    ]
     for key in plan.not_searched:
-        log.warning("Not searched (not Parquet): %s", storage.uri(key))
+        log.warning("Not searched (neither Parquet nor a declared CSV delivery): %s", storage.uri(key))
     keys: set[str] = {subject.value} if subject.column == subject.key_column else set()
+    wanted = [*subject.columns, subject.key_column]
     for count, obj in enumerate(parquet, 1):
-        frame = _read_columns(storage.read_bytes(obj.key), [*subject.columns, subject.key_column])
+        frame = _read_columns(storage.read_bytes(obj.key), obj.key, use_case, wanted)
         if frame is not None and subject.key_column in frame.columns:
             hit = subject_rows(frame, subject, frozenset())
             keys |= set(_as_text(frame.loc[hit, subject.key_column]).dropna())
@@ -235,7 +258,7 @@ def plan_erasure(
     plan.subject_keys = len(keys)
     found = frozenset(keys)
     for count, obj in enumerate(parquet, 1):
-        frame = _read_columns(storage.read_bytes(obj.key), [*subject.columns, subject.key_column])
+        frame = _read_columns(storage.read_bytes(obj.key), obj.key, use_case, wanted)
         if frame is not None:
             rows = int(subject_rows(frame, subject, found).sum())
             if rows:
@@ -254,7 +277,7 @@ def plan_erasure(
     return plan, found
 
 
-def _without_subject(data: bytes, subject: Subject, keys: frozenset[str]) -> tuple[pa.Table, int]:
+def _table_without_subject(data: bytes, subject: Subject, keys: frozenset[str]) -> tuple[pa.Table, int]:
     """Return a Parquet object's table without the subject's rows, and how many rows went."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -265,13 +288,22 @@ def _without_subject(data: bytes, subject: Subject, keys: frozenset[str]) -> tup
     return table.filter(pa.array(~hit)), int(hit.sum())
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
-    """Return a table as Parquet bytes (pyarrow's defaults, the table's pandas metadata kept)."""
+def _without_subject(
+    data: bytes, key: str, use_case: UseCase, subject: Subject, keys: frozenset[str]
+) -> tuple[bytes, int]:
+    """Return a data object's bytes without the subject's rows (same format), and how many rows went."""
     import pyarrow.parquet as pq
 
+    if not key.endswith(".parquet"):
+        options = use_case.source.csv
+        frame = _csv_text(data, options)
+        hit = subject_rows(frame, subject, keys)
+        text = frame[~hit].to_csv(index=False, sep=options.delimiter, lineterminator="\n")
+        return text.encode(options.encoding), int(hit.sum())
+    kept, removed = _table_without_subject(data, subject, keys)
     buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    return buffer.getvalue()
+    pq.write_table(kept, buffer)  # pyarrow's defaults; the table's pandas metadata is kept
+    return buffer.getvalue(), removed
 
 
 class _IdMap:
@@ -346,12 +378,11 @@ def tag_affected_versions(
 
 
 def _rewrite_object(
-    storage: Storage, obj: ObjectRows, subject: Subject, keys: frozenset[str], ids: _IdMap
+    storage: Storage, use_case: UseCase, obj: ObjectRows, subject: Subject, keys: frozenset[str], ids: _IdMap
 ) -> dict[str, Any]:
     """Write an object without the subject's rows under its (renamed) key, then remove the old one."""
     data = storage.read_bytes(obj.key)
-    kept, removed = _without_subject(data, subject, keys)
-    new_data = _parquet_bytes(kept)
+    new_data, removed = _without_subject(data, obj.key, use_case, subject, keys)
     ids.add(batch_id_of(data), batch_id_of(new_data))
     new_key = ids.replace(obj.key)
     storage.write_bytes(new_key, new_data)
@@ -393,7 +424,7 @@ def _rewrite_snapshots(
     for digest in digests:
         data_key, manifest_key = snapshot_keys(digest)
         manifest = SnapshotManifest.model_validate(storage.read_json(manifest_key))
-        kept, removed = _without_subject(storage.read_bytes(data_key), subject, keys)
+        kept, removed = _table_without_subject(storage.read_bytes(data_key), subject, keys)
         sources = [
             source.model_copy(
                 update={"key": ids.replace(source.key), "batch_id": ids.replace(source.batch_id)}
@@ -446,10 +477,10 @@ def apply_erasure(
 
     ids = _IdMap()
     day_files = _raw_day_files(storage, use_case.dataset)
-    changed = [_rewrite_object(storage, obj, subject, keys, ids) for obj in by_zone["raw"]]
+    changed = [_rewrite_object(storage, use_case, obj, subject, keys, ids) for obj in by_zone["raw"]]
     ids.add_day_batches(day_files)
     for zone in ("quarantine", "validated", "labels", "inference"):
-        changed += [_rewrite_object(storage, obj, subject, keys, ids) for obj in by_zone[zone]]
+        changed += [_rewrite_object(storage, use_case, obj, subject, keys, ids) for obj in by_zone[zone]]
     dataset = use_case.dataset
     prefixes = [
         *(f"{zone}/{dataset}" for zone in ("raw", "quarantine", "validated", "labels")),
