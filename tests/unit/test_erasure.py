@@ -271,7 +271,7 @@ def test_the_command_refuses_an_unknown_use_case_and_column(capsys, mlloop_env, 
     assert "'iban' is not a column" in capsys.readouterr().err
 
 
-def test_mlloop_erase_runs_the_dry_run_on_the_configured_data_root(seeded: Seeded) -> None:
+def test_mlloop_erase_reads_the_value_from_stdin_and_runs_the_dry_run(seeded: Seeded) -> None:
     from click.testing import CliRunner
 
     from mlloop.cli import cli
@@ -280,7 +280,7 @@ def test_mlloop_erase_runs_the_dry_run_on_the_configured_data_root(seeded: Seede
         pytest.skip("the command opens MLLOOP_DATA_ROOT, the local root here")
     before = _contents(seeded.storage)
     result = CliRunner().invoke(
-        cli, ["erase", "--use-case", "card_fraud", "--subject", f"card_number={seeded.card}"]
+        cli, ["erase", "--use-case", "card_fraud", "--subject", "card_number=-"], input=f"{seeded.card}\n"
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{") :])

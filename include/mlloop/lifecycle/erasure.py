@@ -29,7 +29,6 @@ value), the counts per zone and the objects changed. A second apply finds nothin
 from __future__ import annotations
 
 import argparse
-import codecs
 import io
 import json
 import logging
@@ -45,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from mlloop import clock
 from mlloop.config import get_settings
 from mlloop.connections import readers
-from mlloop.ingestion.batches import batch_id_of, day_batch_id
+from mlloop.ingestion.batches import batch_id_of, day_batch_id, delivery_text
 from mlloop.ingestion.labels_feed import QUARANTINE_AREA as LABELS_QUARANTINE_AREA
 from mlloop.ingestion.labels_feed import RAW_AREA as LABELS_RAW_AREA
 from mlloop.ingestion.pii import MissingPIIKeyError, resolve_pii_key, token
@@ -211,8 +210,7 @@ def _csv_text(data: bytes, options: CsvOptions) -> pd.DataFrame:
     """Return a delivered CSV file's cells as text (an empty cell as ''), in the declared dialect."""
     import pandas as pd
 
-    encoding = "utf-8-sig" if codecs.lookup(options.encoding).name == "utf-8" else options.encoding
-    text = data.decode(encoding).removeprefix("\ufeff")
+    text = delivery_text(data, options)
     return pd.read_csv(io.StringIO(text), sep=options.delimiter, dtype=str, keep_default_na=False)
 
 
@@ -233,14 +231,14 @@ def _read_columns(data: bytes, key: str, use_case: UseCase, columns: list[str]) 
 def plan_erasure(
     storage: Storage, use_case: UseCase, subject: Subject, hashed: str
 ) -> tuple[ErasurePlan, frozenset[str]]:
-    """Return the plan and the subject's keys, found in two reads of every Parquet object.
+    """Return the plan and the subject's keys, found in two reads of every data object.
 
     The first read finds the rows holding the value or its token and collects their keys; the second
     counts, per object, the rows matching the value, the token or one of those keys.
     """
     objects = erasure_objects(storage, use_case)
     plan = ErasurePlan(use_case.name, use_case.dataset, subject.column, hashed)
-    parquet = [o for o in objects if is_data_object(o.key, use_case)]
+    data_objects = [o for o in objects if is_data_object(o.key, use_case)]
     plan.not_searched = [
         o.key for o in objects if not is_data_object(o.key, use_case) and not o.key.endswith(".json")
     ]
@@ -248,30 +246,30 @@ def plan_erasure(
         log.warning("Not searched (neither Parquet nor a declared CSV delivery): %s", storage.uri(key))
     keys: set[str] = {subject.value} if subject.column == subject.key_column else set()
     wanted = [*subject.columns, subject.key_column]
-    for count, obj in enumerate(parquet, 1):
+    for count, obj in enumerate(data_objects, 1):
         frame = _read_columns(storage.read_bytes(obj.key), obj.key, use_case, wanted)
         if frame is not None and subject.key_column in frame.columns:
             hit = subject_rows(frame, subject, frozenset())
             keys |= set(_as_text(frame.loc[hit, subject.key_column]).dropna())
         if count % _PROGRESS_EVERY == 0:
-            log.info("Searched %d of %d objects for the subject's keys", count, len(parquet))
+            log.info("Searched %d of %d objects for the subject's keys", count, len(data_objects))
     plan.subject_keys = len(keys)
     found = frozenset(keys)
-    for count, obj in enumerate(parquet, 1):
+    for count, obj in enumerate(data_objects, 1):
         frame = _read_columns(storage.read_bytes(obj.key), obj.key, use_case, wanted)
         if frame is not None:
             rows = int(subject_rows(frame, subject, found).sum())
             if rows:
                 plan.objects.append(ObjectRows(obj.key, obj.zone, rows, len(frame)))
         if count % _PROGRESS_EVERY == 0:
-            log.info("Counted the subject's rows in %d of %d objects", count, len(parquet))
+            log.info("Counted the subject's rows in %d of %d objects", count, len(data_objects))
     log.info(
-        "The subject (%s) has %d keys and %d rows in %d of %d Parquet objects of %s",
+        "The subject (%s) has %d keys and %d rows in %d of %d data objects of %s",
         subject.column,
         len(found),
         sum(o.rows for o in plan.objects),
         len(plan.objects),
-        len(parquet),
+        len(data_objects),
         use_case.name,
     )
     return plan, found
@@ -565,13 +563,17 @@ def main(argv: list[str] | None = None) -> int:
         "--subject",
         required=True,
         metavar="COLUMN=VALUE",
-        help="a declared column and the subject's value in it",
+        help="a declared column and the subject's value in it; COLUMN=- reads the value from stdin "
+        "(kept out of the shell history and the process list)",
     )
     parser.add_argument("--apply", action="store_true", help="remove the rows (default: dry run)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    subject = args.subject
+    if subject.endswith("=-"):
+        subject = subject[:-1] + sys.stdin.readline().strip()
     try:
-        result = erase_subject(args.use_case, args.subject, apply=args.apply, actor=cli_actor())
+        result = erase_subject(args.use_case, subject, apply=args.apply, actor=cli_actor())
     except (FileNotFoundError, ErasureRequestError, MissingPIIKeyError) as exc:
         print(f"erase: {exc}", file=sys.stderr)
         return 1
