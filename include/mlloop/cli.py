@@ -156,6 +156,18 @@ cli.add_command(
 )
 cli.add_command(
     DelegatedCommand(
+        "erase",
+        module="mlloop.lifecycle.erasure",
+        alias="python -m mlloop.lifecycle.erasure",
+        summary="Erase one data subject's rows from every zone of a use case (dry run unless --apply).",
+        examples=(
+            "  mlloop erase --use-case card_fraud --subject customer_id=C123          # dry run: counts\n"
+            "  mlloop erase --use-case card_fraud --subject customer_id=C123 --apply  # remove, ledger"
+        ),
+    )
+)
+cli.add_command(
+    DelegatedCommand(
         "simulate",
         module="mlloop.ops.simulate",
         alias="python -m mlloop.ops.simulate",

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
-    from mlloop.usecase import UseCase
+    from mlloop.usecase import CsvOptions, UseCase
 
 log = logging.getLogger(__name__)
 BATCH_ID_CHARS = 16
@@ -221,8 +221,7 @@ def read_delivery(data: bytes, use_case: UseCase, schema: Mapping[str, str] | No
     if use_case.source.format == "parquet":
         return pd.read_parquet(io.BytesIO(data))
     options = use_case.source.csv
-    encoding = "utf-8-sig" if codecs.lookup(options.encoding).name == "utf-8" else options.encoding
-    text = data.decode(encoding).removeprefix("\ufeff")
+    text = delivery_text(data, options)
     frame = pd.read_csv(
         io.StringIO(text), sep=options.delimiter, dtype=str, keep_default_na=False, na_values=[""]
     )
@@ -230,6 +229,12 @@ def read_delivery(data: bytes, use_case: UseCase, schema: Mapping[str, str] | No
         if column in frame.columns and kind != "string":
             frame[column] = _typed(frame[column], kind, options.decimal, options.timezone)
     return frame
+
+
+def delivery_text(data: bytes, options: CsvOptions) -> str:
+    """Return a CSV delivery's text in its declared encoding, a UTF-8 byte-order mark dropped."""
+    encoding = "utf-8-sig" if codecs.lookup(options.encoding).name == "utf-8" else options.encoding
+    return data.decode(encoding).removeprefix("\ufeff")
 
 
 def delivered_schema(use_case: UseCase) -> dict[str, str]:

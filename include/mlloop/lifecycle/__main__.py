@@ -8,7 +8,6 @@ what ``airflow db clean --dry-run`` would remove. ``--apply`` deletes and archiv
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import logging
 from datetime import date, datetime
@@ -23,6 +22,7 @@ from mlloop.lifecycle.runner import (
     clean_runs,
     plan_housekeeping,
 )
+from mlloop.registry.champion import cli_actor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if not dry_run:
         summary["retention_applied"] = apply_housekeeping(args.use_case, plan["report"])
     moment = datetime.combine(day, at.timetz()) if args.day else at
-    actor = f"cli:{getpass.getuser()}"
+    actor = cli_actor()
     summary["archived" if not dry_run else "would_archive"] = archive_model_versions(
         args.use_case, moment, dry_run=dry_run, actor=actor
     )

@@ -9,6 +9,7 @@ searched per model; audit runs are never edited.
 
 from __future__ import annotations
 
+import getpass
 import logging
 import time
 from collections.abc import Callable
@@ -75,6 +76,11 @@ def airflow_actor(dag_run: Any) -> str:
     kind = str(getattr(dag_run.run_type, "value", dag_run.run_type))
     starter = dag_run.triggering_user_name or _RUN_STARTERS.get(kind, f"a {kind} run")
     return f"airflow:{dag_run.run_id} by {starter}"
+
+
+def cli_actor() -> str:
+    """Return the audit's actor for a command run by hand: ``cli:<OS user>``."""
+    return f"cli:{getpass.getuser()}"
 
 
 def _is_missing(exc: Exception) -> bool:

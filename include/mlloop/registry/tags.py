@@ -56,3 +56,7 @@ LIFECYCLE_TAG = "mlloop.lifecycle"
 LIFECYCLE_REASON_TAG = "mlloop.lifecycle.reason"
 ARCHIVED = "archived"
 ARCHIVING = "archiving"  # set while its artifacts are being deleted; refused like archived
+
+# Erasure (mlloop.lifecycle.erasure): a version trained on a snapshot that lost a data subject's rows carries
+# the erasure ledger ids (comma-separated) that changed it; its recorded snapshot digest no longer exists.
+ERASURE_AFFECTED_TAG = "mlloop.erasure_affected"

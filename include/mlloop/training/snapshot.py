@@ -741,18 +741,58 @@ def canonical_parquet_bytes(frame: pd.DataFrame) -> bytes:
 
     One compression and one row-group size, pinned (the streamed path writes the same row groups).
     """
+    return canonical_table_bytes(canonical_table(frame))
+
+
+def canonical_table_bytes(table: pa.Table) -> bytes:
+    """Return a canonical table (``canonical_table``'s, or a row subset of a stored one) as snapshot bytes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
     pq.write_table(
-        canonical_table(frame),
+        table,
         sink,
         compression=PARQUET_COMPRESSION,
         store_schema=False,
         row_group_size=ROW_GROUP_ROWS,
     )
     return sink.getvalue().to_pybytes()
+
+
+def rewrite_snapshot(
+    storage: Storage,
+    use_case: UseCase,
+    manifest: SnapshotManifest,
+    kept: pa.Table,
+    sources: list[SourcePartition],
+) -> SnapshotManifest:
+    """Store ``kept``, a row subset of ``manifest``'s snapshot, as a new snapshot under its own digest.
+
+    Its manifest is the old one's (window, ``as_of``, spec, feature validation) with the new digest, row
+    counts, time range and label counts, and ``sources`` as its partitions. The old snapshot is left for the
+    caller to remove (write new, then remove old). Used by erasure (``mlloop.lifecycle.erasure``).
+    """
+    started = time.perf_counter()
+    data = canonical_table_bytes(kept)
+    digest = hashlib.sha256(data).hexdigest()
+    data_key, manifest_key = snapshot_keys(digest)
+    summary = _Summary.of(kept.to_pandas(), use_case)
+    rewritten = manifest.model_copy(
+        update={
+            "digest": digest,
+            "data_key": data_key,
+            "manifest_key": manifest_key,
+            "row_count": summary.rows,
+            "time_start": _instant_or_none(summary.time_start),
+            "time_end": _instant_or_none(summary.time_end),
+            "labels": summary.labels.counts(),
+            "labels_per_day": {day: summary.per_day[day].counts() for day in sorted(summary.per_day)},
+            "source_partitions": sources,
+        }
+    )
+    storage.write_bytes(data_key, data)
+    return _commit(storage, rewritten, started)
 
 
 @dataclass(frozen=True)
