@@ -1,6 +1,6 @@
 """Names other parts rely on: each use case's DAG ids and Asset names (no Airflow import: ops/, tests).
 
-The DAG factory (``orchestration/factory/``) builds five DAGs per declared use case from these names, and
+The DAG factory (``orchestration/factory/``) builds six DAGs per declared use case from these names, and
 everything that triggers, waits for or counts runs (``ops/``, the monitor's guard) asks for the same ones,
 so a DAG id is spelled in one place.
 """
@@ -42,9 +42,14 @@ class DagNames:
         return f"housekeeping_{self.use_case}"
 
     @property
+    def retire(self) -> str:
+        """Decommission the use case: pause the other DAGs, remove the aliases, archive the versions."""
+        return f"retire_{self.use_case}"
+
+    @property
     def dags(self) -> tuple[str, ...]:
-        """All DAG ids, in the order the loop runs them, housekeeping last."""
-        return (self.ingest, self.train, self.monitor, self.rollback, self.housekeeping)
+        """All DAG ids, in the order the loop runs them, housekeeping then retire last."""
+        return (self.ingest, self.train, self.monitor, self.rollback, self.housekeeping, self.retire)
 
     @property
     def validated_asset(self) -> str:

@@ -56,3 +56,9 @@ LIFECYCLE_TAG = "mlloop.lifecycle"
 LIFECYCLE_REASON_TAG = "mlloop.lifecycle.reason"
 ARCHIVED = "archived"
 ARCHIVING = "archiving"  # set while its artifacts are being deleted; refused like archived
+
+# Retirement (mlloop.lifecycle.retire), on the registered model: when the use case was retired (ISO 8601),
+# by whom and why. The scoring service reads them to answer 410 Gone instead of "no champion".
+RETIRED_TAG = "mlloop.retired"
+RETIRED_BY_TAG = "mlloop.retired.actor"
+RETIRED_REASON_TAG = "mlloop.retired.reason"
