@@ -1,9 +1,10 @@
-"""The DAG factory: five DAGs per enabled use-case declaration (called by ``dags/use_cases.py``).
+"""The DAG factory: six DAGs per enabled use-case declaration (called by ``dags/use_cases.py``).
 
 Each declaration in the use-case folder (``MLLOOP_USECASES_DIR``, default ``include/mlloop/usecases``;
 ``MLLOOP_USE_CASES`` selects some) gets ``ingest_<name>``, ``train_<name>``, ``monitor_<name>``,
-``rollback_<name>`` and ``housekeeping_<name>``, tagged with the name, with their own Assets, Params and
-pages written from the declaration. Adding a use case is adding a declaration and its suites: no code.
+``rollback_<name>``, ``housekeeping_<name>`` and ``retire_<name>``, tagged with the name, with their own
+Assets, Params and pages written from the declaration. Adding a use case is adding a declaration and its
+suites: no code.
 
 Airflow records import errors per file, not per DAG (apache/airflow discussion #70119), so one bad
 declaration cannot be an import error without hiding every other use case's DAGs. Instead its DAG
@@ -22,6 +23,7 @@ from mlloop.config import get_settings
 from mlloop.orchestration.factory.housekeeping import build_housekeeping_dag
 from mlloop.orchestration.factory.ingest import build_ingest_dag
 from mlloop.orchestration.factory.monitor import build_monitor_dag
+from mlloop.orchestration.factory.retire import build_retire_dag
 from mlloop.orchestration.factory.rollback import build_rollback_dag
 from mlloop.orchestration.factory.train import build_train_dag
 from mlloop.orchestration.names import dag_names
@@ -41,6 +43,7 @@ def build_use_case_dags(use_case: UseCase) -> list[DAG]:
         build_monitor_dag(use_case),
         build_rollback_dag(use_case),
         build_housekeeping_dag(use_case),
+        build_retire_dag(use_case),
     ]
 
 
