@@ -467,6 +467,50 @@ def check_use_cases(names: tuple[str, ...], sample: Path | None) -> None:
         click.get_current_context().exit(1)
 
 
+@use_cases.command("retire", context_settings=CONTEXT_SETTINGS)
+@click.argument("name")
+@click.option("--reason", default=None, help="Why it is retired (kept on the model and in the audit).")
+@click.option("--apply", "apply_", is_flag=True, help="Do it. Without it: print what it would do.")
+def retire_use_case(name: str, reason: str | None, apply_: bool) -> None:
+    """Decommission use case NAME: pause its DAGs, remove its model's aliases, archive its versions.
+
+    Its registered model is tagged mlloop.retired (when, by whom, why), so the scoring service answers
+    410 Gone on /predict/NAME, and the decision is recorded in the mlloop-audit experiment. A dry run by
+    default; running it again after --apply changes nothing. DAGs are paused through the Airflow API
+    (MLLOOP_AIRFLOW_API_URL, MLLOOP_AIRFLOW_API_USER, MLLOOP_AIRFLOW_PASSWORD). See docs/lifecycle.md.
+
+    \b
+    Examples:
+      mlloop use-cases retire card_fraud --reason "replaced by card_fraud_v2"            # dry run
+      mlloop use-cases retire card_fraud --reason "replaced by card_fraud_v2" --apply
+      mlloop usecase retire card_fraud                                                   # the same group
+    """
+    import getpass
+    import logging
+
+    from mlloop.lifecycle.retire import DEFAULT_REASON, RetirementError, retire
+    from mlloop.ops.airflow_api import AirflowAPIError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        result = retire(name, f"cli:{getpass.getuser()}", reason or DEFAULT_REASON, apply_)
+    except (FileNotFoundError, RetirementError, AirflowAPIError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not result["steps"]:
+        retired = result.get("retirement") or {}
+        click.echo(
+            f"{name} is already retired (on {retired.get('at')} by {retired.get('actor')}): nothing to do."
+        )
+        return
+    click.echo(
+        f"{'Did' if apply_ else 'Would do (dry run; --apply to do it)'}, for {name} ({result['model']}):"
+    )
+    for step in result["steps"]:
+        click.echo(f"  - {step}")
+    for version in result["legal_holds"]:
+        click.echo(f"  - keep v{version} whole: it is under legal hold")
+
+
 def _checked_use_cases(check: Callable[[], list[DeclaredUseCase]]) -> list[DeclaredUseCase]:
     """Run ``check`` (a ``check_declared`` call); an unreadable use-case folder becomes a usage error."""
     try:

@@ -77,6 +77,16 @@ class Settings(BaseSettings):
         description="Airflow metadata DB URL for housekeeping's `airflow db clean` inside a task, where "
         "Airflow 3 hides its own; None: the process's AIRFLOW__DATABASE__SQL_ALCHEMY_CONN (a shell).",
     )
+    airflow_api_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Airflow API server through which `mlloop use-cases retire` pauses DAGs.",
+    )
+    airflow_api_user: str = Field(default="admin", description="Airflow user those API calls log in as.")
+    airflow_password: SecretStr | None = Field(
+        default=None,
+        description="That user's password (the local stack generates it into .env); None: retiring a use "
+        "case cannot pause its DAGs and says so.",
+    )
     clock_shift_days: int = Field(
         default=0,
         description="Whole days added to wall time wherever the platform asks what time it is "

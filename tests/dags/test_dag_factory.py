@@ -1,4 +1,4 @@
-"""The DAG factory: five DAGs per declared use case, from the declarations alone, and a bad one isolated."""
+"""The DAG factory: seven DAGs per declared use case, from the declarations alone, and a bad one isolated."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def _bag():
     return DagBag(dag_folder=str(REPO_ROOT / "dags" / "use_cases.py"))
 
 
-def test_each_declaration_gets_its_own_five_dags_and_assets(usecases: Path, airflow_db) -> None:
+def test_each_declaration_gets_its_own_dags_and_assets(usecases: Path, airflow_db) -> None:
     bag = _bag()
     assert bag.import_errors == {}
     expected = {*dag_names("card_fraud").dags, *dag_names("card_fraud_eu").dags}
@@ -132,3 +132,15 @@ def test_a_second_use_case_on_the_same_dataset_is_refused(usecases: Path, airflo
     copy = bag.get_dag("train_card_fraud_copy")
     assert INVALID_TAG in copy.tags
     assert "dataset 'transactions' is already declared by use case 'card_fraud'" in copy.doc_md
+
+
+def test_the_retire_dag_is_manual_and_a_dry_run_unless_apply_is_on(usecases: Path, airflow_db) -> None:
+    bag = _bag()
+    retire = bag.get_dag("retire_card_fraud_eu")
+    assert retire.schedule is None and {"lifecycle", "retire", "card_fraud_eu"} <= set(retire.tags)
+    assert retire.params["apply"] is False and len(retire.params["reason"]) >= 3
+    assert [t.task_id for t in retire.tasks] == ["retire_use_case"]
+    # Its page names the DAGs it pauses, never itself (its own run must finish), and the model it retires.
+    others = [d for d in dag_names("card_fraud_eu").dags if d != "retire_card_fraud_eu"]
+    assert all(f"`{d}`" in retire.doc_md for d in others) and "`retire_card_fraud_eu`" not in retire.doc_md
+    assert "fraud-detector-eu" in retire.doc_md and "410 Gone" in retire.doc_md

@@ -34,6 +34,7 @@ EXPECTED_DAG_IDS = {
     "monitor_card_fraud",
     "rollback_card_fraud",
     "housekeeping_card_fraud",
+    "retire_card_fraud",
 }
 
 PROBE = textwrap.dedent("""

@@ -47,9 +47,16 @@ class DagNames:
         return f"erase_{self.use_case}"
 
     @property
+    def retire(self) -> str:
+        """Decommission the use case: pause the other DAGs, remove the aliases, archive the versions."""
+        return f"retire_{self.use_case}"
+
+    @property
     def dags(self) -> tuple[str, ...]:
-        """All DAG ids, in the order the loop runs them, then housekeeping and erasure."""
-        return (self.ingest, self.train, self.monitor, self.rollback, self.housekeeping, self.erase)
+        """All DAG ids, in the order the loop runs them, then housekeeping, erasure and retire last."""
+        return (
+            self.ingest, self.train, self.monitor, self.rollback, self.housekeeping, self.erase, self.retire,
+        )  # fmt: skip
 
     @property
     def validated_asset(self) -> str:

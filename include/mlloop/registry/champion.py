@@ -150,11 +150,12 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     return experiment.experiment_id if experiment else client.create_experiment(name)
 
 
-def _audit(client: MlflowClient, record: AuditRecord) -> None:
+def append_audit(client: MlflowClient, record: AuditRecord) -> None:
     """Append one audit record (a finished run in the audit experiment)."""
+    target = f" v{record.to_version}" if record.to_version else ""
     run = client.create_run(
         experiment_id(client, AUDIT_EXPERIMENT),
-        run_name=f"{record.action} {record.model} v{record.to_version}",
+        run_name=f"{record.action} {record.model}{target}",
         tags=record.tags(),
     )
     client.set_terminated(run.info.run_id)
@@ -225,7 +226,7 @@ def _move_champion(
     record = AuditRecord(
         action, name, str(version), current.version if current else None, actor, reason, evidence, time.time()
     )
-    _audit(client, record)
+    append_audit(client, record)
     log.info(
         "%s: %s champion v%s -> v%s (%s), by %s", action, name, record.from_version, version, reason, actor
     )
@@ -267,7 +268,7 @@ def reject(
         gate_report,
         time.time(),
     )
-    _audit(client, record)
+    append_audit(client, record)
     return record
 
 
@@ -310,7 +311,7 @@ def archive(
     )
     client.set_model_version_tag(name, str(version), LIFECYCLE_TAG, ARCHIVED)
     record = AuditRecord("archive", name, str(version), None, actor, reason, location, time.time())
-    _audit(client, record)
+    append_audit(client, record)
     log.info("Archived %s v%s (%s), by %s; deleted %s", name, version, reason, actor, location)
     return record
 

@@ -60,3 +60,9 @@ ARCHIVING = "archiving"  # set while its artifacts are being deleted; refused li
 # Erasure (mlloop.lifecycle.erasure): a version trained on a snapshot that lost a data subject's rows carries
 # the erasure ledger ids (comma-separated) that changed it; its recorded snapshot digest no longer exists.
 ERASURE_AFFECTED_TAG = "mlloop.erasure_affected"
+
+# Retirement (mlloop.lifecycle.retire), on the registered model: when the use case was retired (ISO 8601),
+# by whom and why. The scoring service reads them to answer 410 Gone instead of "no champion".
+RETIRED_TAG = "mlloop.retired"
+RETIRED_BY_TAG = "mlloop.retired.actor"
+RETIRED_REASON_TAG = "mlloop.retired.reason"

@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from mlloop.lifecycle.retire import Retirement
 from mlloop.serving.auth import presented_key
 from mlloop.serving.service import (
     UNKNOWN_USE_CASE,
@@ -39,12 +40,21 @@ from mlloop.serving.service import (
 log = logging.getLogger("mlloop.serving")
 
 
-def _error_response(metrics: RouteMetrics, status: int, message: str, errors: Any = None) -> Response:
+def _error_response(
+    metrics: RouteMetrics, status: int, message: str, errors: Any = None, **fields: Any
+) -> Response:
     metrics.request(status)
-    body: dict[str, Any] = {"detail": message}
+    body: dict[str, Any] = {"detail": message, **fields}
     if errors:
         body["errors"] = errors
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _gone(use_case: UseCaseService, retired: Retirement) -> Response:
+    """Answer 410 Gone for a retired use case: the message and the retirement (when, by whom, why)."""
+    message = retired.gone_message(use_case.name, use_case.model_name)
+    fields = {**retired.__dict__, "use_case": use_case.name}
+    return _error_response(use_case.metrics, 410, message, retired=fields)
 
 
 def _validation_errors(exc: ValidationError, batch: bool, use_case: str) -> tuple[str, list[dict[str, Any]]]:
@@ -73,6 +83,8 @@ def add_routes(app: FastAPI, service: ScoringService) -> None:
         """Read, validate and score one request body for ``use_case``."""
         started = time.perf_counter()
         metrics = use_case.metrics
+        if (retired := use_case.retired) is not None:
+            return _gone(use_case, retired)
         limit = settings.serving_max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -90,6 +102,8 @@ def add_routes(app: FastAPI, service: ScoringService) -> None:
             message, errors = _validation_errors(exc, body.lstrip()[:1] == b"[", use_case.name)
             return _error_response(metrics, 422, message, errors)
         if use_case.current is None:
+            if (retired := use_case.retired) is not None:
+                return _gone(use_case, retired)
             return _error_response(metrics, 503, use_case.no_model_message())
         future = asyncio.get_running_loop().create_future()
         assert use_case.queue is not None

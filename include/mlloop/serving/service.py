@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mlloop.config import Settings
 from mlloop.ingestion.pii import token
+from mlloop.lifecycle.retire import Retirement, read_retirement
 from mlloop.registry.champion import champion_version
 from mlloop.serving.auth import ApiKeys
 from mlloop.serving.inference_log import InferenceLog
@@ -150,6 +151,7 @@ class UseCaseService:
     stop: threading.Event = field(default_factory=threading.Event)
     last_check_error: str | None = None
     seed_history: bool = True
+    retired: Retirement | None = None  # read from the model's tags when it has no champion
 
     @property
     def name(self) -> str:
@@ -158,7 +160,10 @@ class UseCaseService:
 
     def readiness(self) -> dict[str, Any]:
         """Return what ``/ready`` says of this use case: the served version, or why there is none."""
-        current = self.current
+        current, retired = self.current, self.retired  # the follower thread may replace them
+        if retired is not None:
+            reason = retired.gone_message(self.name, self.model_name)
+            return {"status": "retired", "model_name": self.model_name, "reason": reason}
         if current is not None:
             return {"status": "serving", "model_name": current.name, "model_version": current.version,
                     "threshold": current.threshold, "model_type": current.model_type}  # fmt: skip
@@ -175,14 +180,31 @@ class UseCaseService:
             f"{self.model_name!r} loaded here; train and promote one (make demo, or its train DAG)"
         )
 
+    def unavailable_error(self) -> ApiError:
+        """Return the error of a request finding no model: 410 Gone when retired, else 503."""
+        retired = self.retired
+        if retired is not None:
+            return ApiError(410, retired.gone_message(self.name, self.model_name))
+        return ApiError(503, self.no_model_message())
+
     # -- model following ------------------------------------------------------------------------------
     def refresh(self, client: Any) -> bool:
-        """Load the aliased version if it differs from the served one; return whether it swapped."""
+        """Load the aliased version if it differs from the served one; return whether it swapped.
+
+        With no version under the alias, a model tagged retired (``mlloop.lifecycle.retire``) stops being
+        served: its route answers 410 Gone from then on.
+        """
         aliased = champion_version(client, self.model_name, self.settings.serving_alias)
         if aliased is None:
-            if self.current is None:
+            self.retired = read_retirement(client, self.model_name)
+            if self.retired is not None:
+                if self.current is not None:
+                    log.info("%s was retired; no longer serving v%s", self.name, self.current.version)
+                self.current, self.last_check_error = None, None
+            elif self.current is None:
                 self.last_check_error = NO_CHAMPION
             return False
+        self.retired = None
         if self.current is not None and str(aliased.version) == self.current.version:
             return False
         served = load_served_model(
@@ -234,7 +256,7 @@ class UseCaseService:
         """Score every queued request with one model reference; return one answer per request."""
         served = self.current
         if served is None:
-            raise ApiError(503, self.no_model_message())
+            raise self.unavailable_error()
         rows = [row for pending in batch for row in pending.rows]
         scores = score_rows(served, rows, self.use_case, self.history)
         self.metrics.batch_rows.observe(len(rows))

@@ -2,9 +2,9 @@
 
 Each declaration in the use-case folder (``MLLOOP_USECASES_DIR``, default ``include/mlloop/usecases``;
 ``MLLOOP_USE_CASES`` selects some) gets ``ingest_<name>``, ``train_<name>``, ``monitor_<name>``,
-``rollback_<name>``, ``housekeeping_<name>`` and ``erase_<name>``, tagged with the name, with their own
-Assets, Params and pages written from the declaration. Adding a use case is adding a declaration and its
-suites: no code.
+``rollback_<name>``, ``housekeeping_<name>``, ``erase_<name>`` and ``retire_<name>``, tagged with the
+name, with their own Assets, Params and pages written from the declaration. Adding a use case is adding a
+declaration and its suites: no code.
 
 Airflow records import errors per file, not per DAG (apache/airflow discussion #70119), so one bad
 declaration cannot be an import error without hiding every other use case's DAGs. Instead its DAG
@@ -24,6 +24,7 @@ from mlloop.orchestration.factory.erasure import build_erasure_dag
 from mlloop.orchestration.factory.housekeeping import build_housekeeping_dag
 from mlloop.orchestration.factory.ingest import build_ingest_dag
 from mlloop.orchestration.factory.monitor import build_monitor_dag
+from mlloop.orchestration.factory.retire import build_retire_dag
 from mlloop.orchestration.factory.rollback import build_rollback_dag
 from mlloop.orchestration.factory.train import build_train_dag
 from mlloop.orchestration.names import dag_names
@@ -44,6 +45,7 @@ def build_use_case_dags(use_case: UseCase) -> list[DAG]:
         build_rollback_dag(use_case),
         build_housekeeping_dag(use_case),
         build_erasure_dag(use_case),
+        build_retire_dag(use_case),
     ]
 
 
