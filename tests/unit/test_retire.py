@@ -126,9 +126,11 @@ def test_apply_pauses_unaliases_archives_tags_and_audits_with_the_actor(registry
 
     names = dag_names(USE_CASE)
     assert result["changed"] and not result["dry_run"]
-    # Every DAG of the use case that was running is paused, but not retire_<uc> (it may be this very run).
+    # Every DAG of the use case that was running is paused, but not retire_<uc> (it may be this very run)
+    # nor erase_<uc> (a data subject may still ask to be erased after the use case is retired).
     assert airflow.calls == [(names.ingest, True), (names.train, True), (names.monitor, True)]
     assert airflow.paused[names.retire] is False
+    assert airflow.paused[names.erase] is False
     model = client.get_registered_model(MODEL)
     assert model.aliases == {}
     assert model.tags[RETIRED_TAG] == "2026-11-20T09:30:00+00:00"
