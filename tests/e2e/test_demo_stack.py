@@ -29,6 +29,7 @@ from mlflow import MlflowClient
 from mlloop.clock import shift_days_to
 from mlloop.ops.airflow_api import AirflowAPI
 from mlloop.ops.demo import demo_days, monitor_days
+from mlloop.registry.champion import audit_log
 from mlloop.usecase import load_use_case
 
 pytestmark = pytest.mark.slow
@@ -137,6 +138,10 @@ def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowCli
     assert version.tags["mlloop.gate.verdict"] == "passed"
     assert version.tags["mlloop.gate.decision"] == "rejected"
     assert "reviewer" in version.tags["mlloop.gate.reason"]
+    # Who did what: the rejection's audit names the user who triggered the run and the one who answered.
+    audit = audit_log(client, "fraud-detector")
+    rejection = [r for r in audit if r.action == "reject" and r.to_version == new]
+    assert rejection and rejection[-1].actor == f"airflow:{run_id} by admin, reviewed by admin", rejection
     assert client.get_model_version_by_alias("fraud-detector", "champion").version == champion
 
     # Extra links (plugins/mlloop_links.py) lead from the tasks to MLflow.

@@ -67,15 +67,27 @@ class AuditRecord:
 _RUN_STARTERS = {"scheduled": "the scheduler", "asset_triggered": "an Asset event", "backfill": "a backfill"}
 
 
-def airflow_actor(dag_run: Any) -> str:
+def airflow_actor(dag_run: Any, reviewer: str | None = None) -> str:
     """Return the audit's actor for an Airflow run: ``airflow:<run id> by <the user who triggered it>``.
 
     ``dag_run`` is the task context's run (``run_id``, ``run_type``, ``triggering_user_name``). A run no
-    user triggered names what started it (the scheduler, an Asset event, a backfill).
+    user triggered names what started it (the scheduler, an Asset event, a backfill). ``reviewer`` is who
+    answered the run's review question (Airflow's HITL responder), when one was asked.
     """
     kind = str(getattr(dag_run.run_type, "value", dag_run.run_type))
     starter = dag_run.triggering_user_name or _RUN_STARTERS.get(kind, f"a {kind} run")
-    return f"airflow:{dag_run.run_id} by {starter}"
+    actor = f"airflow:{dag_run.run_id} by {starter}"
+    return f"{actor}, reviewed by {reviewer}" if reviewer else actor
+
+
+# Who the review's answer is attributed to when nobody answered before the response timeout.
+NO_REVIEWER = "nobody (no answer before the timeout; the default applied)"
+
+
+def hitl_reviewer(event: dict[str, Any]) -> str:
+    """Return who answered a human-in-the-loop question, from the answer's event (``responded_by_user``)."""
+    user = event.get("responded_by_user") or {}
+    return str(user.get("name") or user.get("id") or NO_REVIEWER)
 
 
 def cli_actor() -> str:

@@ -14,7 +14,7 @@ from mlloop.orchestration.links import GateReportLink, MlflowRunLink, ModelVersi
 from mlloop.orchestration.names import dag_names
 from mlloop.orchestration.params import dag_arguments, window_params
 from mlloop.orchestration.payloads import ChampionMoved, TrainingTrigger
-from mlloop.registry.champion import airflow_actor
+from mlloop.registry.champion import airflow_actor, hitl_reviewer
 from mlloop.registry.runner import registered_model_name
 from mlloop.usecase import UseCase
 
@@ -108,6 +108,15 @@ def _params(use_case: UseCase, backends: list[str]) -> dict[str, Param]:
             "the gate.",
         ),
     }
+
+
+class ReviewOperator(HITLBranchOperator):
+    """Airflow's Promote/Reject question, which also records who answered it (XCom ``reviewer``)."""
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        """Push the responder for the audit, then branch on the answer."""
+        context["ti"].xcom_push(key="reviewer", value=hitl_reviewer(event))
+        return super().execute_complete(context=context, event=event)
 
 
 def build_train_dag(use_case: UseCase) -> DAG:
@@ -211,7 +220,7 @@ def build_train_dag(use_case: UseCase) -> DAG:
                 return "reject"
             return "review" if params.get("approval_required") else "promote"
 
-        review = HITLBranchOperator(
+        review = ReviewOperator(
             task_id="review",
             subject="Promote {{ ti.xcom_pull(task_ids='gate')['model_name'] }} version "
             "{{ ti.xcom_pull(task_ids='gate')['version'] }} to champion?",
@@ -225,26 +234,24 @@ def build_train_dag(use_case: UseCase) -> DAG:
 
         @task(trigger_rule="none_failed_min_one_success", outlets=[assets.champion])
         def promote(
-            result: dict[str, Any], decision: dict[str, Any], dag_run=None, outlet_events=None
+            result: dict[str, Any], decision: dict[str, Any], dag_run=None, ti=None, outlet_events=None
         ) -> dict[str, Any]:
             """Move the champion alias to the challenger and announce the new champion."""
             from mlloop.training.pipeline import promote_or_reject
 
-            record = promote_or_reject(
-                result, decision, actor=airflow_actor(dag_run), promote=True, use_case=name
-            )
+            actor = airflow_actor(dag_run, ti.xcom_pull(task_ids="review", key="reviewer"))
+            record = promote_or_reject(result, decision, actor=actor, promote=True, use_case=name)
             moved = ChampionMoved.from_record(record, gate_report=decision["report"])
             outlet_events[assets.champion].extra = moved.to_extra()
             return record
 
         @task(trigger_rule="none_failed_min_one_success")
-        def reject(result: dict[str, Any], decision: dict[str, Any], dag_run=None) -> dict[str, Any]:
+        def reject(result: dict[str, Any], decision: dict[str, Any], dag_run=None, ti=None) -> dict[str, Any]:
             """Tag the challenger rejected, with the failed rules or the reviewer's refusal."""
             from mlloop.training.pipeline import promote_or_reject
 
-            return promote_or_reject(
-                result, decision, actor=airflow_actor(dag_run), promote=False, use_case=name
-            )
+            actor = airflow_actor(dag_run, ti.xcom_pull(task_ids="review", key="reviewer"))
+            return promote_or_reject(result, decision, actor=actor, promote=False, use_case=name)
 
         decision = with_links(gate(result, snap), GateReportLink())
         route = decide(decision)
