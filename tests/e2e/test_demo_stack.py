@@ -114,7 +114,9 @@ def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowCli
     # the task's own exit into awaiting_input makes Airflow 3.3 read that exit as an external kill and
     # retry the task, which asks again (seen here and on CI: try 2 waited for an answer nobody gave).
     time.sleep(10)
-    api.respond("train_card_fraud", run_id, "review", ["Reject"])
+    reviewer_password = (state / ".env").read_text().split("MLLOOP_AIRFLOW_REVIEWER_PASSWORD=")[1].split()[0]
+    reviewer = AirflowAPI(f"http://127.0.0.1:{env['MLLOOP_AIRFLOW_PORT']}", "reviewer", reviewer_password)
+    reviewer.respond("train_card_fraud", run_id, "review", ["Reject"])
     answered = {_review_try(api, run_id)}
 
     def finished() -> str | None:
@@ -126,7 +128,7 @@ def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowCli
             attempt not in answered
             and api.task_states("train_card_fraud", run_id).get("review") == "awaiting_input"
         ):
-            api.respond("train_card_fraud", run_id, "review", ["Reject"])  # the retry asks again; answer it
+            reviewer.respond("train_card_fraud", run_id, "review", ["Reject"])  # the retry asks again
             answered.add(attempt)
         return None
 
@@ -138,10 +140,11 @@ def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowCli
     assert version.tags["mlloop.gate.verdict"] == "passed"
     assert version.tags["mlloop.gate.decision"] == "rejected"
     assert "reviewer" in version.tags["mlloop.gate.reason"]
-    # Who did what: the rejection's audit names the user who triggered the run and the one who answered.
+    # Who did what: the audit names the user who triggered the run (admin) and the one who answered
+    # (reviewer), two logins of the REST API.
     audit = audit_log(client, "fraud-detector")
     rejection = [r for r in audit if r.action == "reject" and r.to_version == new]
-    assert rejection and rejection[-1].actor == f"airflow:{run_id} by admin, reviewed by admin", rejection
+    assert rejection and rejection[-1].actor == f"airflow:{run_id} by admin, reviewed by reviewer", rejection
     assert client.get_model_version_by_alias("fraud-detector", "champion").version == champion
 
     # Extra links (plugins/mlloop_links.py) lead from the tasks to MLflow.

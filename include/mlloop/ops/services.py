@@ -41,6 +41,9 @@ EXECUTION_API_URL = f"http://{HOST}:{EXECUTION_API_PORT}/execution"
 MLFLOW_URL = f"http://{HOST}:{MLFLOW_PORT}"
 SERVING_URL = f"http://{HOST}:{SERVING_PORT}"
 AIRFLOW_USER = "admin"
+# A second login with the User role: it can trigger runs and answer a review, not administer. Promotions
+# with approval_required are meant to be answered by someone other than who triggered them.
+REVIEWER_USER = "reviewer"
 # Where the stack keeps its state; the repository by default (tests point it elsewhere).
 STATE_DIR = Path(os.environ.get("MLLOOP_STATE_DIR", str(REPO_ROOT))).resolve()
 AIRFLOW_HOME = STATE_DIR / ".airflow"
@@ -57,6 +60,7 @@ GENERATED_SECRETS = (
     "AIRFLOW__API_AUTH__JWT_SECRET",
     "AIRFLOW__API__SECRET_KEY",
     "MLLOOP_AIRFLOW_PASSWORD",
+    "MLLOOP_AIRFLOW_REVIEWER_PASSWORD",
 )
 
 
@@ -132,7 +136,7 @@ def stack_env() -> dict[str, str]:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{SQLITE_ARGS}.CONNECT_ARGS",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{SQLITE_ARGS}.CONNECT_ARGS_ASYNC",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USER}:admin,{REVIEWER_USER}:user",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(AIRFLOW_HOME / "passwords.json"),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{EXECUTION_API_URL}/",
             # A task's calls to the API server (XCom, state) wait up to this long: the default 5 s timed out
@@ -217,7 +221,8 @@ def init_airflow(env: dict[str, str]) -> None:
     """Create or migrate the Airflow metadata DB and the admin password file (idempotent)."""
     AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
     passwords = AIRFLOW_HOME / "passwords.json"
-    passwords.write_text(json.dumps({AIRFLOW_USER: env["MLLOOP_AIRFLOW_PASSWORD"]}))
+    logins = {AIRFLOW_USER: "MLLOOP_AIRFLOW_PASSWORD", REVIEWER_USER: "MLLOOP_AIRFLOW_REVIEWER_PASSWORD"}
+    passwords.write_text(json.dumps({user: env[key] for user, key in logins.items()}))
     log.info("Migrating the Airflow metadata DB (%s)", AIRFLOW_HOME / "airflow.db")
     _run([str(VENV_BIN / "airflow"), "db", "migrate"], env, AIRFLOW_HOME / "logs" / "db-migrate.out")
     # WAL lets the scheduler write while the API server and DAG processor read (persistent in the file).
@@ -401,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.action == "up":
         up()
-        print(f"Airflow UI: {AIRFLOW_URL} (user {AIRFLOW_USER}, password in .env as MLLOOP_AIRFLOW_PASSWORD)")
+        print(f"Airflow UI: {AIRFLOW_URL} (user {AIRFLOW_USER}, password in .env as MLLOOP_AIRFLOW_PASSWORD;")
+        print(f"            user {REVIEWER_USER}, to answer reviews, MLLOOP_AIRFLOW_REVIEWER_PASSWORD)")
         print(f"MLflow UI:  {MLFLOW_URL}")
         print(f"Scoring:    {SERVING_URL}/predict/<use case> (health, ready, metrics, docs)")
     elif args.action == "down":
