@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import date
 from pathlib import Path
@@ -29,6 +30,7 @@ from mlflow import MlflowClient
 from mlloop.clock import shift_days_to
 from mlloop.ops.airflow_api import AirflowAPI
 from mlloop.ops.demo import demo_days, monitor_days
+from mlloop.orchestration.names import dag_names
 from mlloop.registry.champion import audit_log
 from mlloop.usecase import load_use_case
 
@@ -158,6 +160,34 @@ def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowCli
     )
     version_link = api.extra_links("train_card_fraud", run_id, "reject")["Model version"]
     assert version_link == f"{mlflow_url}/#/models/fraud-detector/versions/{new}"
+
+
+def _retiring_a_use_case_pauses_its_dags_and_its_route_answers_410(run, env: dict, state: Path) -> None:
+    """``mlloop use-cases retire arrival_delay --apply`` on the real stack: paused DAGs, 410, others serve."""
+    password = (state / ".env").read_text().split("MLLOOP_AIRFLOW_PASSWORD=")[1].split()[0]
+    airflow_url = f"http://127.0.0.1:{env['MLLOOP_AIRFLOW_PORT']}"
+    env.update({"MLLOOP_AIRFLOW_API_URL": airflow_url, "MLLOOP_AIRFLOW_PASSWORD": password})
+    retired = run("mlloop.cli", "use-cases", "retire", "arrival_delay", "--reason", "e2e", "--apply")
+    assert retired.returncode == 0, retired.stdout[-3000:] + retired.stderr[-3000:]
+    api = AirflowAPI(airflow_url, "admin", password)
+    names = dag_names("arrival_delay")
+    for dag_id in set(names.dags) - {names.retire, names.erase}:  # those two are left as they were
+        assert api.get(f"/dags/{dag_id}")["is_paused"] is True, dag_id
+    serving = f"http://127.0.0.1:{env['MLLOOP_SERVING_PORT']}"
+
+    def answer(use_case: str) -> tuple[int, str]:
+        request = urllib.request.Request(
+            f"{serving}/predict/{use_case}", data=b"[]", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    gone = _wait(lambda: (lambda a: a if a[0] == 410 else None)(answer("arrival_delay")), "410 Gone", 180)
+    assert "retired" in gone[1] and "e2e" in gone[1], gone
+    assert answer("flight_delay")[0] != 410  # the other use cases still serve
 
 
 @pytest.fixture(scope="module")
@@ -307,6 +337,7 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
         else later[-1][0]
     )
     _reviewer_rejects_a_manual_retrain(env, state, client, end_day=window_end)
+    _retiring_a_use_case_pauses_its_dags_and_its_route_answers_410(run, env, state)
 
     down = run("mlloop.ops.services", "down", timeout=300)
     assert down.returncode == 0, down.stderr[-2000:]

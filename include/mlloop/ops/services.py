@@ -148,6 +148,10 @@ def stack_env() -> dict[str, str]:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            # What the lifecycle tasks reach from inside the stack: retire_<uc> pauses DAGs through the
+            # REST API; housekeeping_<uc> cleans the metadata DB, which Airflow 3 hides from its tasks.
+            "MLLOOP_AIRFLOW_API_URL": AIRFLOW_URL,
+            "MLLOOP_AIRFLOW_DB_URL": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
             "MLFLOW_TRACKING_URI": MLFLOW_URL,
             "MLLOOP_MLFLOW_TRACKING_URI": env.get("MLLOOP_MLFLOW_TRACKING_URI", MLFLOW_URL),
             "MLLOOP_DATA_ROOT": env.get("MLLOOP_DATA_ROOT", str(STATE_DIR / "data")),
