@@ -157,8 +157,8 @@ cli.add_command(
 cli.add_command(
     DelegatedCommand(
         "erase",
-        module="mlloop.lifecycle.erasure",
-        alias="python -m mlloop.lifecycle.erasure",
+        module="mlloop.lifecycle.erasure_cli",
+        alias="python -m mlloop.lifecycle.erasure_cli",
         summary="Erase one data subject's rows from every zone of a use case (dry run unless --apply).",
         examples=(
             "  mlloop erase --use-case card_fraud --subject customer_id=C123          # dry run: counts\n"

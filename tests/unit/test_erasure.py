@@ -27,7 +27,8 @@ from mlloop.ingestion.batches import (
     publish_validated,
 )
 from mlloop.ingestion.pii import token
-from mlloop.lifecycle.erasure import ErasureRequestError, erase_subject, main, parse_subject
+from mlloop.lifecycle.erasure import ErasureRequestError, erase_subject, parse_subject
+from mlloop.lifecycle.erasure_cli import main
 from mlloop.registry.tags import ERASURE_AFFECTED_TAG, SNAPSHOT_DIGEST_TAG
 from mlloop.storage import Storage
 from mlloop.training.snapshot import create_snapshot, load_snapshot

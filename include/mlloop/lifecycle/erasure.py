@@ -1,7 +1,7 @@
 """Right to erasure: remove every row of one data subject of a use case from every zone, and record it.
 
-``python -m mlloop.lifecycle.erasure --use-case U --subject COLUMN=VALUE [--apply]`` (``mlloop erase``) and
-the ``erase_<use case>`` DAG call ``erase_subject``. A dry run (the default) lists, per object, the rows
+``mlloop erase --use-case U --subject COLUMN=VALUE [--apply]`` (``mlloop.lifecycle.erasure_cli``) and the
+``erase_<use case>`` DAG call ``erase_subject``. A dry run (the default) lists, per object, the rows
 that would go; ``--apply`` removes them.
 
 The subject's rows: those whose COLUMN (a declared column) holds VALUE; for a PII column also those holding
@@ -28,12 +28,10 @@ value), the counts per zone and the objects changed. A second apply finds nothin
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
 import re
-import sys
 import uuid
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -47,9 +45,8 @@ from mlloop.connections import readers
 from mlloop.ingestion.batches import batch_id_of, day_batch_id, delivery_text
 from mlloop.ingestion.labels_feed import QUARANTINE_AREA as LABELS_QUARANTINE_AREA
 from mlloop.ingestion.labels_feed import RAW_AREA as LABELS_RAW_AREA
-from mlloop.ingestion.pii import MissingPIIKeyError, resolve_pii_key, token
+from mlloop.ingestion.pii import resolve_pii_key, token
 from mlloop.lifecycle.retention import ZoneObject, report_prefixes, zone_objects
-from mlloop.registry.champion import cli_actor
 from mlloop.registry.tags import ERASURE_AFFECTED_TAG, SNAPSHOT_DIGEST_TAG
 from mlloop.storage import Storage
 from mlloop.usecase import load_use_case
@@ -549,37 +546,3 @@ def erase_subject(
         storage, use_case, subject, keys, plan, client=client, model=model, actor=actor, at=at or clock.now()
     )
     return summary | entry
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Plan (and with ``--apply`` carry out) one subject's erasure; print the summary as JSON."""
-    parser = argparse.ArgumentParser(
-        prog="python -m mlloop.lifecycle.erasure", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument(
-        "--use-case", default=get_settings().use_case, help="declared use case (MLLOOP_USE_CASE)"
-    )
-    parser.add_argument(
-        "--subject",
-        required=True,
-        metavar="COLUMN=VALUE",
-        help="a declared column and the subject's value in it; COLUMN=- reads the value from stdin "
-        "(kept out of the shell history and the process list)",
-    )
-    parser.add_argument("--apply", action="store_true", help="remove the rows (default: dry run)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    subject = args.subject
-    if subject.endswith("=-"):
-        subject = subject[:-1] + sys.stdin.readline().strip()
-    try:
-        result = erase_subject(args.use_case, subject, apply=args.apply, actor=cli_actor())
-    except (FileNotFoundError, ErasureRequestError, MissingPIIKeyError) as exc:
-        print(f"erase: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, indent=2, default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
