@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlloop.storage import Storage, StorageError, partition_key
+from mlloop.storage import Storage, StorageError, StorageUnavailableError, partition_key
 
 
 @pytest.fixture(scope="module")
@@ -176,11 +176,20 @@ def test_an_unreachable_endpoint_fails_fast_naming_it_and_the_settings(mlloop_en
     mlloop_env(s3_connect_timeout_s=1, s3_read_timeout_s=1, s3_max_attempts=1)
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     storage = Storage("s3://no-server/prefix", s3_endpoint_url=endpoint)
-    with pytest.raises(StorageError) as failure:
+    with pytest.raises(StorageUnavailableError) as failure:
         storage.write_bytes("a/b.txt", b"hello")
     message = str(failure.value)
     assert f"S3 write of s3://no-server/prefix/a/b.txt failed at endpoint {endpoint}" in message
     assert "1 attempt(s)" in message and "MLLOOP_S3_ENDPOINT_URL" in message
+
+
+def test_an_unreachable_store_is_not_taken_for_a_missing_snapshot(mlloop_env, free_port) -> None:
+    from mlloop.training import load_snapshot
+
+    mlloop_env(s3_connect_timeout_s=1, s3_read_timeout_s=1, s3_max_attempts=1)
+    storage = Storage("s3://no-server/prefix", s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(StorageUnavailableError, match="failed at endpoint"):
+        load_snapshot(storage, "0" * 64)
 
 
 def test_a_named_connection_keeps_the_bounds_and_its_own_config_wins(

@@ -32,6 +32,10 @@ class StorageError(RuntimeError):
     """Raised when a storage object is missing or cannot be written."""
 
 
+class StorageUnavailableError(StorageError):
+    """Raised when the store itself failed (unreachable, hung, refused): not a sign an object is missing."""
+
+
 def partition_key(area: str, dataset: str, day: date | str) -> str:
     """Return the partition folder key, e.g. ``raw/<dataset>/date=2026-11-20``."""
     day_str = day.isoformat() if isinstance(day, date) else str(date.fromisoformat(str(day)))
@@ -142,7 +146,8 @@ class _S3Backend:
         try:
             yield
         except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
-            raise StorageError(_s3_failure(self.client, action, f"s3://{self.bucket}/{key}", exc)) from exc
+            uri = f"s3://{self.bucket}/{key}"
+            raise StorageUnavailableError(_s3_failure(self.client, action, uri, exc)) from exc
 
     def put(self, key: str, data: bytes) -> None:
         with self._call("write", self._key(key)):
