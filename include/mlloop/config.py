@@ -29,6 +29,21 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         default=None, description="S3-compatible endpoint (MinIO, moto); None for AWS itself."
     )
+    s3_connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="Seconds the S3 client waits to open a connection to the endpoint."
+    )
+    s3_read_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds the S3 client waits for the endpoint's next bytes before an attempt fails "
+        "(per socket read, not per object: a large transfer is not cut by it).",
+    )
+    s3_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Attempts per S3 call, the first included (botocore 'standard' retries with backoff). "
+        "With the timeouts this bounds how long a hung endpoint holds a task before it fails.",
+    )
     usecases_dir: str | None = Field(
         default=None,
         description="Folder of use-case declarations, one <name>.yaml each; None: the packaged "

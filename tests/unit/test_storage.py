@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlloop.storage import Storage, StorageError, partition_key
+from mlloop.storage import Storage, StorageError, StorageUnavailableError, partition_key
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +161,53 @@ def test_a_named_connection_is_read_through_airflow(
     assert (
         Storage("s3://through-airflow/prefix", s3_endpoint_url=s3_endpoint).read_bytes("a/b.txt") == b"hello"
     )
+
+
+def test_the_s3_client_is_bounded_by_the_settings(mlloop_env) -> None:
+    from mlloop.storage.store import s3_client_config
+
+    mlloop_env(s3_connect_timeout_s=2, s3_read_timeout_s=3, s3_max_attempts=4)
+    config = s3_client_config()
+    assert (config.connect_timeout, config.read_timeout) == (2, 3)
+    assert config.retries == {"total_max_attempts": 4, "mode": "standard"}
+
+
+def test_an_unreachable_endpoint_fails_fast_naming_it_and_the_settings(mlloop_env, free_port) -> None:
+    mlloop_env(s3_connect_timeout_s=1, s3_read_timeout_s=1, s3_max_attempts=1)
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    storage = Storage("s3://no-server/prefix", s3_endpoint_url=endpoint)
+    with pytest.raises(StorageUnavailableError) as failure:
+        storage.write_bytes("a/b.txt", b"hello")
+    message = str(failure.value)
+    assert f"S3 write of s3://no-server/prefix/a/b.txt failed at endpoint {endpoint}" in message
+    assert "1 attempt(s)" in message and "MLLOOP_S3_ENDPOINT_URL" in message
+
+
+def test_an_unreachable_store_is_not_taken_for_a_missing_snapshot(mlloop_env, free_port) -> None:
+    from mlloop.training import load_snapshot
+
+    mlloop_env(s3_connect_timeout_s=1, s3_read_timeout_s=1, s3_max_attempts=1)
+    storage = Storage("s3://no-server/prefix", s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(StorageUnavailableError, match="failed at endpoint"):
+        load_snapshot(storage, "0" * 64)
+
+
+def test_a_named_connection_keeps_the_bounds_and_its_own_config_wins(
+    restore_readers, s3_endpoint: str, mlloop_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from mlloop.connections import readers
+    from mlloop.orchestration.connections import use_airflow_connections
+
+    mlloop_env(s3_connect_timeout_s=2, s3_read_timeout_s=3, s3_max_attempts=4)
+    extra = {"endpoint_url": s3_endpoint, "region_name": "us-east-1", "config_kwargs": {"read_timeout": 7}}
+    connection = {"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_BOUNDED_S3_TEST", json.dumps(connection))
+    use_airflow_connections()
+    build = readers().s3_client
+    assert build is not None
+
+    config = build("bounded_s3_test").meta.config
+    assert (config.connect_timeout, config.read_timeout) == (2, 7)
+    assert config.retries["total_max_attempts"] == 4

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mlloop.lifecycle.retention import Hold
 from mlloop.registry.champion import CHAMPION, PREVIOUS, champion_version
 from mlloop.registry.tags import LEGAL_HOLD_TAG, SNAPSHOT_DIGEST_TAG
-from mlloop.storage import StorageError
+from mlloop.storage import StorageError, StorageUnavailableError
 from mlloop.usecase import RETENTION_ZONES
 
 if TYPE_CHECKING:
@@ -97,6 +97,8 @@ def version_holds(storage: Storage, use_case: UseCase, kept: list[KeptVersion]) 
         ]
         try:
             manifest = storage.read_json(f"snapshots/{digest}/manifest.json")
+        except StorageUnavailableError:
+            raise  # an unreachable store says nothing about the manifest
         except StorageError:
             holds.append(
                 Hold(

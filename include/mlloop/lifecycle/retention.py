@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from mlloop.storage import Storage, StorageError, StoredObject
+from mlloop.storage import Storage, StorageError, StorageUnavailableError, StoredObject
 from mlloop.usecase import RETENTION_ZONES
 
 if TYPE_CHECKING:
@@ -192,6 +192,8 @@ def _snapshots_of(
     for digest, stored in folders.items():
         try:
             manifest = storage.read_json(f"snapshots/{digest}/manifest.json")
+        except StorageUnavailableError:
+            raise  # an unreachable store says nothing about the manifest
         except StorageError:
             log.warning("snapshots/%s has no manifest.json: not attributed to a use case, left alone", digest)
             continue

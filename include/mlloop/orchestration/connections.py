@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from mlloop.connections import ConnectionReaders, install
+from mlloop.storage.store import s3_client_config
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,11 @@ def _password(conn_id: str) -> str | None:
 
 
 def _s3_client(conn_id: str) -> Any:
-    """Return a boto3 S3 client built by the Amazon provider from the Airflow AWS connection ``conn_id``."""
+    """Return a boto3 S3 client built by the Amazon provider from the Airflow AWS connection ``conn_id``.
+
+    Its timeouts and retries are the platform's bounds (``s3_client_config``); the connection's own
+    ``config_kwargs`` extra, when it has one, wins key by key.
+    """
     try:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     except ImportError as exc:
@@ -40,7 +45,9 @@ def _s3_client(conn_id: str) -> Any:
             "(apache-airflow-providers-amazon) is not installed in this process; install it, or unset "
             "MLLOOP_STORAGE_CONN_ID and give the AWS credentials in the environment."
         ) from exc
-    return S3Hook(aws_conn_id=conn_id).get_conn()
+    own = S3Hook(aws_conn_id=conn_id).conn_config.botocore_config
+    bounded = s3_client_config() if own is None else s3_client_config().merge(own)
+    return S3Hook(aws_conn_id=conn_id, config=bounded).get_conn()
 
 
 def _mask(secret: str) -> None:

@@ -14,10 +14,13 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from mlloop.config import get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,6 +30,10 @@ if TYPE_CHECKING:
 
 class StorageError(RuntimeError):
     """Raised when a storage object is missing or cannot be written."""
+
+
+class StorageUnavailableError(StorageError):
+    """Raised when the store itself failed (unreachable, hung, refused): not a sign an object is missing."""
 
 
 def partition_key(area: str, dataset: str, day: date | str) -> str:
@@ -130,38 +137,87 @@ class _S3Backend:
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    @contextmanager
+    def _call(self, action: str, key: str) -> Iterator[None]:
+        """Turn a failed S3 call into a StorageError naming the endpoint, the object and what to check."""
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
+            uri = f"s3://{self.bucket}/{key}"
+            raise StorageUnavailableError(_s3_failure(self.client, action, uri, exc)) from exc
+
     def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        with self._call("write", self._key(key)):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def put_file(self, key: str, path: Path) -> None:
-        self.client.upload_file(str(path), self.bucket, self._key(key))  # multipart for large files
+        with self._call("write", self._key(key)):
+            self.client.upload_file(str(path), self.bucket, self._key(key))  # multipart for large files
 
     def get(self, key: str) -> bytes:
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except self.client.exceptions.NoSuchKey as exc:
-            raise StorageError(f"s3://{self.bucket}/{self._key(key)} does not exist") from exc
+        with self._call("read", self._key(key)):
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            except self.client.exceptions.NoSuchKey as exc:
+                raise StorageError(f"s3://{self.bucket}/{self._key(key)} does not exist") from exc
 
     def exists(self, key: str) -> bool:
-        resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(key), MaxKeys=1)
+        with self._call("list", self._key(key)):
+            resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(key), MaxKeys=1)
         return any(obj["Key"] == self._key(key) for obj in resp.get("Contents", []))
 
     def list(self, prefix: str) -> list[str]:
         return [obj.key for obj in self.list_objects(prefix)]
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        with self._call("delete", self._key(key)):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def list_objects(self, prefix: str) -> list[StoredObject]:
         folder = prefix.strip("/")
         full = f"{self._key(folder)}/" if folder else (f"{self.prefix}/" if self.prefix else "")
         objects = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
-            for obj in page.get("Contents", []):
-                rel = obj["Key"][len(self.prefix) + 1 :] if self.prefix else obj["Key"]
-                if not any(_is_hidden(part) for part in rel.split("/")):
-                    objects.append(StoredObject(rel, int(obj["Size"]), obj["LastModified"]))
+        with self._call("list", full):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    rel = obj["Key"][len(self.prefix) + 1 :] if self.prefix else obj["Key"]
+                    if not any(_is_hidden(part) for part in rel.split("/")):
+                        objects.append(StoredObject(rel, int(obj["Size"]), obj["LastModified"]))
         return sorted(objects, key=lambda o: o.key)
+
+
+def _s3_failure(client: Any, action: str, uri: str, exc: Exception) -> str:
+    """Return a failed S3 call's message: the endpoint, the object, the client's bounds, what to check."""
+    config = client.meta.config
+    retries = config.retries or {}
+    attempts = retries.get("total_max_attempts") or (
+        retries["max_attempts"] + 1 if "max_attempts" in retries else "botocore's default number of"
+    )
+    return (
+        f"S3 {action} of {uri} failed at endpoint {client.meta.endpoint_url} "
+        f"({type(exc).__name__}: {exc}). Check that this endpoint is up and answering "
+        "(MLLOOP_S3_ENDPOINT_URL, or the storage connection's endpoint_url), that the bucket exists and that "
+        f"the credentials may {action} it. The client gave up after {attempts} attempt(s) with "
+        f"connect/read timeouts of {config.connect_timeout}/{config.read_timeout} s "
+        "(MLLOOP_S3_MAX_ATTEMPTS, MLLOOP_S3_CONNECT_TIMEOUT_S, MLLOOP_S3_READ_TIMEOUT_S). An S3 object is "
+        "visible only once whole, so nothing half-written was left: re-run the step once it answers."
+    )
+
+
+def s3_client_config(settings: Settings | None = None) -> Any:
+    """Return the botocore Config bounding every S3 call: connect/read timeouts and standard retries."""
+    from botocore.config import Config
+
+    settings = settings or get_settings()
+    return Config(
+        connect_timeout=settings.s3_connect_timeout_s,
+        read_timeout=settings.s3_read_timeout_s,
+        retries={"total_max_attempts": settings.s3_max_attempts, "mode": "standard"},
+    )
 
 
 def _s3_client(endpoint_url: str | None, conn_id: str | None) -> Any:
@@ -180,7 +236,7 @@ def _s3_client(endpoint_url: str | None, conn_id: str | None) -> Any:
         return build(conn_id)
     import boto3
 
-    return boto3.client("s3", endpoint_url=endpoint_url)
+    return boto3.client("s3", endpoint_url=endpoint_url, config=s3_client_config())
 
 
 class Storage:
@@ -212,8 +268,6 @@ class Storage:
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Storage:
         """Open the storage root configured by ``MLLOOP_DATA_ROOT`` (and its S3 connection)."""
-        from mlloop.config import get_settings
-
         settings = settings or get_settings()
         return cls(
             settings.data_root, s3_endpoint_url=settings.s3_endpoint_url, conn_id=settings.storage_conn_id

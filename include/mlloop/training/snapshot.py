@@ -59,7 +59,7 @@ from mlloop.config import get_settings
 from mlloop.features.spec import FeatureSpec, feature_columns
 from mlloop.labels import LABEL_TIME_COLUMN, known_labels
 from mlloop.orchestration.names import dag_names
-from mlloop.storage import Storage, StorageError, partition_key
+from mlloop.storage import Storage, StorageError, StorageUnavailableError, partition_key
 from mlloop.training.chunked import (
     Progress,
     key_range_bounds,
@@ -688,6 +688,8 @@ def load_snapshot(storage: Storage, digest_or_uri: str) -> tuple[pd.DataFrame, S
     try:
         manifest = SnapshotManifest.model_validate(storage.read_json(manifest_key))
         data = storage.read_bytes(data_key)
+    except StorageUnavailableError:
+        raise  # the store failed, not the snapshot: its message says which endpoint and what to check
     except StorageError as exc:
         raise SnapshotError(
             f"snapshot {digest} is not complete under {storage.root}: {exc}. Create it with "
