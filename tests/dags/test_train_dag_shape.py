@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from airflow.providers.standard.operators.hitl import HITLBranchOperator
 
 from mlloop.orchestration.assets import use_case_assets
 from mlloop.orchestration.links import GateReportLink, MlflowRunLink, ModelVersionLink
@@ -38,7 +39,7 @@ def test_review_branches_to_promote_or_reject_and_only_promote_emits_the_asset(l
     mlloop_env(training_backend="local")
     dag = load_dag("train_card_fraud")
     review = dag.get_task("review")
-    assert type(review).__name__ == "HITLBranchOperator"
+    assert isinstance(review, HITLBranchOperator)
     assert review.options_mapping == {"Promote": "promote", "Reject": "reject"}
     assert review.defaults == ["Reject"], "an unanswered review must not promote"
     assert dag.get_task("decide").downstream_task_ids == {"review", "promote", "reject"}
@@ -47,6 +48,19 @@ def test_review_branches_to_promote_or_reject_and_only_promote_emits_the_asset(l
     assert dag.get_task("promote").outlets == [use_case_assets("card_fraud").champion]
     assert dag.get_task("reject").outlets == []
     assert dag.params["approval_required"] is False
+
+
+def test_the_review_records_who_answered_before_it_branches(load_dag, mlloop_env, monkeypatch) -> None:
+    mlloop_env(training_backend="local")
+    review = load_dag("train_card_fraud").get_task("review")
+    monkeypatch.setattr(HITLBranchOperator, "execute_complete", lambda self, context, event: ["reject"])
+    pushed = {}
+    ti = SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}))
+    event = {"chosen_options": ["Reject"], "responded_by_user": {"id": "bob", "name": "bob"}}
+    assert review.execute_complete({"ti": ti}, event) == ["reject"]
+    assert pushed == {"reviewer": "bob"}
+    review.execute_complete({"ti": ti}, {"chosen_options": ["Reject"], "responded_by_user": None})
+    assert pushed["reviewer"].startswith("nobody")  # the response timeout's default, not a person
 
 
 def test_tasks_carry_their_mlflow_links(load_dag, mlloop_env) -> None:
