@@ -20,19 +20,15 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
-import pandas as pd
 import pytest
+from generated_snapshot import snapshot_generated_days
 
-from mlloop.data.generator import generate_day
-from mlloop.ingestion.batches import land_batch, publish_validated, validate_landed_batch
 from mlloop.ops.services import mlflow_server_argv
 from mlloop.registry.tags import DAG_RUN_ID_TAG, GATE_VERDICT_TAG
-from mlloop.storage import Storage
 from mlloop.training.pipeline import gate_challenger, promote_or_reject, train_cli_args
-from mlloop.training.snapshot import create_snapshot
 from mlloop.usecase import load_use_case
 
 pytestmark = pytest.mark.slow
@@ -105,17 +101,7 @@ def mlflow_process(tmp_path: Path, free_port: Callable[[], int]):
 def snapshot_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """Ingest a few generated days and snapshot them with every label known; return (data root, digest)."""
     root = tmp_path_factory.mktemp("mlflow-fault-data")
-    storage = Storage(str(root))
-    labels = []
-    for day in DAYS:
-        batch = land_batch(storage, USE_CASE, day, rows=ROWS)
-        validate_landed_batch(storage, USE_CASE, batch)
-        publish_validated(storage, USE_CASE, batch, b"k" * 32)
-        labels.append(generate_day(day, rows=ROWS, seed=USE_CASE.source.seed).labels)
-    manifest = create_snapshot(
-        storage, USE_CASE, DAYS, labels=pd.concat(labels), as_of=datetime(2027, 1, 1, tzinfo=UTC)
-    )
-    return str(root), manifest.digest
+    return str(root), snapshot_generated_days(root, USE_CASE, DAYS, ROWS)
 
 
 def test_mlflow_killed_while_the_run_is_open_leaves_no_version_unjudged(

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from generated_snapshot import snapshot_generated_days
 
-from mlloop.data.generator import generate_day
-from mlloop.ingestion.batches import land_batch, publish_validated, validate_landed_batch
 from mlloop.promotion import ScoredModel
 from mlloop.storage import Storage
 from mlloop.usecase import load_use_case
@@ -23,21 +22,8 @@ ROWS = 15_000
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory) -> tuple[str, str]:
     """Ingest four generated days and snapshot them with every label known; return (data root, digest)."""
-    from mlloop.training.snapshot import create_snapshot
-
     root = tmp_path_factory.mktemp("training-data")
-    storage = Storage(str(root))
-    use_case = load_use_case("card_fraud")
-    labels = []
-    for day in DAYS:
-        batch = land_batch(storage, use_case, day, rows=ROWS)
-        validate_landed_batch(storage, use_case, batch)
-        publish_validated(storage, use_case, batch, b"k" * 32)
-        labels.append(generate_day(day, rows=ROWS, seed=use_case.source.seed).labels)
-    manifest = create_snapshot(
-        storage, use_case, DAYS, labels=pd.concat(labels), as_of=datetime(2027, 1, 1, tzinfo=UTC)
-    )
-    return str(root), manifest.digest
+    return str(root), snapshot_generated_days(root, load_use_case("card_fraud"), DAYS, ROWS)
 
 
 @pytest.fixture
