@@ -235,10 +235,13 @@ def test_a_regression_use_case_runs_the_whole_loop(deployment: Deployment, load_
         "depot": parcel["depot"],
         **{column: float(parcel[column]) for column in NUMERIC},
     }
-    _, body = serve_one(NAME, row)
+    _, body, metrics = serve_one(NAME, row)
     assert (body["model_name"], body["model_version"]) == (MODEL_NAME, "2"), body
     assert "threshold" not in body and set(body["prediction"]) == {"parcel_id", "prediction"}, body
     minutes = body["prediction"]["prediction"]
     assert isinstance(minutes, float) and math.isfinite(minutes), body
     assert deployment.minutes.min() <= minutes <= deployment.minutes.max(), (minutes, body)
+    # Its metric is the predicted minutes, not a 0..1 score histogram.
+    assert f'mlloop_prediction_count{{use_case="{NAME}"}} 1.0' in metrics, metrics
+    assert f'mlloop_score_count{{use_case="{NAME}"}}' not in metrics, metrics
     assert storage.list(f"inference/{DATASET}"), "nothing in the inference log"

@@ -259,7 +259,7 @@ def test_a_third_declared_use_case_runs_the_whole_loop_without_code(deployment: 
         "vibration": float(reading["vibration"]),
         "pressure": float(reading["pressure"]),
     }
-    ready, body = serve_one(NAME, row)
+    ready, body, _ = serve_one(NAME, row)
     assert ready["use_cases"][NAME]["status"] == "serving", ready
     route = f"/predict/{NAME}"
     assert (body["model_name"], body["model_version"]) == (MODEL_NAME, "2"), (route, body)

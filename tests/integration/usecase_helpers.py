@@ -123,8 +123,8 @@ def xcom(dag_run: Any, task_id: str) -> Any:
     return ti.xcom_pull(task_ids=task_id)
 
 
-def serve_one(name: str, row: dict) -> tuple[dict, dict]:
-    """Start the scoring service in-process for ``name`` until it serves; return /ready and the answer."""
+def serve_one(name: str, row: dict) -> tuple[dict, dict, str]:
+    """Start the scoring service in-process for ``name`` until it serves; return /ready, answer, /metrics."""
     from fastapi.testclient import TestClient
 
     from mlloop.config import get_settings
@@ -142,5 +142,6 @@ def serve_one(name: str, row: dict) -> tuple[dict, dict]:
             answer = http.post(f"/predict/{name}", json=row)
             assert answer.status_code == 200, (name, answer.text)
             body = answer.json()
+            metrics = http.get("/metrics").text
     get_settings.cache_clear()
-    return ready.json(), body
+    return ready.json(), body, metrics

@@ -31,6 +31,7 @@ from mlloop.serving.schema import RequestAdapters
 from mlloop.serving.service import Metrics, ScoringService, UseCaseService
 from mlloop.serving.wal import WriteAheadLog
 from mlloop.storage import Storage
+from mlloop.tasks import task_spec
 from mlloop.usecase import (
     DECLARATION_SUFFIXES,
     UseCase,
@@ -90,7 +91,7 @@ def build_service(settings: Settings, *, seed_history: bool = True) -> ScoringSe
             use_case=use_case,
             adapters=adapters,
             model_name=registered_model_name(use_case, settings),
-            metrics=metrics.for_use_case(name),
+            metrics=metrics.for_use_case(name, calibrated=task_spec(use_case.task).calibrated),
             seed_history=seed_history,
         )
     for name, reason in unavailable.items():

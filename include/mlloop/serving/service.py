@@ -37,6 +37,11 @@ from mlloop.usecase import UseCase
 log = logging.getLogger("mlloop.serving")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SCORE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
+# A regression's predicted values, in its target's unit (minutes, counts, amounts): symmetric steps of about
+# 3x either side of zero, so one set of buckets shows the spread of any such target.
+PREDICTION_BUCKETS = tuple(
+    sorted({sign * base * 10**power for sign in (-1, 1) for power in range(5) for base in (1, 3)} | {0})
+)
 # The use_case label of requests naming no served use case: it cannot be a use-case name (those start with
 # a letter), and the path's own text is never a label value (a client could create series without end).
 UNKNOWN_USE_CASE = "_unknown"
@@ -64,16 +69,30 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 100, 1000),
             registry=r,
         )
-        self.scores = Histogram("mlloop_score", "Scores returned.", uc, buckets=SCORE_BUCKETS, registry=r)
+        self.scores = Histogram(
+            "mlloop_score", "Scores (probabilities) returned by binary use cases.", uc, buckets=SCORE_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.predictions = Histogram(
+            "mlloop_prediction",
+            "Values predicted by regression use cases, in the target's unit.",
+            uc,
+            buckets=PREDICTION_BUCKETS,
+            registry=r,
+        )
         self.errors = Counter("mlloop_errors", "Errors by use case and kind.", [*uc, "kind"], registry=r)
         self.model = Gauge("mlloop_model_version", "Version being served.", [*uc, "model"], registry=r)
         self.swaps = Counter("mlloop_model_swaps", "Champion versions swapped in.", uc, registry=r)
         self.log_pending = Gauge("mlloop_inference_log_pending_rows", "Rows not yet written.", uc, registry=r)
         self.log_written = Gauge("mlloop_inference_log_written_rows", "Rows written.", uc, registry=r)
 
-    def for_use_case(self, name: str) -> UseCaseMetrics:
-        """Return a served use case's metrics (the per-request series bound once, off the request path)."""
-        return UseCaseMetrics(self, name)
+    def for_use_case(self, name: str, calibrated: bool = True) -> UseCaseMetrics:
+        """Return a served use case's metrics (the per-request series bound once, off the request path).
+
+        ``calibrated``: its answers are probabilities (``mlloop_score``), else predicted values
+        (``mlloop_prediction``).
+        """
+        return UseCaseMetrics(self, name, calibrated)
 
     def for_route(self, name: str) -> RouteMetrics:
         """Return the request and error counters of a route serving no model (unknown or unavailable)."""
@@ -99,14 +118,14 @@ class RouteMetrics:
 class UseCaseMetrics(RouteMetrics):
     """One served use case's series of ``Metrics``."""
 
-    def __init__(self, metrics: Metrics, name: str) -> None:
+    def __init__(self, metrics: Metrics, name: str, calibrated: bool = True) -> None:
         """Bind the series every answered request touches."""
         super().__init__(metrics, name)
         self.answered = metrics.requests.labels(use_case=name, status="200")
         self.rows = metrics.rows.labels(use_case=name)
         self.latency = metrics.latency.labels(use_case=name)
         self.batch_rows = metrics.batch_rows.labels(use_case=name)
-        self.scores = metrics.scores.labels(use_case=name)
+        self.scores = (metrics.scores if calibrated else metrics.predictions).labels(use_case=name)
         self.swaps = metrics.swaps.labels(use_case=name)
         self.log_pending = metrics.log_pending.labels(use_case=name)
         self.log_written = metrics.log_written.labels(use_case=name)
