@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 
 from mlloop.data.generator import generate_day
+from mlloop.ops.simulate import _training_of_day
 from mlloop.ops.timeline import timeline
 from mlloop.ops.traffic import served_performance
+from mlloop.orchestration.names import dag_names
 from mlloop.promotion.metrics import pr_auc
 from mlloop.storage import Storage, partition_key
 from mlloop.usecase import load_use_case
@@ -175,3 +177,41 @@ def test_a_simulation_moves_back_past_days_landed_before() -> None:
     assert free_end_back(30, 4, set(), today) == 21
     # A second simulation moves back past the first one too.
     assert free_end_back(30, 4, demo | span, today) == 27 + 34
+
+
+class _TrainRuns:
+    """The Airflow API as a finished day's training runs show it: their task states and results."""
+
+    def __init__(self, runs: dict[str, tuple[dict[str, str], list[str], str]]) -> None:
+        self.runs = runs  # run id -> (task states, snapshot days, version)
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        return self.runs[run_id][0]
+
+    def task_result(self, dag_id: str, run_id: str, task_id: str, key: str | None = None) -> object:
+        states, days, version = self.runs[run_id]
+        if task_id == "snapshot":
+            return {"days": days} if states["snapshot"] == "success" else None
+        return {"to_version": version, "reason": "gate"} if key is None else "waiting for labels"
+
+
+def test_a_promotion_the_simulation_did_not_cause_is_named_not_counted_as_its_own() -> None:
+    """The stack's midnight ingest trains the real today's window: a foreign promotion, not 'on landing'."""
+    names = dag_names("card_fraud")
+    ran = {"snapshot": "success"}
+    api = _TrainRuns(
+        {
+            "sim-landing": ({"snapshot": "skipped"}, [], ""),
+            "sim-retrain": ({**ran, "reject": "success"}, ["2026-10-29", "2026-11-01"], "14"),
+            "midnight": ({**ran, "promote": "success"}, ["2026-11-28", "2026-12-01"], "15"),
+            "old-reject": ({**ran, "reject": "success"}, ["2026-11-28", "2026-12-01"], "16"),
+        }
+    )
+    runs = [{"dag_run_id": r, "state": "success"} for r in api.runs]
+    own, foreign = _training_of_day(api, names, runs, "2026-11-01")
+    assert own == ["rejected v14"]
+    assert foreign == [
+        "train_card_fraud run midnight promoted v15 trained on 2026-11-28..2026-12-01, days this simulation "
+        "did not land"
+    ]  # a foreign rejection changes nothing served, so it is not named
+    assert _training_of_day(api, names, runs[:1], "2026-11-01", keep_skipped=True) == (["skipped"], [])

@@ -189,8 +189,7 @@ def run_simulation(
         )
         wait_for_runs(api, ingest)
         # The validated Asset still starts the train DAG, which skips; say so if it trained.
-        landed = [training_outcome(api, r) for r in wait_for_training(api, since, allow_none=True)]
-        landed = [outcome.split(":")[0] for outcome in landed if not outcome.startswith("skipped")]
+        landed, foreign = _training_of_day(api, names, wait_for_training(api, since, allow_none=True), day)
         run_id = f"sim__monitor__{day}__{stamp}"
         api.trigger(
             names.monitor,
@@ -203,16 +202,52 @@ def run_simulation(
         retrain = ""
         if check.get("action") == "trigger":
             runs = wait_for_training(api, since, allow_none=True)
-            retrain = "; ".join(training_outcome(api, r).split(":")[0] for r in runs)
+            retrained, more = _training_of_day(api, names, runs, day, keep_skipped=True)
+            retrain, foreign = "; ".join(retrained), foreign + more
         row = served_day(storage, use_case, day, rows=rows_per_day)
         retrain = "; ".join([*(f"on landing: {o}" for o in landed), *([retrain] if retrain else [])])
         monitor = check.get("action", state)
         if monitor == "quiet" and "figures" not in check:  # not checked (no champion, window not ready)
             monitor = "not checked"
+        if foreign:
+            retrain = "; ".join([retrain, *(f"NOT this simulation's: {f}" for f in foreign)]).lstrip("; ")
         row.update(scenario=scenario, monitor=monitor, retrain=retrain)
         rows.append(row)
         log.info("Simulated day %d/%d %s (%s): %s", number, len(days), day, scenario, row)
+        if foreign:
+            log.error(
+                "Stopped after day %d/%d: %s. The days after would judge that model, not the loop's own "
+                "decisions. Run make simulate again: it moves to days nothing has landed on yet.",
+                number, len(days), "; ".join(foreign),
+            )  # fmt: skip
+            break
     return rows
+
+
+def _training_of_day(
+    api: AirflowAPI, names: DagNames, runs: list[dict[str, Any]], day: str, keep_skipped: bool = False
+) -> tuple[list[str], list[str]]:
+    """Split a simulated day's finished training runs into its own outcomes and promotions it did not cause.
+
+    A run that trained a window ending on another day than ``day`` was not started by this simulation (the
+    stack's daily ingest lands and trains the real today's batch at 00:00 UTC, say); its promotion replaces
+    the simulated champion.
+    """
+    own, foreign = [], []
+    for run in runs:
+        outcome = training_outcome(api, run, names)
+        if outcome.startswith("skipped"):
+            own += ["skipped"] if keep_skipped else []
+            continue
+        window = (api.task_result(names.train, run["dag_run_id"], "snapshot") or {}).get("days") or [day]
+        if window[-1] == day:
+            own.append(outcome.split(":")[0])
+        elif outcome.startswith("promoted"):
+            foreign.append(
+                f"{names.train} run {run['dag_run_id']} {outcome.split(':')[0]} trained on "
+                f"{window[0]}..{window[-1]}, days this simulation did not land"
+            )
+    return own, foreign
 
 
 def simulation_problem(name: str) -> str | None:
