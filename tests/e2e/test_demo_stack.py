@@ -162,17 +162,27 @@ def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowCli
     assert version_link == f"{mlflow_url}/#/models/fraud-detector/versions/{new}"
 
 
-def _retiring_a_use_case_pauses_its_dags_and_its_route_answers_410(run, env: dict, state: Path) -> None:
-    """``mlloop use-cases retire arrival_delay --apply`` on the real stack: paused DAGs, 410, others serve."""
+def _retiring_a_use_case_pauses_its_dags_and_its_route_answers_410(
+    env: dict, state: Path, client: MlflowClient
+) -> None:
+    """The retire_arrival_delay DAG, run by the scheduler: paused DAGs, 410, audited, others still serve."""
     password = (state / ".env").read_text().split("MLLOOP_AIRFLOW_PASSWORD=")[1].split()[0]
-    airflow_url = f"http://127.0.0.1:{env['MLLOOP_AIRFLOW_PORT']}"
-    env.update({"MLLOOP_AIRFLOW_API_URL": airflow_url, "MLLOOP_AIRFLOW_PASSWORD": password})
-    retired = run("mlloop.cli", "use-cases", "retire", "arrival_delay", "--reason", "e2e", "--apply")
-    assert retired.returncode == 0, retired.stdout[-3000:] + retired.stderr[-3000:]
-    api = AirflowAPI(airflow_url, "admin", password)
+    api = AirflowAPI(f"http://127.0.0.1:{env['MLLOOP_AIRFLOW_PORT']}", "admin", password)
     names = dag_names("arrival_delay")
+    api.wait_for_dag(names.retire)
+    api.set_paused(names.retire, False)  # new DAGs start paused; a paused DAG's runs do not start
+    api.trigger(names.retire, "e2e-retire", {"reason": "e2e", "apply": True})
+
+    def finished() -> str | None:
+        run_state = api.run_state(names.retire, "e2e-retire")
+        return run_state if run_state in {"success", "failed"} else None
+
+    diagnose = lambda: _diagnosis(state, api, (names.retire, "e2e-retire"))  # noqa: E731
+    assert _wait(finished, "the retire run", diagnose=diagnose) == "success", diagnose()
     for dag_id in set(names.dags) - {names.retire, names.erase}:  # those two are left as they were
         assert api.get(f"/dags/{dag_id}")["is_paused"] is True, dag_id
+    retirements = [r for r in audit_log(client, "arrival-delay-regressor") if r.action == "retire"]
+    assert [r.actor for r in retirements] == ["airflow:e2e-retire by admin"], retirements
     serving = f"http://127.0.0.1:{env['MLLOOP_SERVING_PORT']}"
 
     def answer(use_case: str) -> tuple[int, str]:
@@ -185,7 +195,11 @@ def _retiring_a_use_case_pauses_its_dags_and_its_route_answers_410(run, env: dic
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
-    gone = _wait(lambda: (lambda a: a if a[0] == 410 else None)(answer("arrival_delay")), "410 Gone", 180)
+    def answered_gone() -> tuple[int, str] | None:
+        status, body = answer("arrival_delay")
+        return (status, body) if status == 410 else None
+
+    gone = _wait(answered_gone, "/predict/arrival_delay to answer 410 Gone", 180)
     assert "retired" in gone[1] and "e2e" in gone[1], gone
     assert answer("flight_delay")[0] != 410  # the other use cases still serve
 
@@ -337,7 +351,7 @@ def test_demo_runs_twice_and_down_leaves_nothing(stack) -> None:
         else later[-1][0]
     )
     _reviewer_rejects_a_manual_retrain(env, state, client, end_day=window_end)
-    _retiring_a_use_case_pauses_its_dags_and_its_route_answers_410(run, env, state)
+    _retiring_a_use_case_pauses_its_dags_and_its_route_answers_410(env, state, client)
 
     down = run("mlloop.ops.services", "down", timeout=300)
     assert down.returncode == 0, down.stderr[-2000:]
