@@ -21,9 +21,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mlloop import clock
 from mlloop.lifecycle.versions import delete_model_artifacts
 from mlloop.ops.airflow_api import AirflowAPI, AirflowAPIError
 from mlloop.orchestration.names import dag_names
@@ -250,7 +251,7 @@ def retire(
         log.info("%s %s: %s", "Would" if not apply else "Retiring", declaration.name, step)
     if not apply:
         return summary
-    retirement = _carry_out(client, airflow, plan, actor, reason, now or datetime.now(UTC))
+    retirement = _carry_out(client, airflow, plan, actor, reason, now or clock.now())
     return {**summary, "changed": True, "retirement": asdict(retirement)}
 
 
