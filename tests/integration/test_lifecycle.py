@@ -256,3 +256,40 @@ def test_a_rollback_run_audits_the_user_who_triggered_it(
     record = audit_log(client, name)[-1]
     assert (record.action, record.reason) == ("rollback", "audit names the user")
     assert record.actor == f"airflow:{dag_run.run_id} by dag_test"  # dag.test's triggering user
+
+
+@pytest.mark.parametrize("knows_its_model_id", [True, False])
+def test_a_trained_versions_files_are_deleted_through_the_tracking_server(
+    client, model_name: str, tmp_path: Path, knows_its_model_id: bool
+) -> None:
+    """A version registered from an MLflow 3 logged model (source ``models:/m-...``), as training does.
+
+    The server proxies the artifacts; a version read back may not carry its ``model_id``, only the source.
+    """
+    from types import SimpleNamespace
+
+    from mlloop.lifecycle.versions import delete_model_artifacts
+
+    experiment = client.get_experiment_by_name("registry-tests")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment("registry-tests")
+    run = client.create_run(experiment_id)
+    logged = client.create_logged_model(experiment_id=experiment_id, source_run_id=run.info.run_id)
+    files = tmp_path / "model"
+    files.mkdir()
+    (files / "model.json").write_text("{}")
+    client.log_model_artifacts(logged.model_id, str(files))
+    client.finalize_logged_model(logged.model_id, "READY")
+    client.create_registered_model(model_name)
+    version = client.create_model_version(
+        model_name, source=f"models:/{logged.model_id}", run_id=run.info.run_id, model_id=logged.model_id
+    )
+    assert [a.path for a in client.list_logged_model_artifacts(logged.model_id)] == ["model.json"]
+    read_back = client.get_model_version(model_name, version.version)
+    if not knows_its_model_id:
+        read_back = SimpleNamespace(
+            name=model_name, version=read_back.version, source=read_back.source, model_id=None
+        )
+
+    delete_model_artifacts(client, read_back)
+
+    assert client.list_logged_model_artifacts(logged.model_id) == []

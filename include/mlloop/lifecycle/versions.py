@@ -100,6 +100,10 @@ def delete_model_artifacts(client: MlflowClient, version: ModelVersion) -> str:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     model_id = getattr(version, "model_id", None)
+    if not model_id and version.source.startswith("models:/m-"):
+        # A version read back from a tracking server may carry only its source, models:/<model id>: the
+        # models:/ repository cannot delete, the logged model's own artifact location can.
+        model_id = version.source.removeprefix("models:/").split("/")[0]
     location = client.get_logged_model(model_id).artifact_location if model_id else version.source
     if location.startswith("runs:/"):
         run_id, _, path = location.removeprefix("runs:/").partition("/")
