@@ -47,7 +47,14 @@ def embedded_stack_env(state_dir: Path, port: int) -> dict[str, str]:
     """
     code = "import json; from mlloop.ops import services; print(json.dumps(services.stack_env()))"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLLOOP_", "MLFLOW_", "AWS_"))}
-    env.update({"MLLOOP_STATE_DIR": str(state_dir), "MLLOOP_AIRFLOW_PORT": str(port)})
+    # One API server serves both the REST API and the tasks' Execution API here (Postgres: no SQLite lock).
+    env.update(
+        {
+            "MLLOOP_STATE_DIR": str(state_dir),
+            "MLLOOP_AIRFLOW_PORT": str(port),
+            "MLLOOP_AIRFLOW_EXECUTION_PORT": str(port),
+        }
+    )
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True, check=False
     )
