@@ -30,6 +30,7 @@ from mlflow import MlflowClient
 from mlloop.clock import shift_days_to
 from mlloop.ops.airflow_api import AirflowAPI
 from mlloop.ops.demo import demo_days, monitor_days
+from mlloop.ops.services import read_env_file
 from mlloop.orchestration.names import dag_names
 from mlloop.registry.champion import audit_log
 from mlloop.usecase import load_use_case
@@ -98,7 +99,7 @@ def _review_try(api: AirflowAPI, run_id: str) -> int:
 
 def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowClient, end_day: str) -> None:
     """A manual run on the champion's window (an equal model) passes the gate, waits, the reviewer rejects."""
-    password = (state / ".env").read_text().split("MLLOOP_AIRFLOW_PASSWORD=")[1].split()[0]
+    password = read_env_file(state / ".env")["MLLOOP_AIRFLOW_PASSWORD"]
     api = AirflowAPI(f"http://127.0.0.1:{env['MLLOOP_AIRFLOW_PORT']}", "admin", password)
     champion = client.get_model_version_by_alias("fraud-detector", "champion").version
     new = str(len(client.search_model_versions("name='fraud-detector'")) + 1)
@@ -116,7 +117,7 @@ def _reviewer_rejects_a_manual_retrain(env: dict, state: Path, client: MlflowCli
     # the task's own exit into awaiting_input makes Airflow 3.3 read that exit as an external kill and
     # retry the task, which asks again (seen here and on CI: try 2 waited for an answer nobody gave).
     time.sleep(10)
-    reviewer_password = (state / ".env").read_text().split("MLLOOP_AIRFLOW_REVIEWER_PASSWORD=")[1].split()[0]
+    reviewer_password = read_env_file(state / ".env")["MLLOOP_AIRFLOW_REVIEWER_PASSWORD"]
     reviewer = AirflowAPI(f"http://127.0.0.1:{env['MLLOOP_AIRFLOW_PORT']}", "reviewer", reviewer_password)
     reviewer.respond("train_card_fraud", run_id, "review", ["Reject"])
     answered = {_review_try(api, run_id)}
@@ -166,7 +167,7 @@ def _retiring_a_use_case_pauses_its_dags_and_its_route_answers_410(
     env: dict, state: Path, client: MlflowClient
 ) -> None:
     """The retire_arrival_delay DAG, run by the scheduler: paused DAGs, 410, audited, others still serve."""
-    password = (state / ".env").read_text().split("MLLOOP_AIRFLOW_PASSWORD=")[1].split()[0]
+    password = read_env_file(state / ".env")["MLLOOP_AIRFLOW_PASSWORD"]
     api = AirflowAPI(f"http://127.0.0.1:{env['MLLOOP_AIRFLOW_PORT']}", "admin", password)
     names = dag_names("arrival_delay")
     api.wait_for_dag(names.retire)
